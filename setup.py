@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="stylegan-suite",
+    version="0.1.0",
+    description="StyleGAN2 job suite for HPC clusters: preprocess, train, evaluate, sample",
+    python_requires=">=3.10",
+    packages=find_packages(include=["stylegan", "stylegan.*", "jobs", "jobs.*"]),
+    install_requires=[
+        # Ranges that torch 2.13.0 (the CPU build installed first on CI) satisfies, so pip never swaps it.
+        "torch>=2.4",
+        "numpy>=1.24",
+        "pillow>=10",
+        "pyyaml>=6",
+        "scipy>=1.10",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff>=0.6"],
+    },
+)

@@ -1,0 +1,63 @@
+"""Shared test helpers: the official reference fixtures and networks built from them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stylegan.networks import Discriminator, Generator
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("STYLEGAN_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURE_NAMES = ["uncond32", "cond16"]
+
+
+class Fixture:
+    """One official reference file: weights, inputs and outputs of NVIDIA's networks."""
+
+    def __init__(self, name: str):
+        self.path = FIXTURES / f"stylegan2_official_{name}.npz"
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: reference fixture missing (set STYLEGAN_FIXTURES to the folder "
+                                    "holding stylegan2_official_*.npz)")
+        self.data = np.load(self.path)
+        self.meta = json.loads(bytes(self["meta_json"]).decode())
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self.data.files:
+            raise KeyError(f"{self.path}: key '{key}' missing from the fixture")
+        return self.data[key]
+
+    def tensor(self, key: str) -> torch.Tensor:
+        return torch.from_numpy(self[key])
+
+    def state(self, net: str) -> dict[str, torch.Tensor]:
+        prefix = net + "."
+        return {k[len(prefix):]: torch.from_numpy(self.data[k]) for k in self.data.files if k.startswith(prefix)}
+
+    def networks(self) -> tuple[Generator, Discriminator]:
+        G = Generator(**self.meta["G_kwargs"])
+        D = Discriminator(**self.meta["D_kwargs"])
+        G.load_state_dict(self.state("G"), strict=True)
+        D.load_state_dict(self.state("D"), strict=True)
+        return G.eval(), D.eval()
+
+
+@pytest.fixture(params=FIXTURE_NAMES)
+def fixture(request) -> Fixture:
+    return Fixture(request.param)
+
+
+def tiny_generator_kwargs(resolution: int = 16, c_dim: int = 0) -> dict:
+    return dict(z_dim=16, c_dim=c_dim, w_dim=16, img_resolution=resolution, img_channels=3,
+                mapping_kwargs=dict(num_layers=2), channel_base=128, channel_max=16, num_fp16_res=0)
+
+
+def tiny_discriminator_kwargs(resolution: int = 16, c_dim: int = 0) -> dict:
+    return dict(c_dim=c_dim, img_resolution=resolution, img_channels=3, channel_base=128, channel_max=16,
+                num_fp16_res=0, epilogue_kwargs=dict(mbstd_group_size=2))
