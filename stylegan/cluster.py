@@ -1,4 +1,4 @@
-"""Where a process sits in a cluster job: Slurm array tasks. (Distributed ranks live in stylegan.distributed.)"""
+"""Where a process sits in a cluster job: its Slurm array task and its torchrun rank. Every job asks here."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ def array_task(index: int | None, count: int | None) -> tuple[int, int]:
         raise UserError(f"task index {index} is outside 0..{count - 1} (--task-index/--num-tasks or "
                         "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)")
     return index, count
+
+
+def task_range(num_items: int, task: int, num_tasks: int) -> tuple[int, int]:
+    """The contiguous [start, end) slice of num_items that task `task` of `num_tasks` owns."""
+    return num_items * task // num_tasks, num_items * (task + 1) // num_tasks
+
+
+def torchrun_rank() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's variables; (0, 1, 0) for a plain process."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
 
 
 def available_cpus() -> int:

@@ -14,26 +14,37 @@ TMP_PREFIX = ".tmp-"
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Write to a temp file in the same directory, fsync, then rename over `path`.
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path in the same directory (same suffix, so format-sniffing writers work); when the block
+    succeeds, fsync it and rename it over `path`.
 
     Readers see either the old file or the complete new one, never a partial write; a crash leaves only a
     `.tmp-*` file that every lister in this project ignores.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix="-" + path.name, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """An open file whose contents appear under `path` atomically when the block succeeds (see atomic_path)."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from stylegan.cluster import task_range
 from stylegan.data.images import ImageOptions, Processed, Rejected, process_image
 from stylegan.data.sources import InputItem, list_inputs, read_items
 from stylegan.errors import UserError
@@ -71,10 +72,6 @@ def _fingerprint(cfg: PreprocessConfig, items: list[InputItem]) -> str:
     for item in items:
         h.update(f"{item.source}:{item.name}\n".encode())
     return h.hexdigest()
-
-
-def task_range(num_items: int, task: int, num_tasks: int) -> tuple[int, int]:
-    return num_items * task // num_tasks, num_items * (task + 1) // num_tasks
 
 
 def _process(args: tuple[bytes, ImageOptions]) -> Processed | str:

@@ -1,0 +1,220 @@
+"""Generate images from a generator: per-seed PNGs, seed grids, latent walks and style-mixing figures.
+
+Generation is batched on the device; PNG encoding and writing run in worker processes so the device does not wait
+for the disk. Every file appears atomically, so an interrupted run leaves only complete files and a rerun skips
+them. Per-seed files go to sub-folders of 1,000 seeds: `<outdir>/<seed // 1000:04d>/seed<seed:04d>.png`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import multiprocessing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from stylegan.errors import UserError
+from stylegan.fileio import atomic_path, write_text_atomic
+from stylegan.networks import Generator
+from stylegan.progress import Progress
+from stylegan.seeds import seed_latents, to_uint8
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    psi: float = 1.0
+    cutoff: int | None = None
+    noise_mode: str = "const"
+    class_idx: int | None = None
+    batch: int = 32
+    device: str = "cpu"
+
+
+def seed_path(outdir: Path, seed: int) -> Path:
+    return outdir / f"{seed // 1000:04d}" / f"seed{seed:04d}.png"
+
+
+def labels_for(G: Generator, n: int, opts: SampleOptions) -> torch.Tensor:
+    c = torch.zeros(n, G.c_dim, device=opts.device)
+    if G.c_dim and opts.class_idx is None:
+        raise UserError(f"the network is conditional ({G.c_dim} classes): pass --class 0..{G.c_dim - 1}")
+    if G.c_dim:
+        if not 0 <= opts.class_idx < G.c_dim:
+            raise UserError(f"--class {opts.class_idx}: the network has classes 0..{G.c_dim - 1}")
+        c[:, opts.class_idx] = 1
+    elif opts.class_idx is not None:
+        raise UserError("--class given but the network is unconditional")
+    return c
+
+
+@torch.no_grad()
+def seed_ws(G: Generator, seeds: list[int], opts: SampleOptions) -> torch.Tensor:
+    z = seed_latents(seeds, G.z_dim).to(opts.device)
+    return G.mapping(z, labels_for(G, len(seeds), opts), truncation_psi=opts.psi, truncation_cutoff=opts.cutoff)
+
+
+@torch.no_grad()
+def synthesize(G: Generator, ws: torch.Tensor, opts: SampleOptions) -> np.ndarray:
+    """ws [N, num_ws, w_dim] -> uint8 NHWC images, in batches of opts.batch."""
+    out = [to_uint8(G.synthesis(ws[i:i + opts.batch], noise_mode=opts.noise_mode)).cpu().numpy()
+           for i in range(0, len(ws), opts.batch)]
+    return np.concatenate(out) if out else np.zeros((0, G.img_resolution, G.img_resolution, 3), np.uint8)
+
+
+def seed_images(G: Generator, seeds: list[int], opts: SampleOptions) -> Iterator[tuple[list[int], np.ndarray]]:
+    for i in range(0, len(seeds), opts.batch):
+        chunk = seeds[i:i + opts.batch]
+        yield chunk, synthesize(G, seed_ws(G, chunk, opts), opts)
+
+
+def save_png(image: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=1)
+
+
+def _save_many(args: tuple[np.ndarray, list[str]]) -> int:
+    images, paths = args
+    for image, path in zip(images, paths, strict=True):
+        save_png(image, Path(path))
+    return len(paths)
+
+
+def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOptions, workers: int = 2,
+                    desc: str = "sample") -> list[int]:
+    """One PNG per seed; seeds whose file exists are skipped. Returns the seeds generated now."""
+    todo = [s for s in seeds if not seed_path(outdir, s).is_file()]
+    print(f"{desc}: {len(seeds) - len(todo)} of {len(seeds)} seeds already written", flush=True)
+    progress = Progress(len(todo), desc)
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 0 and todo else None
+    pending: collections.deque = collections.deque()
+    try:
+        for chunk, images in seed_images(G, todo, opts):
+            job = (images, [str(seed_path(outdir, s)) for s in chunk])
+            if pool is None:
+                progress.update(_save_many(job))
+                continue
+            pending.append(pool.apply_async(_save_many, (job,)))
+            while len(pending) > 2 * workers:  # bound memory: the device runs ahead by at most this many batches
+                progress.update(pending.popleft().get())
+        while pending:
+            progress.update(pending.popleft().get())
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    progress.close()
+    return todo
+
+
+def write_manifest(path: Path, seeds: list[int], outdir: Path, checkpoint_sha256: str, opts: SampleOptions) -> None:
+    lines = [json.dumps({"seed": s, "file": str(seed_path(outdir, s).relative_to(outdir)),
+                         "checkpoint_sha256": checkpoint_sha256, "psi": opts.psi, "noise_mode": opts.noise_mode,
+                         "class": opts.class_idx}) for s in seeds]
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures: grids, walks, style mixing.
+
+LABEL_HEIGHT = 12
+
+
+def tile(images: np.ndarray, cols: int, rows: int, captions: list[str] | None = None) -> np.ndarray:
+    """Images [N, H, W, 3] into a rows x cols sheet (row-major), white cells where N < rows*cols; with captions,
+    a strip of LABEL_HEIGHT pixels under each cell carries its text."""
+    n, h, w, _ = images.shape
+    cell_h = h + (LABEL_HEIGHT if captions else 0)
+    sheet = np.full((rows * cell_h, cols * w, 3), 255, dtype=np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        sheet[r * cell_h: r * cell_h + h, c * w: (c + 1) * w] = images[i]
+    if not captions:
+        return sheet
+    pil = Image.fromarray(sheet)
+    draw = ImageDraw.Draw(pil)
+    for i, text in enumerate(captions):
+        r, c = divmod(i, cols)
+        draw.text((c * w + 2, r * cell_h + h), text, fill=(0, 0, 0))
+    return np.asarray(pil)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.arccos((a_n * b_n).sum(-1, keepdim=True).clamp(-1, 1))
+    so = torch.sin(omega)
+    if float(so.abs().min()) < 1e-6:
+        return torch.lerp(a, b, t)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+@torch.no_grad()
+def walk_ws(G: Generator, seeds: list[int], frames: int, space: str, opts: SampleOptions) -> torch.Tensor:
+    """ws for a walk through `seeds`: `frames` steps per segment, ending exactly on the last seed."""
+    if len(seeds) < 2:
+        raise UserError("--walk needs at least two seeds, e.g. --walk 200,1000,200")
+    if frames < 1:
+        raise UserError("--frames must be at least 1")
+    ts = [i / frames for i in range(frames)]
+    if space == "w":
+        ws = seed_ws(G, seeds, opts)
+        out = [torch.lerp(ws[i], ws[i + 1], t) for i in range(len(seeds) - 1) for t in ts] + [ws[-1]]
+        return torch.stack(out)
+    if space != "z":
+        raise UserError(f"--space {space!r}: use w or z")
+    z = seed_latents(seeds, G.z_dim).to(opts.device)
+    zs = torch.stack([slerp(z[i], z[i + 1], t) for i in range(len(seeds) - 1) for t in ts] + [z[-1]])
+    return G.mapping(zs, labels_for(G, len(zs), opts), truncation_psi=opts.psi, truncation_cutoff=opts.cutoff)
+
+
+def write_animation(frames: np.ndarray, outdir: Path, fps: int = 10) -> list[Path]:
+    """walk.gif always; walk.mp4 when imageio-ffmpeg is installed (said once otherwise)."""
+    gif = outdir / "walk.gif"
+    pils = [Image.fromarray(f) for f in frames]
+    with atomic_path(gif) as tmp:
+        pils[0].save(tmp, format="GIF", save_all=True, append_images=pils[1:], duration=1000 // fps, loop=0)
+    written = [gif]
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg  # noqa: F401 - the ffmpeg binary ships in this wheel
+    except ImportError:
+        print("imageio-ffmpeg is not installed: wrote walk.gif only (pip install imageio imageio-ffmpeg for MP4)")
+        return written
+    mp4 = outdir / "walk.mp4"
+    # yuv420p needs even sides; macro_block_size=1 keeps our exact size when it is even already
+    with atomic_path(mp4) as tmp, imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264",
+                                                     macro_block_size=1,
+                                                     output_params=["-pix_fmt", "yuv420p"]) as writer:
+        for f in frames:
+            writer.append_data(f)
+    return written + [mp4]
+
+
+@torch.no_grad()
+def style_mix_figure(G: Generator, row_seeds: list[int], col_seeds: list[int], layers: list[int],
+                     opts: SampleOptions) -> np.ndarray:
+    """The StyleGAN style-mixing figure: top row = column seeds, left column = row seeds, cell (r, c) = row seed
+    with the listed layers' styles taken from column seed."""
+    bad = [i for i in layers if not 0 <= i < G.num_ws]
+    if bad:
+        raise UserError(f"--layers {bad}: this network has style layers 0..{G.num_ws - 1}")
+    all_seeds = sorted(set(row_seeds + col_seeds))
+    w = dict(zip(all_seeds, seed_ws(G, all_seeds, opts), strict=True))
+    mixed = []
+    for r in row_seeds:
+        for c in col_seeds:
+            ws = w[r].clone()
+            ws[layers] = w[c][layers]
+            mixed.append(ws)
+    single = synthesize(G, torch.stack([w[s] for s in all_seeds]), opts)
+    image = dict(zip(all_seeds, single, strict=True))
+    cells = synthesize(G, torch.stack(mixed), opts)
+    blank = np.full_like(single[0], 255)
+    grid = [blank] + [image[c] for c in col_seeds]
+    for i, r in enumerate(row_seeds):
+        grid += [image[r]] + list(cells[i * len(col_seeds):(i + 1) * len(col_seeds)])
+    return tile(np.stack(grid), len(col_seeds) + 1, len(row_seeds) + 1)

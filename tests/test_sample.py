@@ -1,0 +1,181 @@
+"""The sample job: pixels equal to the network's, grids, walks, style mixing, task splits, kill + rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylegan.checkpoint import save_checkpoint
+from stylegan.networks import Discriminator, Generator
+from stylegan.sampling import LABEL_HEIGHT, seed_path
+from stylegan.seeds import seed_latents, to_uint8
+from tests.conftest import REPO, tiny_discriminator_kwargs, tiny_generator_kwargs
+from tests.nvidia_pickles import write_nvidia_pickle
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory) -> tuple[Path, Generator]:
+    torch.manual_seed(3)
+    G, D = Generator(**tiny_generator_kwargs()).eval(), Discriminator(**tiny_discriminator_kwargs())
+    with torch.no_grad():
+        for m in G.modules():
+            if hasattr(m, "noise_strength"):
+                m.noise_strength.fill_(0.3)
+        G.mapping.w_avg.normal_()
+    path = tmp_path_factory.mktemp("net") / "net.pt"
+    save_checkpoint(path, {"format": 1, "G_kwargs": tiny_generator_kwargs(), "D_kwargs": tiny_discriminator_kwargs(),
+                           "G": G.state_dict(), "D": D.state_dict(), "G_ema": G.state_dict()})
+    return path, G
+
+
+@torch.no_grad()
+def expected(G: Generator, seeds: list[int], psi: float = 1.0) -> np.ndarray:
+    img = G(seed_latents(seeds, G.z_dim), None, truncation_psi=psi, noise_mode="const")
+    return to_uint8(img).numpy()
+
+
+def sample(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "jobs.sample", *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, **(env or {})})
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def read(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def close(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_seed_pngs_equal_the_network(network, tmp_path):
+    path, G = network
+    sample("--checkpoint", str(path), "--outdir", str(tmp_path), "--seeds", "0-2,1500", "--trunc", "0.7",
+           "--workers", "1")
+    ref = expected(G, [0, 1, 2, 1500], psi=0.7)
+    for seed, img in zip([0, 1, 2, 1500], ref, strict=True):
+        assert close(read(seed_path(tmp_path, seed)), img)
+    assert seed_path(tmp_path, 1500) == tmp_path / "0001" / "seed1500.png"
+    lines = [json.loads(x) for x in (tmp_path / "manifest-0000.jsonl").read_text().splitlines()]
+    assert [x["seed"] for x in lines] == [0, 1, 2, 1500] and lines[0]["psi"] == 0.7
+    assert len(lines[0]["checkpoint_sha256"]) == 64
+
+
+def test_nvidia_pickle_gives_the_same_pictures(network, tmp_path):
+    path, G = network
+    pkl = write_nvidia_pickle(tmp_path / "net.pkl", G, Discriminator(**tiny_discriminator_kwargs()),
+                              tiny_generator_kwargs(), tiny_discriminator_kwargs())
+    sample("--checkpoint", str(pkl), "--outdir", str(tmp_path / "o"), "--seeds", "5,6", "--workers", "0")
+    for seed, img in zip([5, 6], expected(G, [5, 6]), strict=True):
+        assert close(read(seed_path(tmp_path / "o", seed)), img)
+
+
+def test_two_tasks_write_the_union_without_duplicates(network, tmp_path):
+    path, _ = network
+    for task in (0, 1):
+        sample("--checkpoint", str(path), "--outdir", str(tmp_path), "--seeds", "10-30", "--workers", "1",
+               env={"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "2"})
+    per_task = [{json.loads(x)["seed"] for x in (tmp_path / f"manifest-{t:04d}.jsonl").read_text().splitlines()}
+                for t in (0, 1)]
+    assert not per_task[0] & per_task[1] and per_task[0] | per_task[1] == set(range(10, 31))
+    assert sorted(p.name for p in tmp_path.rglob("seed*.png")) == [f"seed{s:04d}.png" for s in range(10, 31)]
+
+
+def test_killed_and_rerun_ends_complete_with_nothing_rewritten(network, tmp_path):
+    path, _ = network
+    args = [sys.executable, "-m", "jobs.sample", "--checkpoint", str(path), "--outdir", str(tmp_path),
+            "--seeds", "0-599", "--batch", "4", "--workers", "1"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.rglob("seed*.png"))) < 40:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("seed*.png")}
+    assert 40 <= len(before) < 600
+    for p in before:
+        Image.open(p).load()  # every file under its final name is complete
+    rerun = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(before)} of 600 seeds already written" in rerun.stdout
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert len(list(tmp_path.rglob("seed*.png"))) == 600
+
+
+def test_grid_tiles_exactly_the_seed_images(network, tmp_path):
+    path, G = network
+    sample("--checkpoint", str(path), "--outdir", str(tmp_path), "--grid", "3x2", "--seeds", "0-7")
+    ref = expected(G, list(range(8)))
+    sheets = [read(tmp_path / f"grid{n:04d}.png") for n in (0, 1)]
+    assert sheets[0].shape == (32, 48, 3)
+    for i in range(8):
+        r, c = divmod(i % 6, 3)
+        assert close(sheets[i // 6][r * 16:(r + 1) * 16, c * 16:(c + 1) * 16], ref[i])
+    assert (sheets[1][16:, :] == 255).all() and (sheets[1][:16, 32:] == 255).all()
+    sample("--checkpoint", str(path), "--outdir", str(tmp_path / "lab"), "--grid", "3x2", "--seeds", "0-5",
+           "--grid-labels")
+    labelled = read(tmp_path / "lab" / "grid0000.png")
+    assert labelled.shape == (2 * (16 + LABEL_HEIGHT), 48, 3)
+    assert close(labelled[16 + LABEL_HEIGHT: 32 + LABEL_HEIGHT, 16:32], ref[4])
+    assert (labelled[16:16 + LABEL_HEIGHT] < 128).any()  # the caption text is drawn
+
+
+@pytest.mark.parametrize("space", ["w", "z"])
+def test_walk_frames_gif_and_mp4(network, tmp_path, space):
+    path, G = network
+    sample("--checkpoint", str(path), "--outdir", str(tmp_path), "--walk", "200,1000,200", "--frames", "4",
+           "--space", space, "--trunc", "0.8")
+    frames = sorted((tmp_path / "walk").glob("frame*.png"))
+    assert len(frames) == 2 * 4 + 1
+    ends = expected(G, [200, 1000], psi=0.8)
+    assert close(read(frames[0]), ends[0]) and close(read(frames[4]), ends[1]) and close(read(frames[-1]), ends[0])
+    assert not close(read(frames[2]), ends[0])
+    assert Image.open(tmp_path / "walk.gif").n_frames == 9
+    assert sum(1 for _ in imageio.get_reader(tmp_path / "walk.mp4")) == 9
+
+
+def test_style_mix_figure(network, tmp_path):
+    path, G = network
+    last = G.num_ws - 1
+    sample("--checkpoint", str(path), "--outdir", str(tmp_path), "--style-mix", "1,2", "7,8,9",
+           "--layers", f"0-{last}")
+    fig = read(tmp_path / "style-mix.png")
+    assert fig.shape == (3 * 16, 4 * 16, 3)
+    ref = dict(zip([1, 2, 7, 8, 9], expected(G, [1, 2, 7, 8, 9]), strict=True))
+    assert close(fig[:16, 16:32], ref[7]) and close(fig[16:32, :16], ref[1])
+    assert close(fig[32:48, 48:64], ref[9])  # every layer taken from the column seed: its image
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--seeds", "5-1"], "end is below the start"),
+    (["--seeds", "abc"], "bad seed 'abc'"),
+    (["--seeds", "-4"], "non-negative"),
+    (["--seeds", "4294967296"], "at most"),
+    (["--walk", "7"], "at least two seeds"),
+    (["--grid", "0x3", "--seeds", "1-4"], "--grid"),
+    (["--grid", "banana", "--seeds", "1-4"], "COLSxROWS"),
+    (["--style-mix", "1", "2", "--layers", "0-99"], "style layers"),
+])
+def test_bad_input_one_line(network, tmp_path, args, match):
+    result = sample("--checkpoint", str(network[0]), "--outdir", str(tmp_path), *args, check=False)
+    assert result.returncode == 2 and match in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_checkpoint(tmp_path):
+    result = sample("--checkpoint", str(tmp_path / "nope.pt"), "--outdir", str(tmp_path), "--seeds", "1",
+                    check=False)
+    assert result.returncode == 2 and "no such checkpoint" in result.stderr
