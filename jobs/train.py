@@ -1,0 +1,37 @@
+"""Train StyleGAN2: a plain process (1 CPU/GPU) or under torchrun (GPUs, nodes).
+
+    python -m jobs.train --config configs/textures64.yaml data=/shared/data/tex64
+    torchrun --nproc-per-node=8 -m jobs.train --config configs/ffhq256.yaml resume=ffhq.pkl
+Exit code 3 means "stopped by SIGTERM/SIGUSR1 after writing a checkpoint": slurm/train.sh requeues the job, and
+the requeued job continues from that snapshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs.cli import run
+from stylegan.config import FIELDS, load_config
+from stylegan.distributed import init_distributed, shutdown
+from stylegan.training import Trainer
+
+
+def main(args: argparse.Namespace) -> None:
+    cfg = load_config(args.config, args.overrides)
+    env = init_distributed(cfg.dist_timeout_s)
+    trainer = Trainer(cfg, env)
+    try:
+        code = trainer.run()
+    finally:
+        trainer.close()
+        shutdown()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="config keys: " + ", ".join(FIELDS))
+    parser.add_argument("--config", help="YAML file (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. batch=64 kimg=1000")
+    run(main, parser)

@@ -1,0 +1,162 @@
+"""Training configuration: one dataclass with documented defaults, read from YAML plus `key=value` overrides.
+
+Unknown keys and wrong types fail at start with a message that lists the valid keys. Defaults follow NVIDIA's
+StyleGAN2-ADA trainer (`--cfg=stylegan2` of the stylegan3 repository).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stylegan.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    # Run and data
+    data: str = ""                      # preprocessed dataset folder (holds dataset.json)
+    outdir: str = "runs"                # the run directory is <outdir>/<run_name>
+    run_name: str = ""                  # default: the config file's name; Slurm jobs pass their job name
+    resolution: int = 64                # must equal the dataset's
+    cond: bool = False                  # condition on the dataset's labels
+    mirror: bool = True                 # random x-flips of the reals
+    workers: int = 2                    # data loader processes per rank
+    seed: int = 0
+
+    # Networks (constructor arguments of Generator/Discriminator)
+    z_dim: int = 512
+    w_dim: int = 512
+    map_layers: int = 2                 # mapping network depth (8 in the 2020 paper configs)
+    channel_base: int = 16384
+    channel_max: int = 512
+    num_fp16_res: int = 4               # highest-resolution blocks in half precision (GPU only)
+    conv_clamp: float = 256.0
+    mbstd_group: int = 4
+
+    # Optimisation
+    batch: int = 32                     # total over all GPUs; split into batch_gpu per round and accumulated
+    batch_gpu: int = 0                  # per-GPU minibatch; 0 = batch / world size
+    glr: float = 0.0025
+    dlr: float = 0.0025
+    betas: list = field(default_factory=lambda: [0.0, 0.99])
+    eps: float = 1e-8
+    r1_gamma: float = 1.0
+    r1_interval: int = 16               # lazy R1 every 16 minibatches
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    style_mixing: float = 0.9
+    ema_kimg: float = -1.0              # G_ema half-life; -1 = batch * 10 / 32 (official)
+    ema_rampup: float = 0.05            # 0 = off
+
+    # Augmentation
+    aug: str = "ada"                    # ada | fixed | noaug
+    augpipe: str = "bgc"
+    aug_p: float = 0.0                  # initial (ada) or constant (fixed) probability
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 500.0             # how fast p can move: 0 -> 1 in this many kimg
+
+    # Transfer learning
+    resume: str = ""                    # '' | auto | path (.pt/.pkl/.safetensors); the run's own latest snapshot wins
+    transfer_min_fraction: float = 0.5  # refuse a resume source when fewer tensors than this match
+    freezed: int = 0                    # freeze this many D layers, counted from the input side
+
+    # Schedule and logging
+    kimg: float = 25000.0               # total training length
+    tick_kimg: float = 4.0              # progress line, stats and TensorBoard every tick
+    snap: int = 50                      # snapshot (checkpoint + fakes grid) every `snap` ticks
+    grid_size: int = 8                  # fakes grid is grid_size x grid_size
+
+    # Fault handling
+    nan_rollback: int = 5               # this many non-finite steps in a row: roll back to the last snapshot
+    dist_timeout_s: int = 600           # collective timeout, so a dead rank fails the job instead of hanging
+    inject_nan_steps: list = field(default_factory=list)  # testing only: make the G loss NaN at these steps
+
+    def validate(self) -> None:
+        if not self.data:
+            raise UserError("config: 'data' is required (a folder written by `python -m jobs.preprocess`)")
+        if self.resolution < 4 or self.resolution & (self.resolution - 1):
+            raise UserError(f"config: resolution {self.resolution} must be a power of two >= 4")
+        if self.aug not in ("ada", "fixed", "noaug"):
+            raise UserError(f"config: aug {self.aug!r} must be ada, fixed or noaug")
+        if self.batch < 1 or self.batch_gpu < 0:
+            raise UserError("config: batch must be >= 1 and batch_gpu >= 0")
+        if len(self.betas) != 2:
+            raise UserError("config: betas must be a list of two numbers, e.g. [0.0, 0.99]")
+
+    def generator_kwargs(self, c_dim: int) -> dict:
+        return dict(z_dim=self.z_dim, c_dim=c_dim, w_dim=self.w_dim, img_resolution=self.resolution,
+                    img_channels=3, mapping_kwargs=dict(num_layers=self.map_layers),
+                    channel_base=self.channel_base, channel_max=self.channel_max, num_fp16_res=self.num_fp16_res,
+                    conv_clamp=self.conv_clamp)
+
+    def discriminator_kwargs(self, c_dim: int) -> dict:
+        return dict(c_dim=c_dim, img_resolution=self.resolution, img_channels=3, channel_base=self.channel_base,
+                    channel_max=self.channel_max, num_fp16_res=self.num_fp16_res, conv_clamp=self.conv_clamp,
+                    epilogue_kwargs=dict(mbstd_group_size=self.mbstd_group))
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _check_type(key: str, value: Any, source: str) -> Any:
+    hint = typing.get_type_hints(TrainConfig)[key]
+    base = typing.get_origin(hint) or hint
+    if isinstance(hint, types.UnionType):
+        base = tuple(typing.get_args(hint))
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base is str and value is None:
+        return ""
+    if (isinstance(value, bool) and base is not bool) or not isinstance(value, base):
+        name = getattr(base, "__name__", str(base))
+        raise UserError(f"{source}: '{key}' must be {name}, got {value!r}")
+    return value
+
+
+def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
+    """YAML file (optional) then `key=value` overrides (values parsed as YAML: 64, 0.5, true, [0, 0.99])."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if path:
+        p = Path(path)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except FileNotFoundError:
+            raise UserError(f"{p}: config file does not exist") from None
+        except yaml.YAMLError as e:
+            raise UserError(f"{p}: invalid YAML ({' '.join(str(e).split())})") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"{p}: a config file must be a mapping of key: value")
+        values.update(loaded)
+        sources.update({k: str(p) for k in loaded})
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}': use key=value")
+        key, text = item.split("=", 1)
+        values[key] = yaml.safe_load(text) if text else ""
+        sources[key] = "command line"
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise UserError(f"unknown config key(s) {', '.join(unknown)} (from {sources[unknown[0]]}); valid keys: "
+                        f"{', '.join(FIELDS)}")
+    checked = {k: _check_type(k, v, sources[k]) for k, v in values.items()}
+    cfg = TrainConfig(**checked)
+    if not cfg.run_name and path:
+        cfg.run_name = Path(path).stem
+    cfg.run_name = cfg.run_name or "run"
+    cfg.validate()
+    return cfg
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)

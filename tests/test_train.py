@@ -1,0 +1,201 @@
+"""The training job on CPU: gloo DDP, snapshots, TensorBoard, preemption + resume, NaN handling, transfer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from stylegan.checkpoint import latest_snapshot, list_snapshots, load_checkpoint
+from stylegan.config import load_config
+from stylegan.errors import UserError
+from tests.conftest import REPO, Fixture
+from tests.nvidia_pickles import write_nvidia_pickle
+
+TINY = ["resolution=16", "z_dim=32", "w_dim=32", "channel_base=256", "channel_max=32", "map_layers=2",
+        "mbstd_group=2", "workers=1", "aug=ada", "ada_kimg=1", "r1_interval=4", "pl_interval=2", "mirror=false"]
+
+
+def make_dataset(root: Path, identical: bool) -> Path:
+    src = root / "src"
+    src.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    for i in range(48):
+        pixels = first if identical else rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(src / f"{i:03d}.png")
+    dest = root / "data"
+    subprocess.run([sys.executable, "-m", "jobs.preprocess", "--source", str(src), "--dest", str(dest),
+                    "--resolution", "16", "--workers", "1", "--shard-size", "12"], cwd=REPO, check=True,
+                   capture_output=True)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def same_images(tmp_path_factory) -> Path:
+    """Every image identical: the real batch is then the same however shards are split over ranks, so runs with
+    different process counts must agree exactly."""
+    return make_dataset(tmp_path_factory.mktemp("same"), identical=True)
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread everywhere: the same float summation order in every run
+
+
+def train(args: list[str], nproc: int = 1, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] \
+        if nproc > 1 else [sys.executable]
+    result = subprocess.run([*launcher, "-m", "jobs.train", *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=timeout, env=ENV)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def stats(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+
+
+def test_two_process_gloo_run_writes_everything_and_matches_one_process(same_images, tmp_path):
+    common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8", "batch_gpu=4", "kimg=1.2",
+              "tick_kimg=0.008", "snap=75"]
+    two = train([*common, "run_name=two"], nproc=2)
+    one = train([*common, "run_name=one"])
+    assert "2 process(es)" in two.stdout and "4 x 1 round(s) x 2" in two.stdout
+    assert "4 x 2 round(s) x 1" in one.stdout
+    run = tmp_path / "two"
+    assert (run / "config.yaml").is_file() and "tick 0 kimg 0.0" in (run / "log.txt").read_text()
+    assert [k for k, _ in list_snapshots(run / "checkpoints")] == [0, 1]
+    assert (run / "fakes000001.png").is_file()
+    # Same losses step by step (one tick per step) and the same final weights: N ranks == 1 rank + accumulation.
+    s1, s2 = stats(tmp_path / "one"), stats(run)
+    assert len(s1) == len(s2) > 100
+    for a, b in zip(s1[:20], s2[:20], strict=True):
+        for key in ("loss_G", "loss_D", "pl_penalty", "r1_penalty", "augment_p"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["tick"], key)
+    w1 = load_checkpoint(latest_snapshot(tmp_path / "one" / "checkpoints"))
+    w2 = load_checkpoint(latest_snapshot(run / "checkpoints"))
+    for net in ("G", "D"):
+        for k, v in w1[net].items():
+            assert torch.allclose(v, w2[net][k], rtol=1e-3, atol=1e-4), (net, k)
+    # TensorBoard events read back.
+    events = EventAccumulator(str(run))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    for tag in ("Loss/G/loss", "Loss/D/loss", "Loss/D/r1_penalty", "Loss/G/pl_penalty", "Progress/augment",
+                "Timing/sec_per_kimg", "Timing/images_per_sec_per_gpu", "Resources/gpu_mem_gb", "Progress/glr"):
+        assert tag in tags, tag
+    assert np.isfinite([e.value for e in events.Scalars("Loss/G/loss")]).all()
+    assert "fakes" in events.Tags()["images"]
+
+
+def test_ranks_hold_identical_weights(same_images, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                             "-m", "tests.ddp_check", f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8",
+                             "mirror=true"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "RANKS AGREE" in result.stdout, result.stderr[-3000:]
+
+
+def test_sigterm_checkpoints_and_resume_continues_with_identical_weights(same_images, tmp_path):
+    common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8", "tick_kimg=0.04", "snap=1000",
+              "resume=auto"]
+    train([*common, "run_name=straight", "kimg=2"])
+    args = [sys.executable, "-m", "jobs.train", *common, "run_name=cut", "kimg=2"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    ckpts = tmp_path / "cut" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list_snapshots(ckpts):
+        time.sleep(0.05)
+    time.sleep(1.0)  # a few hundred images past the first snapshot
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out
+    assert "stopping on signal 15" in out
+    cut = load_checkpoint(latest_snapshot(ckpts))
+    stopped_at = cut["progress"]["cur_nimg"]
+    assert 0 < stopped_at < 2000
+    resumed = train(args[3:])
+    assert f"resumed from {ckpts}" in resumed.stdout and f"at kimg {stopped_at / 1000:.3f}" in resumed.stdout
+    final = load_checkpoint(latest_snapshot(ckpts))
+    straight = load_checkpoint(latest_snapshot(tmp_path / "straight" / "checkpoints"))
+    assert final["progress"]["cur_nimg"] == straight["progress"]["cur_nimg"]
+    for net in ("G", "D", "G_ema"):
+        for k, v in straight[net].items():
+            assert torch.allclose(v, final[net][k], rtol=1e-5, atol=1e-6), (net, k)
+
+
+def test_nan_is_skipped_reported_and_rolled_back(same_images, tmp_path):
+    result = train([f"data={same_images}", f"outdir={tmp_path}", "run_name=nan", *TINY, "batch=8", "kimg=0.4",
+                    "tick_kimg=0.1", "snap=1", "inject_nan_steps=[3,20,21]", "nan_rollback=2"])
+    assert "non-finite gradients at step 3: step skipped (1 in a row)" in result.stdout
+    assert "rolled back to" in result.stdout
+    last = stats(tmp_path / "nan")[-1]
+    assert last["nonfinite_steps"] == 3 and last["rollbacks"] == 1
+    ckpt = load_checkpoint(latest_snapshot(tmp_path / "nan" / "checkpoints"))
+    assert all(torch.isfinite(v).all() for v in ckpt["G"].values())
+    events = EventAccumulator(str(tmp_path / "nan"))
+    events.Reload()
+    assert events.Scalars("Faults/nonfinite_steps")[-1].value == 3
+
+
+def test_resume_from_official_pickle_including_another_resolution(tmp_path):
+    fx = Fixture("uncond32")
+    G, D = fx.networks()
+    pkl = write_nvidia_pickle(tmp_path / "official.pkl", G, D, fx.meta["G_kwargs"], fx.meta["D_kwargs"])
+    data = make_dataset(tmp_path / "d", identical=False)
+    arch = ["z_dim=64", "w_dim=64", "map_layers=2", "channel_base=512", "channel_max=64", "mbstd_group=4",
+            "workers=1", "batch=4", "kimg=0.008", "tick_kimg=0.004"]
+    result = train([f"data={data}", f"outdir={tmp_path}", "run_name=ft", "resolution=16", f"resume={pkl}", *arch])
+    assert "G: copied" in result.stdout and "(100%)" in result.stdout  # every 16x16 G tensor is in the 32x32 one
+    assert "D: copied" in result.stdout and "kept initial values for: b16.fromrgb" in result.stdout
+    ckpt = load_checkpoint(latest_snapshot(tmp_path / "ft" / "checkpoints"))
+    assert ckpt["G_kwargs"]["img_resolution"] == 16
+    bad = train([f"data={data}", f"outdir={tmp_path}", "run_name=bad", "resolution=16", f"resume={pkl}",
+                 *arch[:3], "channel_base=128", "channel_max=16", *arch[5:], "transfer_min_fraction=0.9"],
+                check=False)
+    assert bad.returncode == 2 and "tensors match this architecture" in bad.stderr
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["data=x", "batchsize=4"], "unknown config key(s) batchsize"),
+    (["data=x", "batch=four"], "'batch' must be int"),
+    (["batch=4"], "'data' is required"),
+    (["data=x", "resolution=48"], "power of two"),
+    (["data=x", "aug=sometimes"], "aug 'sometimes'"),
+])
+def test_bad_config_fails_cleanly(overrides, match):
+    with pytest.raises(UserError, match=match.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, overrides)
+
+
+def test_bad_config_on_the_command_line_lists_valid_keys(tmp_path):
+    result = train(["data=x", "batchsize=4"], check=False)
+    assert result.returncode == 2 and "valid keys: data, outdir" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("data: [unclosed\n")
+    result = train(["--config", str(cfg_file)], check=False)
+    assert result.returncode == 2 and "invalid YAML" in result.stderr
+
+
+def test_yaml_config_and_overrides(tmp_path):
+    cfg_file = tmp_path / "textures.yaml"
+    cfg_file.write_text("data: d\nbatch: 16\nglr: 0.002\n")
+    cfg = load_config(str(cfg_file), ["batch=64", "betas=[0.0, 0.9]"])
+    assert cfg.batch == 64 and cfg.glr == 0.002 and cfg.betas == [0.0, 0.9] and cfg.run_name == "textures"
+    for preset in (REPO / "configs").glob("*.yaml"):
+        load_config(str(preset), [])
+
+
+def test_wrong_dataset_resolution(same_images, tmp_path):
+    result = train([f"data={same_images}", f"outdir={tmp_path}", "resolution=32"], check=False)
+    assert result.returncode == 2 and "the dataset is 16x16 but 32x32 is needed" in result.stderr
