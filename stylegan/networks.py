@@ -16,13 +16,13 @@ from stylegan.ops import (
     LRELU_GAIN,
     bias_act,
     conv2d_resample,
+    fir_upsample2x,
     modulated_conv2d,
     normalize_2nd_moment,
     setup_filter,
-    upsample2d,
 )
 
-FIR_TAPS = [1, 3, 3, 1]
+FIR_TAPS = [1, 3, 3, 1]  # the only filter StyleGAN2 uses; stored as `resample_filter` buffers, as official
 ACT_GAIN = {"linear": 1.0, "lrelu": LRELU_GAIN}
 
 
@@ -33,6 +33,7 @@ def channels_at(res: int, channel_base: int, channel_max: int) -> int:
 def block_dtype(use_fp16: bool, device: torch.device) -> torch.dtype:
     """Half precision only on CUDA, as the official code: CPU runs are float32 end to end."""
     return torch.float16 if use_fp16 and device.type == "cuda" else torch.float32
+
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -75,8 +76,7 @@ class Conv2dLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         w = self.weight * self.weight_gain
-        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down,
-                            padding=self.padding)
+        x = conv2d_resample(x, w.to(x.dtype), up=self.up, down=self.down, padding=self.padding)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, act=self.activation, gain=ACT_GAIN[self.activation] * gain, clamp=clamp)
 
@@ -155,7 +155,7 @@ class SynthesisLayer(nn.Module):
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, fused=fused_modconv)
+                             fused=fused_modconv)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, act="lrelu", gain=LRELU_GAIN * gain, clamp=clamp)
 
@@ -219,7 +219,7 @@ class SynthesisBlock(nn.Module):
             x = self.conv1(x, next(w_iter), noise_mode, fused_modconv)
 
         if img is not None:
-            img = upsample2d(img, self.resample_filter)
+            img = fir_upsample2x(img)
         if self.is_last or self.architecture == "skip":
             y = self.torgb(x, next(w_iter), fused_modconv).to(torch.float32)
             img = img + y if img is not None else y
@@ -249,7 +249,9 @@ class SynthesisNetwork(nn.Module):
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", fused_modconv: bool | None = None
                 ) -> torch.Tensor:
         if fused_modconv is None:
-            fused_modconv = not self.training  # grouped conv is faster for inference, split conv for gradients
+            # Per-sample weights in one grouped conv only pay off for a single image; for batches, one
+            # shared-weight conv with activations scaled around it is a single large GEMM (and cheaper gradients).
+            fused_modconv = not self.training and ws.shape[0] == 1
         ws = ws.to(torch.float32)
         x = img = None
         w_idx = 0

@@ -1,0 +1,44 @@
+"""Helpers shared by the benchmarks: synthetic datasets and device timing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from stylegan.cluster import available_cpus
+from stylegan.data.images import ImageOptions
+from stylegan.data.shards import PreprocessConfig, finalize, run_task
+
+
+def synthetic_dataset(root: Path, resolution: int, count: int) -> Path:
+    """`count` smooth random images preprocessed into shards at `resolution` (what a real dataset costs to read)."""
+    if (root / "data" / "dataset.json").is_file():
+        return root / "data"
+    rng = np.random.default_rng(0)
+    src = root / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        small = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+        small.resize((resolution, resolution), Image.BICUBIC).save(src / f"{i:05d}.png")
+    cfg = PreprocessConfig([src], root / "data", ImageOptions(resolution), shard_size=500,
+                           workers=min(8, available_cpus()))
+    run_task(cfg)
+    finalize(root / "data", required=True)
+    return root / "data"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
