@@ -1,0 +1,1 @@
+"""Image-quality metrics: FID/KID on detector features and the weight-free sliced Wasserstein distance."""

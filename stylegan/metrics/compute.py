@@ -1,0 +1,163 @@
+"""Compute a metric for one generator against a preprocessed dataset, with real statistics cached per dataset.
+
+Metric names: `fid50k_full`, `kid50k_full` (50k generated vs all real images), `fid<N>k` / `kid<N>k` (N thousand
+generated), and `swd` (weight-free). Generation and feature extraction are split over ranks and gathered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from stylegan.data.reader import eval_pipeline, load_dataset_info, make_loader
+from stylegan.errors import UserError
+from stylegan.fileio import sha256_file, write_bytes_atomic
+from stylegan.metrics import distances, swd
+from stylegan.networks import Generator
+from stylegan.seeds import to_uint8
+
+DETECTOR_NAME = "inception-2015-12-05.pt"
+SWD_IMAGES = 2048
+SWD_MAX_DESCRIPTORS = 65536  # per pyramid level; a random subset keeps the cache small
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str  # fid | kid | swd
+    num_gen: int
+
+
+def parse_metric(name: str) -> MetricSpec:
+    if name == "swd":
+        return MetricSpec(name, "swd", SWD_IMAGES)
+    m = re.fullmatch(r"(fid|kid)(\d+)k(_full)?", name)
+    if not m:
+        raise UserError(f"unknown metric '{name}': use fid50k_full, kid50k_full, fid<N>k, kid<N>k or swd")
+    return MetricSpec(name, m.group(1), int(m.group(2)) * 1000)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Detector: a TorchScript Inception-v3 with NVIDIA's call signature, `detector(uint8 NCHW, return_features=True)`.
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STYLEGAN_CACHE", Path.home() / ".cache" / "stylegan"))
+
+
+def find_detector(explicit: str | None) -> Path:
+    path = Path(explicit) if explicit else cache_dir() / DETECTOR_NAME
+    if not path.is_file():
+        raise UserError(f"no Inception detector at {path}: put the TorchScript feature detector there (or pass "
+                        f"--detector PATH; set STYLEGAN_CACHE to move the cache); swd needs no weights")
+    return path
+
+
+class Detector:
+    def __init__(self, path: Path, device: torch.device):
+        try:
+            self.module = torch.jit.load(str(path), map_location=device).eval()
+        except (RuntimeError, ValueError) as e:
+            raise UserError(f"{path}: not a TorchScript detector ({str(e).splitlines()[0]})") from None
+        self.sha256 = sha256_file(path)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(images, return_features=True).to(torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Features of real and generated images.
+
+def _gather(chunks: list) -> list:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        out: list = [None] * dist.get_world_size()
+        dist.all_gather_object(out, chunks)
+        return [c for part in out for c in part]
+    return chunks
+
+
+def _extract(spec: MetricSpec, detector: Detector | None, seed: int) -> Callable[[torch.Tensor], object]:
+    if spec.kind == "swd":
+        gen = torch.Generator().manual_seed(seed)
+        return lambda imgs: swd.patch_descriptors(imgs.cpu(), gen)
+    return lambda imgs: detector(imgs).cpu().numpy()
+
+
+def _combine(spec: MetricSpec, chunks: list) -> object:
+    if spec.kind != "swd":
+        return np.concatenate(chunks)
+    levels = [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+    gen = torch.Generator().manual_seed(0)
+    return [lvl[torch.randperm(len(lvl), generator=gen)[:SWD_MAX_DESCRIPTORS]] for lvl in levels]
+
+
+def real_features(data_dir: Path, spec: MetricSpec, detector: Detector | None, device: torch.device,
+                  rank: int = 0, world: int = 1, batch: int = 64) -> tuple[object, bool]:
+    """Features (or SWD descriptors) of the real set, cached next to the dataset. Returns (features, cached).
+
+    The cache key covers dataset.json (which lists every shard's sha256), the detector's sha256 and the metric
+    kind, so a changed dataset or detector never reuses stale statistics."""
+    info_bytes = (data_dir / "dataset.json").read_bytes()
+    key_src = info_bytes + (detector.sha256 if detector else "none").encode() + spec.kind.encode()
+    key = hashlib.sha256(key_src).hexdigest()[:16]
+    path = data_dir / f"stats-{spec.kind}-{key}.pt"
+    if path.is_file():
+        stored = torch.load(path, weights_only=True)["features"]
+        return (stored.numpy() if isinstance(stored, torch.Tensor) else stored), True
+    limit = SWD_IMAGES if spec.kind == "swd" else None
+    extract = _extract(spec, detector, seed=rank)
+    chunks, seen = [], 0
+    for imgs, _ in make_loader(eval_pipeline(data_dir, rank=rank, world=world), batch_size=batch, workers=2):
+        if limit is not None and seen >= limit // world:
+            break
+        chunks.append(extract(imgs.to(device)))
+        seen += len(imgs)
+    features = _combine(spec, _gather(chunks))
+    if rank == 0:
+        buf = io.BytesIO()
+        stored = torch.from_numpy(features) if isinstance(features, np.ndarray) else features
+        torch.save({"features": stored, "metric": spec.kind}, buf)
+        write_bytes_atomic(path, buf.getvalue())
+    return features, False
+
+
+@torch.no_grad()
+def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector | None, device: torch.device,
+                  rank: int = 0, world: int = 1, batch: int = 64) -> object:
+    """Features of `num` generated images (psi 1, random noise, as the official metrics); sample i uses latent
+    RandomState(i), so results do not depend on the number of ranks."""
+    extract = _extract(spec, detector, seed=1000 + rank)
+    indices = list(range(rank, num, world))
+    chunks = []
+    for start in range(0, len(indices), batch):
+        idx = indices[start:start + batch]
+        z = torch.from_numpy(np.stack([np.random.RandomState(i).randn(G.z_dim) for i in idx])).float().to(device)
+        c = torch.zeros(len(idx), G.c_dim, device=device)
+        if G.c_dim:
+            c[torch.arange(len(idx)), torch.tensor([i % G.c_dim for i in idx])] = 1
+        imgs = to_uint8(G(z, c, noise_mode="random")).permute(0, 3, 1, 2)
+        chunks.append(extract(imgs))
+    return _combine(spec, _gather(chunks))
+
+
+def compute_metric(G: Generator, data_dir: Path, spec: MetricSpec, detector: Detector | None,
+                   device: torch.device, rank: int = 0, world: int = 1) -> tuple[float, bool]:
+    """(value, real statistics came from the cache)."""
+    info = load_dataset_info(data_dir, G.img_resolution)
+    real, cached = real_features(data_dir, spec, detector, device, rank, world)
+    num_gen = spec.num_gen if spec.kind != "swd" else min(SWD_IMAGES, info["total_images"])
+    fake = fake_features(G, spec, num_gen, detector, device, rank, world)
+    if spec.kind == "swd":
+        return swd.swd(real, fake), cached
+    if spec.kind == "kid":
+        return distances.kernel_inception_distance(real, fake), cached
+    return distances.frechet_distance(*distances.gaussian_stats(real), *distances.gaussian_stats(fake)), cached
