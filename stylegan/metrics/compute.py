@@ -27,7 +27,7 @@ from stylegan.seeds import to_uint8
 
 DETECTOR_NAME = "inception-2015-12-05.pt"
 SWD_IMAGES = 2048
-SWD_MAX_DESCRIPTORS = 65536  # per pyramid level; a random subset keeps the cache small
+SWD_MAX_DESCRIPTORS = 32768  # per pyramid level; a random subset keeps the cache small
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,89 @@
+"""The whole suite on an embedded texture dataset, no data, weights or cluster needed:
+
+    python -m jobs.demo [--outdir demo-out] [--kimg K]
+textures -> preprocess (2 array tasks) -> train a small 32x32 StyleGAN2 -> evaluate every snapshot (SWD; FID too
+when an Inception detector is in the cache) -> seed grid, 100 seeds, latent walk. Every stage runs as a job through
+the submitit local executor, the same launcher code that submits to Slurm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from jobs.cli import run
+from jobs.submit import make_executor, submit
+from stylegan.errors import UserError
+from stylegan.metrics.compute import DETECTOR_NAME, cache_dir
+
+RES = 32
+
+
+def train_overrides(data: Path, outdir: Path, kimg: float, gpu: bool) -> list[str]:
+    small = ["z_dim=128", "w_dim=128", "map_layers=2", "channel_base=2048", "channel_max=128", "batch=16",
+             "mbstd_group=4", f"r1_gamma={0.0002 * RES * RES / 16}", "num_fp16_res=0"]
+    # Snapshot names are integer kimg, so at most one snapshot per kimg; on a CPU every second kimg keeps the
+    # evaluation stage (about 30 s per snapshot on 2 cores) short.
+    tick, snap = (1, 2) if not gpu else (10, 1)
+    return [f"data={data}", f"outdir={outdir}", "run_name=demo", f"resolution={RES}", f"kimg={kimg}",
+            f"tick_kimg={tick}", f"snap={snap}", "aug=ada", "workers=1", "resume=auto", *small]
+
+
+def main(args: argparse.Namespace) -> None:
+    gpu = torch.cuda.is_available()
+    kimg = args.kimg if args.kimg is not None else (100.0 if gpu else 6.0)
+    if kimg <= 0:
+        raise UserError("--kimg must be positive")
+    out = Path(args.outdir).resolve()
+    executor = make_executor(out / "submitit", "local", cpus=2, time_min=600, name="demo")
+    textures, data, runs, samples = out / "textures", out / "data", out / "runs", out / "samples"
+    run_dir = runs / "demo"
+    detector = cache_dir() / DETECTOR_NAME
+    metrics = "swd,fid2k" if detector.is_file() else "swd"
+    snapshot = lambda: sorted((run_dir / "checkpoints").glob("network-snapshot-*.pt"))[-1]  # noqa: E731
+    stages = [
+        ("make textures", "make_textures", lambda: ["--count", str(args.count), "--resolution", "64",
+                                                    "--dest", str(textures)], 0),
+        ("preprocess (2 tasks)", "preprocess", lambda: ["--source", str(textures), "--dest", str(data),
+                                                        "--resolution", str(RES), "--workers", "1"], 2),
+        (f"train {kimg:g} kimg on {'GPU' if gpu else 'CPU'}", "train",
+         lambda: train_overrides(data, runs, kimg, gpu), 0),
+        (f"evaluate snapshots ({metrics})", "evaluate", lambda: ["--run", str(run_dir), "--metrics", metrics], 0),
+        ("seed grid", "sample", lambda: ["--checkpoint", str(snapshot()), "--outdir", str(samples / "grid"),
+                                         "--grid", "8x8", "--seeds", "0-63", "--grid-labels", "--workers", "1"], 0),
+        ("100 seeds", "sample", lambda: ["--checkpoint", str(snapshot()), "--outdir", str(samples / "seeds"),
+                                         "--seeds", "0-99", "--workers", "1"], 0),
+        ("latent walk", "sample", lambda: ["--checkpoint", str(snapshot()), "--outdir", str(samples / "walk"),
+                                           "--walk", "0,1,2,3,0", "--frames", "8", "--trunc", "0.8"], 0),
+    ]
+    start = time.time()
+    for i, (title, job, argv, array) in enumerate(stages, 1):
+        t0 = time.time()
+        print(f"[{i}/{len(stages)}] {title} ...", flush=True)
+        for j in submit(executor, job, argv(), array):
+            j.result()
+        print(f"[{i}/{len(stages)}] {title}: done in {time.time() - t0:.0f} s", flush=True)
+    rows = [json.loads(line) for line in (run_dir / "metric-swd.jsonl").read_text().splitlines()]
+    rows.sort(key=lambda r: r["kimg"])
+    print(f"\ndemo finished in {time.time() - start:.0f} s. SWD (x1e3, lower is better) by snapshot:")
+    for r in rows:
+        print(f"  kimg {r['kimg']:6.2f}  swd {r['value']:.2f}")
+    print("\noutputs:")
+    for label, path in (("textures", textures), ("dataset", data / "dataset.json"), ("run", run_dir),
+                        ("snapshots", run_dir / "checkpoints"), ("metrics", run_dir / "metric-swd.jsonl"),
+                        ("seed grid", samples / "grid" / "grid0000.png"), ("seeds", samples / "seeds"),
+                        ("walk", samples / "walk" / "walk.gif")):
+        print(f"  {label:10s} {path}")
+    print(f"\nfollow it in TensorBoard:  tensorboard --logdir {runs}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--outdir", default="demo-out")
+    parser.add_argument("--kimg", type=float, help="training length (default: 6 on CPU, 100 on a GPU)")
+    parser.add_argument("--count", type=int, default=2500, help="number of texture images")
+    run(main, parser)

@@ -1,0 +1,124 @@
+"""Submit the suite's jobs with submitit: to Slurm, or as local processes (`--cluster local`).
+
+    python -m jobs.submit train --nodes 2 --gpus-per-node 8 --partition gpu --time 48:00:00 -- \
+        --config configs/ffhq256.yaml
+    python -m jobs.submit preprocess --array 8 -- --source raw/ --dest data/tex64 --resolution 64
+    python -m jobs.submit sample --array 4 --gpus-per-node 1 -- --checkpoint net.pt --outdir out --seeds 0-99999
+    python -m jobs.submit evaluate --cluster local -- --run runs/textures64 --metrics swd
+Training is a submitit Checkpointable: on preemption or timeout Slurm requeues it and it resumes (resume=auto).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import submitit
+
+from jobs.cli import run
+from stylegan.errors import UserError
+
+JOBS = ("train", "preprocess", "evaluate", "sample", "make_textures")
+
+
+class JobCall:
+    """Runs `python -m jobs.<name> <argv>` inside the submitit job process; picklable, so it can be requeued."""
+
+    def __init__(self, name: str, argv: list[str]):
+        self.name, self.argv = name, list(argv)
+
+    def __call__(self) -> None:
+        self.setup_distributed()
+        sys.argv = [f"jobs.{self.name}", *self.argv]
+        try:
+            runpy.run_module(f"jobs.{self.name}", run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise RuntimeError(f"jobs.{self.name} exited with code {e.code}") from None
+
+    def setup_distributed(self) -> None:
+        """Under srun without torchrun, describe the process group from Slurm (submitit's JobEnvironment) in the
+        variables torchrun would set, so the job code has one way to read it (stylegan.cluster)."""
+        if "RANK" in os.environ or "SLURM_JOB_ID" not in os.environ:
+            return
+        env = submitit.JobEnvironment()
+        os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
+                          MASTER_ADDR=env.hostnames[0], MASTER_PORT=str(20000 + int(env.job_id) % 20000))
+
+    def __repr__(self) -> str:
+        return f"jobs.{self.name} {' '.join(self.argv)}"
+
+
+class TrainCall(JobCall, submitit.helpers.Checkpointable):
+    """On SIGUSR1 before a time limit or preemption, submitit calls checkpoint(): requeue the same call. The
+    training process has already written its snapshot (it handles the signal too) and resumes from it."""
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(TrainCall(self.name, self.argv))
+
+
+def make_executor(folder: Path, cluster: str | None, nodes: int = 1, gpus_per_node: int = 0, cpus: int = 2,
+                  partition: str | None = None, time_min: int = 60, name: str = "stylegan",
+                  tasks_per_node: int = 1) -> submitit.AutoExecutor:
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    params = dict(name=name, nodes=nodes, tasks_per_node=tasks_per_node, cpus_per_task=cpus,
+                  timeout_min=time_min)
+    if gpus_per_node:
+        params["gpus_per_node"] = gpus_per_node
+    if partition and executor.cluster == "slurm":
+        params["slurm_partition"] = partition
+    if executor.cluster == "slurm":
+        params["slurm_signal_delay_s"] = 120  # USR1 two minutes before the time limit: time for a snapshot
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit(executor: submitit.AutoExecutor, name: str, argv: list[str], array: int = 0) -> list[submitit.Job]:
+    if name not in JOBS:
+        raise UserError(f"unknown job '{name}': choose from {', '.join(JOBS)}")
+    call = TrainCall if name == "train" else JobCall
+    if array <= 1:
+        return [executor.submit(call(name, argv))]
+    with executor.batch():
+        jobs = [executor.submit(call(name, [*argv, "--task-index", str(i), "--num-tasks", str(array)]))
+                for i in range(array)]
+    return jobs
+
+
+def parse_time(text: str) -> int:
+    parts = [int(p) for p in text.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return parts[0] * 60 + parts[1] + (1 if parts[2] else 0)
+
+
+def main(args: argparse.Namespace) -> None:
+    executor = make_executor(Path(args.folder), args.cluster, args.nodes, args.gpus_per_node, args.cpus,
+                             args.partition, parse_time(args.time), name=args.job,
+                             tasks_per_node=max(args.gpus_per_node, 1) if args.job == "train" else 1)
+    jobs = submit(executor, args.job, args.job_args, args.array)
+    for job in jobs:
+        print(f"submitted {args.job} job {job.job_id} ({executor.cluster}); logs: {job.paths.stdout}")
+    if args.wait:
+        for job in jobs:
+            job.result()
+        print(f"{len(jobs)} job(s) finished")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job", choices=JOBS)
+    parser.add_argument("job_args", nargs="*", help="arguments of the job, after --")
+    parser.add_argument("--cluster", choices=("slurm", "local"), help="default: slurm when sbatch exists")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--gpus-per-node", type=int, default=0)
+    parser.add_argument("--cpus", type=int, default=8, help="CPUs per task")
+    parser.add_argument("--partition")
+    parser.add_argument("--time", default="04:00:00", help="HH:MM:SS")
+    parser.add_argument("--array", type=int, default=0, help="split into this many array tasks")
+    parser.add_argument("--folder", default="submitit-logs", help="where submitit keeps logs and pickles")
+    parser.add_argument("--wait", action="store_true", help="wait for the jobs and fail if one fails")
+    run(main, parser)
