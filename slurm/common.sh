@@ -26,3 +26,16 @@ in_container() {
         *) echo "error: CONTAINER_RUNTIME=$CONTAINER_RUNTIME: use none, apptainer or pyxis" >&2; exit 2 ;;
     esac
 }
+
+# run_job MODULE ARGS...: one process, or one per GPU of this node under torchrun when the allocation has several.
+run_job() {
+    local module=$1
+    shift
+    local gpus="${SLURM_GPUS_ON_NODE:-0}"
+    log "$module on ${gpus} GPU(s): $*"
+    if [ "$gpus" -gt 1 ]; then
+        in_container torchrun --standalone --nproc-per-node="$gpus" -m "$module" "$@"
+    else
+        in_container "$PYTHON" -m "$module" "$@"
+    fi
+}

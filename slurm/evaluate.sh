@@ -14,10 +14,4 @@
 STYLEGAN_HOME="${STYLEGAN_HOME:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}"
 # shellcheck source=slurm/common.sh
 source "$STYLEGAN_HOME/slurm/common.sh"
-gpus="${SLURM_GPUS_ON_NODE:-0}"
-log "evaluate on ${gpus} GPU(s): $*"
-if [ "$gpus" -gt 1 ]; then
-    in_container torchrun --standalone --nproc-per-node="$gpus" -m jobs.evaluate "$@"
-else
-    in_container "$PYTHON" -m jobs.evaluate "$@"
-fi
+run_job jobs.evaluate "$@"

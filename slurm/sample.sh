@@ -13,10 +13,4 @@
 STYLEGAN_HOME="${STYLEGAN_HOME:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}"
 # shellcheck source=slurm/common.sh
 source "$STYLEGAN_HOME/slurm/common.sh"
-gpus="${SLURM_GPUS_ON_NODE:-0}"
-log "sample task ${SLURM_ARRAY_TASK_ID:-0} of ${SLURM_ARRAY_TASK_COUNT:-1} on ${gpus} GPU(s): $*"
-if [ "$gpus" -gt 1 ]; then
-    in_container torchrun --standalone --nproc-per-node="$gpus" -m jobs.sample "$@"
-else
-    in_container "$PYTHON" -m jobs.sample "$@"
-fi
+run_job jobs.sample "$@"
