@@ -15,6 +15,11 @@ setup(
         "scipy>=1.10",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        "webdataset>=0.2.86",
+        "submitit>=1.5",
+        "tensorboard>=2.14",
+        "imageio>=2.30",
+        "imageio-ffmpeg>=0.4.9",
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.6"],
