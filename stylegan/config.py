@@ -66,7 +66,7 @@ class TrainConfig:
     ada_kimg: float = 500.0             # how fast p can move: 0 -> 1 in this many kimg
 
     # Transfer learning
-    resume: str = ""                    # '' | auto | path (.pt/.pkl/.safetensors); the run's own latest snapshot wins
+    resume: str = "auto"                # auto | path (.pt/.pkl/.safetensors) | none; the run's own snapshot wins
     transfer_min_fraction: float = 0.5  # refuse a resume source when fewer tensors than this match
     freezed: int = 0                    # freeze this many D layers, counted from the input side
 

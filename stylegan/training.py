@@ -163,11 +163,12 @@ class Trainer:
         return path
 
     def resume(self) -> None:
-        """The run's own latest snapshot wins (requeue); else `resume` names starting weights (transfer)."""
+        """The run's own latest snapshot wins, so a requeued job continues; else `resume` names starting weights
+        (transfer). `resume: none` starts from scratch even when the run directory holds snapshots."""
         own = latest_snapshot(self.ckpt_dir)
-        if own is not None and self.cfg.resume:
+        if own is not None and self.cfg.resume != "none":
             self.load_full(own)
-        elif self.cfg.resume and self.cfg.resume != "auto":
+        elif self.cfg.resume not in ("auto", "none", ""):
             self.load_transfer(self.cfg.resume)
 
     def load_full(self, path: Path) -> None:

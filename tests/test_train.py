@@ -106,8 +106,8 @@ def test_ranks_hold_identical_weights(same_images, tmp_path):
 
 
 def test_sigterm_checkpoints_and_resume_continues_with_identical_weights(same_images, tmp_path):
-    common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8", "tick_kimg=0.04", "snap=1000",
-              "resume=auto"]
+    """Resuming is the default (resume: auto): rerunning the same command continues the run."""
+    common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8", "tick_kimg=0.04", "snap=1000"]
     train([*common, "run_name=straight", "kimg=2"])
     args = [sys.executable, "-m", "jobs.train", *common, "run_name=cut", "kimg=2"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
