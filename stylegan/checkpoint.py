@@ -23,11 +23,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as st_save
 from torch import nn
 
 from stylegan.errors import UserError
 from stylegan.fileio import atomic_write, write_bytes_atomic, write_text_atomic
 from stylegan.networks import Discriminator, Generator
+from stylegan.nvidia_pickle import load_nvidia_pickle
 
 FORMAT = 1
 SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6,})\.pt$")
@@ -77,7 +81,6 @@ def load_any(path: str | Path) -> dict:
     """A checkpoint dict from our `.pt`, an exported `.safetensors` (G_ema only) or an NVIDIA `.pkl`."""
     path = Path(path)
     if path.suffix == ".pkl":
-        from stylegan.nvidia_pickle import load_nvidia_pickle
         return load_nvidia_pickle(path)
     if path.suffix == ".safetensors":
         return load_safetensors(path)
@@ -131,8 +134,6 @@ def check_same_architecture(path: str | Path, name: str, expected: dict, found: 
 
 def export_safetensors(ckpt: dict, dest: str | Path) -> Path:
     """G_ema alone as `.safetensors`, plus `<dest>.json` with its constructor arguments, for sharing."""
-    from safetensors.torch import save as st_save
-
     dest = Path(dest)
     tensors = {k: v.contiguous() for k, v in ckpt["G_ema"].items()}
     meta = {"format": str(FORMAT), "G_kwargs": json.dumps(ckpt["G_kwargs"])}
@@ -142,9 +143,6 @@ def export_safetensors(ckpt: dict, dest: str | Path) -> Path:
 
 
 def load_safetensors(path: str | Path) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")

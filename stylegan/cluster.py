@@ -13,7 +13,7 @@ def array_task(index: int | None, count: int | None) -> tuple[int, int]:
         index = int(os.environ["SLURM_ARRAY_TASK_ID"]) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", 0))
     if count is None and "SLURM_ARRAY_TASK_COUNT" in os.environ:
         count = int(os.environ["SLURM_ARRAY_TASK_COUNT"])
-    index, count = index or 0, count or 1
+    index, count = (0 if index is None else index), (1 if count is None else count)
     if count < 1 or not 0 <= index < count:
         raise UserError(f"task index {index} is outside 0..{count - 1} (--task-index/--num-tasks or "
                         "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)")
