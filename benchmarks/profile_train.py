@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks.common import synthetic_dataset
 from stylegan.config import load_config
 from stylegan.distributed import init_distributed
-from stylegan.training import TICK_STATS, Trainer
+from stylegan.training import Trainer
 
 
 def main() -> None:
@@ -33,12 +33,10 @@ def main() -> None:
                                  "map_layers=2", "aug=noaug", "workers=6", f"outdir={tmp}", *args.overrides])
         env = init_distributed()
         trainer = Trainer(cfg, env)
-        stats = {k: torch.zeros([], device=env.device) for k in TICK_STATS}
+        stats = trainer.new_stats()
 
         def step() -> None:
-            trainer.train_step(stats)
-            trainer.update_ema()
-            trainer.progress["batch_idx"] += 1
+            trainer.step(stats)
 
         for _ in range(16):
             step()

@@ -18,7 +18,7 @@ import torch
 from benchmarks.common import synthetic_dataset, timed
 from stylegan.config import load_config
 from stylegan.distributed import init_distributed
-from stylegan.training import TICK_STATS, Trainer
+from stylegan.training import Trainer
 
 
 def measure(data: Path, res: int, batch: int, steps: int, warmup: int, outdir: str, extra: list[str]) -> dict:
@@ -27,14 +27,11 @@ def measure(data: Path, res: int, batch: int, steps: int, warmup: int, outdir: s
                              f"r1_gamma={0.0002 * res * res / batch}", *extra])
     env = init_distributed()
     trainer = Trainer(cfg, env)
-    stats = {k: torch.zeros([], device=env.device) for k in TICK_STATS}
+    stats = trainer.new_stats()
 
     def run(n: int) -> None:
         for _ in range(n):
-            trainer.train_step(stats)
-            trainer.update_ema()
-            trainer.progress["cur_nimg"] += cfg.batch
-            trainer.progress["batch_idx"] += 1
+            trainer.step(stats)
 
     timed(lambda: run(warmup), env.device)
     if env.device.type == "cuda":

@@ -313,6 +313,30 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------------
     # The loop
 
+    def new_stats(self) -> dict[str, torch.Tensor]:
+        """Per-tick accumulators, kept on the device so a step never waits for the host."""
+        return {k: torch.zeros([], device=self.device) for k in TICK_STATS}
+
+    def step(self, stats: dict[str, torch.Tensor]) -> None:
+        """One training iteration as the loop runs it: the G/D phases, EMA (or the non-finite bookkeeping and
+        rollback), the progress counters and the ADA adjustment. Benchmarks time exactly this."""
+        cfg = self.cfg
+        if self.train_step(stats):
+            self.faults["consecutive_nonfinite"] = 0
+            self.update_ema()
+            stats["steps"] += 1
+        else:
+            self.faults["nonfinite_steps"] += 1
+            self.faults["consecutive_nonfinite"] += 1
+            self.log(f"non-finite gradients at step {self.progress['batch_idx']}: step skipped "
+                     f"({self.faults['consecutive_nonfinite']} in a row)")
+            if self.faults["consecutive_nonfinite"] >= cfg.nan_rollback:
+                self.rollback()
+        self.progress["cur_nimg"] += cfg.batch
+        self.progress["batch_idx"] += 1
+        if cfg.aug == "ada" and self.progress["batch_idx"] % cfg.ada_interval == 0:
+            self.update_ada()
+
     def handle_signal(self, signum: int, frame) -> None:
         self.stop_signal = signum
 
@@ -321,7 +345,7 @@ class Trainer:
         cfg, env = self.cfg, self.env
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, self.handle_signal)
-        stats = {k: torch.zeros([], device=self.device) for k in TICK_STATS}
+        stats = self.new_stats()
         start_time = tick_start_time = time.time()
         tick_start_nimg = self.progress["cur_nimg"]
         maintenance = 0.0
@@ -329,22 +353,7 @@ class Trainer:
                  f"{self.batch_gpu} x {self.rounds} round(s) x {env.world}, {cfg.kimg} kimg, run dir {self.run_dir}")
         first_tick = True
         while True:
-            ok = self.train_step(stats)
-            if ok:
-                self.faults["consecutive_nonfinite"] = 0
-                self.update_ema()
-                stats["steps"] += 1
-            else:
-                self.faults["nonfinite_steps"] += 1
-                self.faults["consecutive_nonfinite"] += 1
-                self.log(f"non-finite gradients at step {self.progress['batch_idx']}: step skipped "
-                         f"({self.faults['consecutive_nonfinite']} in a row)")
-                if self.faults["consecutive_nonfinite"] >= cfg.nan_rollback:
-                    self.rollback()
-            self.progress["cur_nimg"] += cfg.batch
-            self.progress["batch_idx"] += 1
-            if cfg.aug == "ada" and self.progress["batch_idx"] % cfg.ada_interval == 0:
-                self.update_ada()
+            self.step(stats)
 
             stop = all_reduce_max(torch.tensor(float(self.stop_signal is not None), device=self.device))
             done = self.progress["cur_nimg"] >= cfg.kimg * 1000

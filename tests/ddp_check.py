@@ -7,15 +7,15 @@ import torch.distributed as dist
 
 from stylegan.config import load_config
 from stylegan.distributed import init_distributed
-from stylegan.training import TICK_STATS, Trainer
+from stylegan.training import Trainer
 
 cfg = load_config(None, sys.argv[1:])
 env = init_distributed(60)
 trainer = Trainer(cfg, env)
-stats = {k: torch.zeros([]) for k in TICK_STATS}
+stats = trainer.new_stats()
 for _ in range(5):
-    assert trainer.train_step(stats)
-    trainer.progress["batch_idx"] += 1
+    trainer.step(stats)
+assert trainer.faults["nonfinite_steps"] == 0
 for name, module in (("G", trainer.G), ("D", trainer.D)):
     flat = torch.cat([p.detach().flatten() for p in module.parameters()])
     gathered = [torch.zeros_like(flat) for _ in range(env.world)]
