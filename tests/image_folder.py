@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -57,3 +59,12 @@ def make_image_folder(root: Path, count: int = 300, seed: int = 0) -> int:
     Image.new("RGB", (4, 4), (1, 2, 3)).save(root / "tiny.png")
     (root / "README.txt").write_text("not an image extension: ignored, not rejected\n")
     return count
+
+
+def preprocess_folder(src: Path, dest: Path, resolution: int = 16, *extra: str) -> Path:
+    """Run the real preprocess job on a folder (one task, one worker) and return the dataset folder."""
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "jobs.preprocess", "--source", str(src), "--dest", str(dest),
+                    "--resolution", str(resolution), "--workers", "1", *extra], cwd=repo, check=True,
+                   capture_output=True)
+    return dest

@@ -20,6 +20,7 @@ from stylegan.metrics import distances, swd
 from stylegan.metrics.compute import Detector, MetricSpec, parse_metric, real_features
 from stylegan.networks import Generator
 from tests.conftest import REPO, tiny_discriminator_kwargs, tiny_generator_kwargs
+from tests.image_folder import preprocess_folder
 
 
 def test_frechet_distance_closed_form_and_scipy():
@@ -85,9 +86,7 @@ def make_data(root: Path, count: int, kind: str, start: int = 0) -> Path:
         else:
             img = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
         img.save(src / f"{i:04d}.png")
-    subprocess.run([sys.executable, "-m", "jobs.preprocess", "--source", str(src), "--dest", str(root / "data"),
-                    "--resolution", "16", "--workers", "1"], cwd=REPO, check=True, capture_output=True)
-    return root / "data"
+    return preprocess_folder(src, root / "data")
 
 
 def test_fid_on_real_sets_and_the_statistics_cache(detector_file, tmp_path):

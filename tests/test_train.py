@@ -20,6 +20,7 @@ from stylegan.checkpoint import latest_snapshot, list_snapshots, load_checkpoint
 from stylegan.config import load_config
 from stylegan.errors import UserError
 from tests.conftest import REPO, Fixture
+from tests.image_folder import preprocess_folder
 from tests.nvidia_pickles import write_nvidia_pickle
 
 TINY = ["resolution=16", "z_dim=32", "w_dim=32", "channel_base=256", "channel_max=32", "map_layers=2",
@@ -34,11 +35,7 @@ def make_dataset(root: Path, identical: bool) -> Path:
     for i in range(48):
         pixels = first if identical else rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(src / f"{i:03d}.png")
-    dest = root / "data"
-    subprocess.run([sys.executable, "-m", "jobs.preprocess", "--source", str(src), "--dest", str(dest),
-                    "--resolution", "16", "--workers", "1", "--shard-size", "12"], cwd=REPO, check=True,
-                   capture_output=True)
-    return dest
+    return preprocess_folder(src, root / "data", 16, "--shard-size", "12")
 
 
 @pytest.fixture(scope="module")
