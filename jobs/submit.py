@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
+import signal
 import sys
 from pathlib import Path
 
 import submitit
 
 from jobs.cli import run
+from stylegan.cluster import EXIT_PREEMPTED
 from stylegan.errors import UserError
 
 JOBS = ("train", "preprocess", "evaluate", "sample", "make_textures")
@@ -31,13 +33,19 @@ class JobCall:
         self.name, self.argv = name, list(argv)
 
     def __call__(self) -> None:
+        code = self.run_module()
+        if code:
+            raise RuntimeError(f"{self!r} exited with code {code}")
+
+    def run_module(self) -> int:
+        """The job's exit code."""
         self.setup_distributed()
         sys.argv = [f"jobs.{self.name}", *self.argv]
         try:
             runpy.run_module(f"jobs.{self.name}", run_name="__main__", alter_sys=True)
         except SystemExit as e:
-            if e.code not in (0, None):
-                raise RuntimeError(f"jobs.{self.name} exited with code {e.code}") from None
+            return 0 if e.code is None else int(e.code)
+        return 0
 
     def setup_distributed(self) -> None:
         """Under srun without torchrun, describe the process group from Slurm (submitit's JobEnvironment) in the
@@ -52,9 +60,22 @@ class JobCall:
         return f"jobs.{self.name} {' '.join(self.argv)}"
 
 
+# The signal submitit's sbatch asks for before the time limit, and that its handler answers with a requeue.
+SUBMITIT_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
 class TrainCall(JobCall, submitit.helpers.Checkpointable):
-    """On SIGUSR1 before a time limit or preemption, submitit calls checkpoint(): requeue the same call. The
-    training process has already written its snapshot (it handles the signal too) and resumes from it."""
+    """Training that requeues itself. On submitit's signal (time limit) or SIGTERM (preemption) the trainer writes a
+    snapshot, puts submitit's signal handlers back and returns EXIT_PREEMPTED; the call then hands the signal to
+    submitit, which requeues the job with checkpoint() below (rank 0; the other ranks just return). The requeued
+    call resumes from the snapshot."""
+
+    def __call__(self) -> None:
+        code = self.run_module()
+        if code == EXIT_PREEMPTED:
+            os.kill(os.getpid(), SUBMITIT_SIGNAL)
+        elif code:
+            raise RuntimeError(f"{self!r} exited with code {code}")
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(TrainCall(self.name, self.argv))
@@ -111,7 +132,6 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("job", choices=JOBS)
-    parser.add_argument("job_args", nargs="*", help="arguments of the job, after --")
     parser.add_argument("--cluster", choices=("slurm", "local"), help="default: slurm when sbatch exists")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpus-per-node", type=int, default=0)
@@ -121,4 +141,9 @@ if __name__ == "__main__":
     parser.add_argument("--array", type=int, default=0, help="split into this many array tasks")
     parser.add_argument("--folder", default="submitit-logs", help="where submitit keeps logs and pickles")
     parser.add_argument("--wait", action="store_true", help="wait for the jobs and fail if one fails")
-    run(main, parser)
+    # Everything after `--` belongs to the job, untouched (its own flags included).
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    parser.set_defaults(job_args=argv[cut + 1:])
+    parser.epilog = "after --: the job's own arguments (python -m jobs.<job> --help)"
+    run(main, parser, argv[:cut])

@@ -2,8 +2,8 @@
 
     python -m jobs.train --config configs/textures64.yaml data=/shared/data/tex64
     torchrun --nproc-per-node=8 -m jobs.train --config configs/ffhq256.yaml resume=ffhq.pkl
-Exit code 3 means "stopped by SIGTERM/SIGUSR1 after writing a checkpoint": slurm/train.sh requeues the job, and
-the requeued job continues from that snapshot.
+Exit code 3 means "stopped by SIGTERM/SIGUSR1/SIGUSR2 after writing a snapshot": requeue the job (slurm/train.sh
+and jobs.submit do), and the requeued job continues from that snapshot.
 """
 
 from __future__ import annotations

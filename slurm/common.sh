@@ -1,7 +1,10 @@
+# shellcheck shell=bash
 # Shared by every sbatch script: environment, container runtime, logging. Source it; do not run it.
 #   CONTAINER_RUNTIME=none       run in the current Python environment (default; a virtualenv works)
 #   CONTAINER_RUNTIME=apptainer  apptainer exec --nv $CONTAINER_IMAGE, with $STYLEGAN_BIND (shared FS) bound
 #   CONTAINER_RUNTIME=pyxis      srun --container-image=$CONTAINER_IMAGE (enroot/pyxis)
+# The environment (NCCL_*, GLOO_*, PYTHONPATH, ...) passes through all three: srun exports it, apptainer keeps
+# it unless told --cleanenv, pyxis keeps it. NETWORK_INTERFACE=ib0 (say) sets NCCL's and gloo's socket interface.
 
 set -euo pipefail
 
@@ -10,29 +13,61 @@ set -euo pipefail
 : "${STYLEGAN_BIND:=$PWD}"
 : "${PYTHON:=python3}"
 export PYTHONUNBUFFERED=1
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"
+if [ -n "${NETWORK_INTERFACE:-}" ]; then
+    export NCCL_SOCKET_IFNAME="$NETWORK_INTERFACE" GLOO_SOCKET_IFNAME="$NETWORK_INTERFACE"
+fi
+
+# What goes in front of a command (apptainer) or into srun's options (pyxis) to run it in the container.
+CONTAINER_PREFIX=()
+PYXIS_OPTIONS=()
+case "$CONTAINER_RUNTIME" in
+    none) ;;
+    apptainer) CONTAINER_PREFIX=(apptainer exec --nv --bind "$STYLEGAN_BIND" "$CONTAINER_IMAGE") ;;
+    pyxis) PYXIS_OPTIONS=(--container-image="$CONTAINER_IMAGE" --container-mounts="$STYLEGAN_BIND"
+                          --container-workdir="$PWD") ;;
+    *) echo "error: CONTAINER_RUNTIME=$CONTAINER_RUNTIME: use none, apptainer or pyxis" >&2; exit 2 ;;
+esac
 
 log() {
     printf '[%s] %s: %s\n' "$(date +%H:%M:%S)" "${SLURM_JOB_ID:-local}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}" "$*"
 }
 
-# in_container CMD...: run CMD in the configured runtime.
+# in_container CMD...: run CMD once, in the configured runtime (pyxis needs a job step for it).
 in_container() {
-    case "$CONTAINER_RUNTIME" in
-        none) "$@" ;;
-        apptainer) apptainer exec --nv --bind "$STYLEGAN_BIND" "$CONTAINER_IMAGE" "$@" ;;
-        pyxis) srun --ntasks=1 --container-image="$CONTAINER_IMAGE" --container-mounts="$STYLEGAN_BIND" \
-                    --container-workdir="$PWD" "$@" ;;
-        *) echo "error: CONTAINER_RUNTIME=$CONTAINER_RUNTIME: use none, apptainer or pyxis" >&2; exit 2 ;;
-    esac
+    if [ "$CONTAINER_RUNTIME" = pyxis ]; then
+        srun --ntasks=1 "${PYXIS_OPTIONS[@]}" "$@"
+    else
+        "${CONTAINER_PREFIX[@]}" "$@"
+    fi
+}
+
+# on_every_node CMD...: one task per node of the allocation, in the configured runtime.
+on_every_node() {
+    srun --nodes="${SLURM_NNODES:-1}" --ntasks-per-node=1 --kill-on-bad-exit=1 "${PYXIS_OPTIONS[@]}" \
+         "${CONTAINER_PREFIX[@]}" "$@"
+}
+
+# gpus_on_node: the GPUs this job has on each node (0 on a CPU allocation).
+gpus_on_node() {
+    local per_node="${SLURM_GPUS_PER_NODE:-0}"
+    echo "${SLURM_GPUS_ON_NODE:-${per_node##*:}}"
+}
+
+# share_cpus PROCS: split the task's CPUs over PROCS processes (unless OMP_NUM_THREADS is set): more threads than
+# cores makes PyTorch's CPU kernels crawl.
+share_cpus() {
+    local threads=$(( ${SLURM_CPUS_PER_TASK:-1} / $1 ))
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( threads > 0 ? threads : 1 ))}"
 }
 
 # run_job MODULE ARGS...: one process, or one per GPU of this node under torchrun when the allocation has several.
 run_job() {
     local module=$1
     shift
-    local gpus="${SLURM_GPUS_ON_NODE:-0}"
+    local gpus
+    gpus=$(gpus_on_node)
     log "$module on ${gpus} GPU(s): $*"
+    share_cpus "$(( gpus > 1 ? gpus : 1 ))"
     if [ "$gpus" -gt 1 ]; then
         in_container torchrun --standalone --nproc-per-node="$gpus" -m "$module" "$@"
     else

@@ -12,5 +12,6 @@
 STYLEGAN_HOME="${STYLEGAN_HOME:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}"
 # shellcheck source=slurm/common.sh
 source "$STYLEGAN_HOME/slurm/common.sh"
+share_cpus "${SLURM_CPUS_PER_TASK:-1}"  # one thread per worker process
 log "preprocess task ${SLURM_ARRAY_TASK_ID:-0} of ${SLURM_ARRAY_TASK_COUNT:-1}: $*"
 in_container "$PYTHON" -m jobs.preprocess --workers "${SLURM_CPUS_PER_TASK:-1}" "$@"

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 
 from stylegan.errors import UserError
+
+EXIT_PREEMPTED = 3  # training stopped on a signal after writing a snapshot: requeue the job to go on
+# Snapshot and stop: TERM (preemption, scancel), USR1 (slurm/train.sh's time-limit warning), USR2 (submitit's).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def array_task(index: int | None, count: int | None) -> tuple[int, int]:

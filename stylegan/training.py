@@ -36,6 +36,7 @@ from stylegan.checkpoint import (
     save_checkpoint,
     snapshot_name,
 )
+from stylegan.cluster import EXIT_PREEMPTED, STOP_SIGNALS
 from stylegan.config import TrainConfig, config_dict
 from stylegan.data.reader import load_dataset_info, make_loader, training_pipeline
 from stylegan.distributed import DistEnv, all_reduce_max, all_reduce_sum, broadcast_module
@@ -46,7 +47,6 @@ from stylegan.sampling import save_png, tile
 from stylegan.seeds import to_uint8
 from stylegan.transfer import transfer_weights
 
-EXIT_PREEMPTED = 3  # slurm/train.sh requeues the job on this code
 PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 TICK_STATS = ("G_loss", "pl_penalty", "D_loss", "r1_penalty", "signs_sum", "signs_n", "steps")
 
@@ -341,10 +341,17 @@ class Trainer:
         self.stop_signal = signum
 
     def run(self) -> int:
-        """Train to cfg.kimg. Returns 0 when done, EXIT_PREEMPTED after a signal-triggered checkpoint."""
+        """Train to cfg.kimg. Returns 0 when done, EXIT_PREEMPTED after a signal-triggered checkpoint. The signal
+        handlers that were there before (submitit's, say) are back in place on return."""
+        previous = {sig: signal.signal(sig, self.handle_signal) for sig in STOP_SIGNALS}
+        try:
+            return self.train_loop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def train_loop(self) -> int:
         cfg, env = self.cfg, self.env
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self.handle_signal)
         stats = self.new_stats()
         start_time = tick_start_time = time.time()
         tick_start_nimg = self.progress["cur_nimg"]
@@ -375,8 +382,8 @@ class Trainer:
             tick_start_nimg, tick_start_time = self.progress["cur_nimg"], time.time()
             maintenance = tick_start_time - maintenance_start
             if stop:
-                self.log(f"stopping on signal {self.stop_signal or 'from another rank'}: checkpoint written, "
-                         f"exit {EXIT_PREEMPTED} so the job is requeued")
+                self.log(f"stopping on signal {self.stop_signal or 'from another rank'} at kimg "
+                         f"{self.progress['cur_nimg'] / 1000:.3f}: checkpoint written, exit {EXIT_PREEMPTED}")
                 return EXIT_PREEMPTED
             if done:
                 self.log("training complete")

@@ -6,9 +6,13 @@ and over DataLoader workers. Images come out as uint8 NCHW tensors, labels as on
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
+import multiprocessing
+import os
 import random
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from stylegan.cluster import STOP_SIGNALS
 from stylegan.errors import UserError
 
 
@@ -119,8 +124,28 @@ def eval_pipeline(data_dir: str | Path, *, rank: int = 0, world: int = 1,
     )
 
 
+class OutliveJobSignals:
+    """worker_init_fn. Slurm signals every process of a job step (time-limit warnings, TERM on preemption). The
+    training process answers with a snapshot while it still needs its loader, so the workers must outlive those
+    signals. When their own process exits, multiprocessing stops them with TERM: from then on TERM works again."""
+
+    def __init__(self):
+        self.parent_exiting = multiprocessing.Event()
+        atexit.register(self.parent_exiting.set)
+
+    def __call__(self, worker_id: int) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum: int, frame) -> None:
+        if self.parent_exiting.is_set():
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+
 def make_loader(pipeline: wds.DataPipeline, batch_size: int, workers: int = 2,
                 pin_memory: bool = False, drop_last: bool = False) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(pipeline, batch_size=batch_size, num_workers=workers, pin_memory=pin_memory,
                                        drop_last=drop_last, persistent_workers=workers > 0,
-                                       prefetch_factor=4 if workers > 0 else None)
+                                       prefetch_factor=4 if workers > 0 else None,
+                                       worker_init_fn=OutliveJobSignals() if workers > 0 else None)

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Train with DDP on every GPU of every node of the allocation: one srun task per node runs torchrun, and the
+# torchrun agents meet in a c10d rendezvous on the first node.
+#   sbatch --gpus-per-node=8 slurm/train.sh --config configs/ffhq256.yaml resume=/shared/pretrained/ffhq-256.pkl
+#   sbatch --nodes=4 --gpus-per-node=8 --job-name=ffhq-r1 slurm/train.sh --config configs/ffhq256.yaml batch=256
+# The run directory is <outdir>/<job name> (outdir defaults to runs/ under the submit directory), so a requeued
+# job resumes the same run. Two minutes before the time limit Slurm sends USR1: training writes a snapshot and
+# stops, and this script requeues the job, which resumes at the same kimg. Without GPUs (tests, laptops) set
+# PROCS_PER_NODE for CPU processes.
+#SBATCH --job-name=train
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=16
+#SBATCH --time=24:00:00
+#SBATCH --signal=B:USR1@120
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=%x-%j.out
+
+STYLEGAN_HOME="${STYLEGAN_HOME:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}"
+# shellcheck source=slurm/common.sh
+source "$STYLEGAN_HOME/slurm/common.sh"
+
+gpus=$(gpus_on_node)
+procs="${PROCS_PER_NODE:-$(( gpus > 0 ? gpus : 1 ))}"
+share_cpus "$procs"
+first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+# The node's address as Slurm knows it (NodeAddr; usually its host name).
+rdzv_host=$(scontrol show node "$first_node" | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')
+rdzv_port="${RDZV_PORT:-$(( 20000 + SLURM_JOB_ID % 20000 ))}"
+args=("$@")
+if [[ " $* " != *" run_name="* ]]; then
+    args+=("run_name=$SLURM_JOB_NAME")
+fi
+
+# USR1 (time limit) or TERM: pass TERM to the job steps (torchrun forwards it to its workers, which snapshot and
+# exit), then requeue once they are done. The batch shell only gets USR1 (--signal=B:), so it decides.
+stop_signal=""
+# shellcheck disable=SC2317,SC2329  # called by the traps
+on_signal() {
+    stop_signal=$1
+    log "got SIG$1: asking training to write a snapshot and stop"
+    scancel --signal=TERM "$SLURM_JOB_ID"
+}
+trap 'on_signal USR1' USR1
+trap 'on_signal TERM' TERM
+
+log "train: $SLURM_NNODES node(s) x $procs process(es), rendezvous $rdzv_host:$rdzv_port, restart ${SLURM_RESTART_COUNT:-0}"
+on_every_node torchrun --nnodes="$SLURM_NNODES" --nproc-per-node="$procs" --max-restarts="${MAX_RESTARTS:-3}" \
+    --rdzv-backend=c10d --rdzv-endpoint="$rdzv_host:$rdzv_port" --rdzv-id="$SLURM_JOB_ID" \
+    -m jobs.train "${args[@]}" &
+srun_pid=$!
+# A trapped signal interrupts `wait`; wait again until srun itself has ended.
+while true; do
+    code=0
+    wait "$srun_pid" || code=$?
+    kill -0 "$srun_pid" 2>/dev/null || break
+done
+
+if [ -n "$stop_signal" ]; then
+    log "training stopped on SIG$stop_signal (exit $code): requeueing; the job resumes from the last snapshot"
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+fi
+log "training exited with code $code"
+exit "$code"

@@ -1,0 +1,165 @@
+"""The launch layer on a real Slurm cluster (two simulated nodes on this host, tests/slurm_cluster.py): the sbatch
+scripts and jobs.submit, with arrays, multi-node torchrun, preemption + requeue and job dependencies."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stylegan.checkpoint import latest_snapshot
+from tests.conftest import REPO
+from tests.image_folder import BAD, make_image_folder
+from tests.slurm_cluster import LocalSlurm, missing_requirements
+
+pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
+
+JOB_ENV = {"PYTHONPATH": str(REPO), "STYLEGAN_HOME": str(REPO), "OMP_NUM_THREADS": "1"}
+TINY = ["resolution=16", "z_dim=32", "w_dim=32", "channel_base=256", "channel_max=32", "map_layers=2",
+        "mbstd_group=2", "workers=1", "batch=8", "mirror=false", "tick_kimg=0.2", "snap=1000"]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory) -> LocalSlurm:
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+def script(name: str) -> str:
+    return str(REPO / "slurm" / f"{name}.sh")
+
+
+def read_logs(folder: Path, pattern: str) -> str:
+    return "\n".join(p.read_text() for p in sorted(folder.glob(pattern)))
+
+
+def sbatch_and_wait(slurm: LocalSlurm, cwd: Path, *args: str, env: dict | None = None,
+                    log_pattern: str = "*.out") -> str:
+    job = slurm.sbatch(*args, cwd=cwd, env={**JOB_ENV, **(env or {})})
+    states = slurm.wait_job(job)
+    logs = read_logs(cwd, log_pattern)
+    assert set(states) == {"COMPLETED"}, f"job {job}: {states}\n{logs[-4000:]}"
+    return logs
+
+
+@pytest.fixture(scope="module")
+def dataset(slurm, work) -> Path:
+    """`sbatch slurm/preprocess.sh` as a 2-task array; the last task writes dataset.json."""
+    count = make_image_folder(work / "raw", count=40)
+    sbatch_and_wait(slurm, work, "--array=0-1", "--cpus-per-task=1", script("preprocess"), "--source", "raw",
+                    "--dest", "data", "--resolution", "16", "--min-size", "8", "--shard-size", "8",
+                    log_pattern="preprocess-*.out")
+    info = json.loads((work / "data" / "dataset.json").read_text())
+    assert info["total_images"] == count and info["rejected"] == len(BAD) and info["num_tasks"] == 2
+    assert {s["name"][:10] for s in info["shards"]} == {"shard-0000", "shard-0001"}
+    rejected = [line for task in (0, 1) for line in (work / "data" / f"rejected-{task:04d}.jsonl").read_text()
+                .splitlines()]
+    assert len(rejected) == len(BAD)
+    return work / "data"
+
+
+def test_train_two_nodes(slurm, dataset, work):
+    """One torchrun agent per node (srun), joined by c10d rendezvous: 2 ranks on 2 nodes."""
+    logs = sbatch_and_wait(slurm, work, "--nodes=2", "--cpus-per-task=2", "--job-name=twonodes", script("train"),
+                           f"data={dataset}", *TINY, "kimg=0.4", log_pattern="twonodes-*.out")
+    assert "2 node(s) x 1 process(es)" in logs and "training twonodes: 2 process(es)" in logs
+    assert "training complete" in logs
+    assert latest_snapshot(work / "runs" / "twonodes" / "checkpoints") is not None
+
+
+def test_train_preempted_requeued_resumes_then_evaluate_and_sample(slurm, dataset, work):
+    """1 node x 2 processes. USR1 to the batch shell (what --signal=B:USR1@120 sends before the time limit):
+    snapshot, requeue, resume at the same kimg, finish. An evaluation waits on it with --dependency=afterok; then
+    a 2-task sampling array writes the same PNGs as one local process."""
+    env = {**JOB_ENV, "PROCS_PER_NODE": "2"}
+    job = slurm.sbatch("--cpus-per-task=2", "--job-name=pre", script("train"), f"data={dataset}", *TINY,
+                       "kimg=3", cwd=work, env=env)
+    log = work / f"pre-{job}.out"
+    slurm.wait_for(lambda: log.is_file() and "tick 2 " in log.read_text(), 180, "training to reach tick 2")
+    slurm.run("scancel", "--signal=USR1", "--batch", str(job))
+    slurm.start_requeued_now(job)
+
+    evaluation = slurm.sbatch(f"--dependency=afterok:{job}", "--cpus-per-task=2", script("evaluate"),
+                              "--run", "runs/pre", "--metrics", "swd", "--device", "cpu", cwd=work, env=JOB_ENV)
+    assert slurm.wait_job(job, timeout=300) == ["COMPLETED"], log.read_text()[-4000:]
+    text = log.read_text()
+    stopped = re.findall(r"stopping on signal 15 at kimg (\d+\.\d+)", text)
+    resumed = re.findall(r"resumed from \S+ at kimg (\d+\.\d+)", text)
+    assert len(stopped) == 1 and resumed == stopped, text[-4000:]
+    assert 0 < float(stopped[0]) < 3 and "training complete" in text
+    assert float(json.loads((work / "runs/pre/stats.jsonl").read_text().splitlines()[-1])["kimg"]) == 3.0
+
+    assert slurm.wait_job(evaluation) == ["COMPLETED"], read_logs(work, f"evaluate-{evaluation}.out")
+    rows = [json.loads(line) for line in (work / "runs/pre/metric-swd.jsonl").read_text().splitlines()]
+    assert rows and all(np.isfinite(r["value"]) for r in rows)
+
+    checkpoint = latest_snapshot(work / "runs/pre/checkpoints")
+    sbatch_and_wait(slurm, work, "--array=0-1", "--cpus-per-task=1", script("sample"), "--checkpoint",
+                    str(checkpoint), "--outdir", "samples", "--seeds", "0-9", "--workers", "1",
+                    log_pattern="sample-*.out")
+    subprocess.run([sys.executable, "-m", "jobs.sample", "--checkpoint", str(checkpoint), "--outdir",
+                    str(work / "samples-local"), "--seeds", "0-9", "--workers", "1"], cwd=REPO, check=True,
+                   capture_output=True)
+    array = sorted((work / "samples").rglob("seed*.png"))
+    local = sorted((work / "samples-local").rglob("seed*.png"))
+    assert [p.name for p in array] == [f"seed{s:04d}.png" for s in range(10)] == [p.name for p in local]
+    for a, b in zip(array, local, strict=True):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+def submit(work: Path, slurm: LocalSlurm, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "jobs.submit", *args], cwd=work, capture_output=True, text=True,
+                         env={**slurm.env, **JOB_ENV}, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_submit_preprocess_array_to_slurm(slurm, work):
+    make_image_folder(work / "raw2", count=20)
+    out = submit(work, slurm, "preprocess", "--cluster", "slurm", "--array", "2", "--cpus", "1", "--wait",
+                 "--folder", "submitit-pre", "--", "--source", "raw2", "--dest", "data2", "--resolution", "16",
+                 "--min-size", "8", "--shard-size", "8", "--workers", "1")
+    assert out.count("submitted preprocess job") == 2 and "2 job(s) finished" in out
+    info = json.loads((work / "data2" / "dataset.json").read_text())
+    assert info["total_images"] == 20 and info["num_tasks"] == 2
+
+
+def test_submit_train_preempted_requeues_itself(slurm, dataset, work):
+    """The submitit route: USR1 to the job step, the trainer snapshots, submitit requeues the same call, and the
+    requeued job resumes and finishes."""
+    out = submit(work, slurm, "train", "--cluster", "slurm", "--cpus", "2", "--folder", "submitit-train",
+                 "--time", "00:20:00", "--", f"data={dataset}", "outdir=runs", "run_name=submitted", *TINY,
+                 "kimg=3")
+    job = int(re.search(r"submitted train job (\d+)", out).group(1))
+    log = work / "submitit-train" / f"{job}_0_log.out"
+    slurm.wait_for(lambda: log.is_file() and "tick 2 " in log.read_text(), 180, "training to reach tick 2")
+    slurm.run("scancel", "--signal=USR2", str(job))  # what submitit asks Slurm to send
+    slurm.start_requeued_now(job)
+    assert slurm.wait_job(job, timeout=300) == ["COMPLETED"], log.read_text()[-4000:]
+    text = log.read_text()
+    stopped = re.findall(r"stopping on signal 12 at kimg (\d+\.\d+)", text)
+    assert len(stopped) == 1 and re.findall(r"resumed from \S+ at kimg (\d+\.\d+)", text) == stopped, text[-4000:]
+    assert "training complete" in text
+
+
+def test_submit_local_runs_the_same_job(work, dataset):
+    cmd = [sys.executable, "-m", "jobs.submit", "train", "--cluster", "local", "--wait", "--folder", "submitit-local",
+           "--", f"data={dataset}", "outdir=runs", "run_name=local", *TINY, "kimg=0.2"]
+    out = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env={**os.environ, **JOB_ENV}, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "(local)" in out.stdout and latest_snapshot(work / "runs" / "local" / "checkpoints") is not None
