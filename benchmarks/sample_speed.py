@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--workers", type=int, default=max(1, available_cpus() - 2))
+    parser.add_argument("--compile", action="store_true", help="torch.compile the synthesis network (as --compile "
+                        "of jobs.sample)")
     parser.add_argument("--json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -34,16 +36,18 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
     G = Generator(512, 0, 512, args.res, mapping_kwargs=dict(num_layers=2), channel_base=16384).eval().to(device)
+    if args.compile:
+        G.synthesis.compile(dynamic=False)
     rows = []
     for batch in (1, 64, args.batch):
-        opts = SampleOptions(batch=batch, device=str(device))
+        opts = SampleOptions(batch=batch, device=str(device), fixed_batch=args.compile)
         n = batch * max(1, 2048 // batch) if batch > 1 else 64
         seeds = list(range(n))
         ws = seed_ws(G, seeds, opts)
         synthesize(G, ws[: batch * 2], opts)  # warm up kernels and cudnn autotuning
         seconds = timed(lambda opts=opts, ws=ws: synthesize(G, ws, opts), device)
         rows.append({"what": f"generator only, batch {batch}", "images_per_s": n / seconds})
-    opts = SampleOptions(batch=args.batch, device=str(device))
+    opts = SampleOptions(batch=args.batch, device=str(device), fixed_batch=args.compile)
     with tempfile.TemporaryDirectory() as tmp:
         write_seed_pngs(G, list(range(args.batch * 2)), Path(tmp) / "warm", opts, workers=args.workers)
         start = time.perf_counter()
@@ -53,8 +57,9 @@ def main() -> None:
                  "images_per_s": args.seeds / seconds})
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     for row in rows:
-        row.update(res=args.res, device=name)
-        print(f"RESULT sample {args.res}x{args.res} {row['what']}: {row['images_per_s']:.0f} images/s ({name})")
+        row.update(res=args.res, device=name, compiled=args.compile)
+        print(f"RESULT sample {args.res}x{args.res}{' compiled' if args.compile else ''} {row['what']}: "
+              f"{row['images_per_s']:.0f} images/s ({name})")
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -1,6 +1,6 @@
 """Steady-state training speed (sec/kimg) and peak GPU memory on one device.
 
-    python -m benchmarks.train_speed [--res 64 256] [--batch 32] [--steps 64]
+    python -m benchmarks.train_speed [--res 64 256] [--batch 32] [--steps 64] [compile=false]
 Settings of the official anchors: channel_base 16384, 2 mapping layers, no augmentation, no metrics, real data
 read from shards. The step count is a multiple of 16 so the lazy R1 (every 16) and path-length (every 4)
 phases run in their true proportion.

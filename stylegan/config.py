@@ -76,6 +76,9 @@ class TrainConfig:
     snap: int = 50                      # snapshot (checkpoint + fakes grid) every `snap` ticks
     grid_size: int = 8                  # fakes grid is grid_size x grid_size
 
+    # Speed
+    compile: bool = True                # GPU: torch.compile Gmain/Dmain (2.3x, benchmarks/RESULTS.md); CPU: eager
+
     # Fault handling
     nan_rollback: int = 5               # this many non-finite steps in a row: roll back to the last snapshot
     dist_timeout_s: int = 600           # collective timeout, so a dead rank fails the job instead of hanging

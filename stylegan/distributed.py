@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from stylegan.cluster import torchrun_rank
+from stylegan.cluster import restart_attempt, torchrun_rank
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,13 @@ def init_distributed(timeout_s: int = 600) -> DistEnv:
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timeout))
+        # torchrun restarts failed workers on the same store: without a key prefix per attempt the new group reads
+        # the dead group's addresses and cannot connect (torch 2.13: refused connections or a hang).
+        store = dist.PrefixStore(f"restart{restart_attempt()}", store)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank,
+                                world_size=world, timeout=timeout)
     return DistEnv(rank, world, local_rank, device)
 
 

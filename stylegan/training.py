@@ -16,6 +16,7 @@ import copy
 import json
 import signal
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,14 @@ class Trainer:
         self.G = Generator(**self.G_kwargs).train().requires_grad_(False).to(self.device)
         self.D = Discriminator(**self.D_kwargs).train().requires_grad_(False).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval()
+        # Gmain and Dmain may run compiled graphs of the same modules. The regularisation phases differentiate
+        # twice (R1, path length), which compiled graphs cannot, so they always call the eager modules. CPU runs
+        # stay eager: Inductor's CPU backend fails on these backward graphs (torch 2.13) and CPUs gain little.
+        self.G_main, self.D_main = self.G, self.D
+        if cfg.compile and self.device.type == "cuda":
+            self.G_main = types.SimpleNamespace(mapping=torch.compile(self.G.mapping, dynamic=False),
+                                                synthesis=torch.compile(self.G.synthesis, dynamic=False))
+            self.D_main = torch.compile(self.D, dynamic=False)
         self.augment = AugmentPipe(cfg.augpipe, cfg.aug_p).to(self.device) if cfg.aug != "noaug" else None
         frozen = tuple(n + "." for n in self.D.layer_names()[: cfg.freezed])
         self.G_params = list(self.G.parameters())
@@ -255,7 +264,7 @@ class Trainer:
                 gen_c = real_c[torch.randperm(len(real_c), device=self.device)]
                 gain = interval / self.rounds
                 if phase == "Gmain":
-                    loss = losses.g_main_loss(self.G, self.D, self.augment, z, gen_c, self.loss_cfg)
+                    loss = losses.g_main_loss(self.G_main, self.D_main, self.augment, z, gen_c, self.loss_cfg)
                     if step in cfg.inject_nan_steps:
                         loss = loss * float("nan")
                     stats["G_loss"] += loss.detach() / self.rounds
@@ -266,10 +275,10 @@ class Trainer:
                     stats["pl_penalty"] += loss.detach() / self.rounds
                 elif phase == "Dmain":
                     self.G.mapping.w_avg.copy_(running_old["w_avg"])
-                    loss = losses.d_fake_loss(self.G, self.D, self.augment, z, gen_c, self.loss_cfg)
+                    loss = losses.d_fake_loss(self.G_main, self.D_main, self.augment, z, gen_c, self.loss_cfg)
                     running_new["w_avg"].append(self.G.mapping.w_avg.clone())
-                    real_loss, signs = losses.d_real_loss(self.D, self.augment, real, real_c, self.loss_cfg,
-                                                          main=True, r1=False)
+                    real_loss, signs = losses.d_real_loss(self.D_main, self.augment, real, real_c, self.loss_cfg,
+                                                               main=True, r1=False)
                     loss = loss + real_loss
                     stats["D_loss"] += loss.detach() / self.rounds
                     stats["signs_sum"] += signs.sum()

@@ -102,6 +102,34 @@ def test_ranks_hold_identical_weights(same_images, tmp_path):
     assert result.returncode == 0 and "RANKS AGREE" in result.stdout, result.stderr[-3000:]
 
 
+def worker_pids(agent_pid: int) -> dict[int, int]:
+    """rank -> pid of the worker processes a torchrun agent started (their environment holds RANK)."""
+    pids = {}
+    for child in Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split():
+        env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        pids.update({int(e[5:]): int(child) for e in env if e.startswith(b"RANK=")})
+    return pids
+
+
+def test_a_dead_rank_fails_fast_and_torchrun_restarts_from_the_snapshot(same_images, tmp_path):
+    """SIGKILL one of 2 ranks: the other fails at its next collective instead of waiting for the (15 minute)
+    timeout, and torchrun (--max-restarts) starts both again, which resume from the last snapshot and finish."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=1",
+            "-m", "jobs.train", f"data={same_images}", f"outdir={tmp_path}", "run_name=dead", *TINY, "batch=8",
+            "kimg=1.2", "tick_kimg=0.1", "snap=1", "dist_timeout_s=900"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    ckpts = tmp_path / "dead" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list_snapshots(ckpts):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    os.kill(worker_pids(proc.pid)[1], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert "resumed from" in out and out.count("training complete") == 1, out[-3000:]
+    assert load_checkpoint(latest_snapshot(ckpts))["progress"]["cur_nimg"] == 1200
+
+
 def test_sigterm_checkpoints_and_resume_continues_with_identical_weights(same_images, tmp_path):
     """Resuming is the default (resume: auto): rerunning the same command continues the run."""
     common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8", "tick_kimg=0.04", "snap=1000"]
