@@ -14,7 +14,7 @@ from stylegan.data.images import ImageOptions
 from stylegan.data.shards import PreprocessConfig, finalize, run_task
 
 
-def synthetic_dataset(root: Path, resolution: int, count: int) -> Path:
+def synthetic_dataset(root: Path, resolution: int, count: int, png_level: int = ImageOptions.png_level) -> Path:
     """`count` smooth random images preprocessed into shards at `resolution` (what a real dataset costs to read)."""
     if (root / "data" / "dataset.json").is_file():
         return root / "data"
@@ -24,7 +24,7 @@ def synthetic_dataset(root: Path, resolution: int, count: int) -> Path:
     for i in range(count):
         small = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
         small.resize((resolution, resolution), Image.BICUBIC).save(src / f"{i:05d}.png")
-    cfg = PreprocessConfig([src], root / "data", ImageOptions(resolution), shard_size=500,
+    cfg = PreprocessConfig([src], root / "data", ImageOptions(resolution, png_level=png_level), shard_size=500,
                            workers=min(8, available_cpus()))
     run_task(cfg)
     finalize(root / "data", required=True)

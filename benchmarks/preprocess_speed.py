@@ -34,19 +34,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--png-level", type=int, default=ImageOptions.png_level)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
         make_jpegs(src, args.count)
         for res in (64, 256):
-            cfg = PreprocessConfig([src], Path(tmp) / f"out{res}", ImageOptions(res), shard_size=1000,
-                                   workers=args.workers)
+            cfg = PreprocessConfig([src], Path(tmp) / f"out{res}", ImageOptions(res, png_level=args.png_level),
+                                   shard_size=1000, workers=args.workers)
             start = time.perf_counter()
             run_task(cfg)
             seconds = time.perf_counter() - start
             rate = args.count / seconds
-            print(f"RESULT 1024 JPEG -> {res} PNG: {rate:.1f} images/s with {args.workers} worker(s), "
-                  f"{rate / args.workers:.1f} images/s per core")
+            print(f"RESULT 1024 JPEG -> {res} PNG level {args.png_level}: {rate:.1f} images/s with {args.workers} "
+                  f"worker(s), {rate / args.workers:.1f} images/s per core")
 
 
 if __name__ == "__main__":

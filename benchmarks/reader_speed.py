@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import synthetic_dataset
+from stylegan.data.images import ImageOptions
 from stylegan.data.reader import make_loader, training_pipeline
 
 
@@ -21,10 +22,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--images", type=int, default=4000)
     parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--png-level", type=int, default=ImageOptions.png_level, help="of the shards' PNGs")
     parser.add_argument("--json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = synthetic_dataset(Path(tmp), args.res, args.images)
+        data = synthetic_dataset(Path(tmp), args.res, args.images, args.png_level)
         loader = iter(make_loader(training_pipeline(data, xflip=True), batch_size=32, workers=args.workers,
                                   drop_last=True))
         for _ in range(20):
@@ -33,10 +35,12 @@ def main() -> None:
         for _ in range(args.batches):
             next(loader)
         rate = args.batches * 32 / (time.perf_counter() - start)
-    print(f"RESULT reader {args.res}x{args.res}, {args.workers} workers: {rate:.0f} images/s")
+    print(f"RESULT reader {args.res}x{args.res}, PNG level {args.png_level}, {args.workers} workers: {rate:.0f} "
+          "images/s")
     if args.json:
         with open(args.json, "a") as f:
-            f.write(json.dumps({"res": args.res, "workers": args.workers, "images_per_s": rate}) + "\n")
+            f.write(json.dumps({"res": args.res, "workers": args.workers, "png_level": args.png_level,
+                                "images_per_s": rate}) + "\n")
 
 
 if __name__ == "__main__":

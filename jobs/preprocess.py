@@ -48,7 +48,7 @@ def main(args: argparse.Namespace) -> None:
     cfg = PreprocessConfig(
         sources=[Path(s) for s in args.source], dest=dest,
         image=ImageOptions(r, args.transform, args.min_size, args.max_pixels, parse_color(args.background),
-                           pixel_hash=args.dedup),
+                           pixel_hash=args.dedup, png_level=args.png_level),
         shard_size=args.shard_size, labels_file=labels_file, task=task, num_tasks=num_tasks,
         workers=args.workers or available_cpus(), dedup=args.dedup,
         labels=load_labels(labels_file) if labels_file else {})
@@ -73,6 +73,8 @@ if __name__ == "__main__":
     parser.add_argument("--min-size", type=int, default=0, help="reject images whose shorter side is smaller")
     parser.add_argument("--max-pixels", type=int, default=16384 * 16384, help="reject larger declared sizes")
     parser.add_argument("--background", default="255,255,255", help="colour behind transparency and padding")
+    parser.add_argument("--png-level", type=int, default=0, choices=range(10), metavar="0-9",
+                        help="PNG zlib level: 0 reads and writes fastest, 9 is smallest (all lossless)")
     parser.add_argument("--dedup", action="store_true", help="exclude exact pixel duplicates (first one kept)")
     parser.add_argument("--finalize", action="store_true", help="only write dataset.json from complete tasks")
     run(main, parser)

@@ -27,6 +27,9 @@ class ImageOptions:
     max_pixels: int = 16384 * 16384  # larger declared sizes are rejected as decompression bombs
     background: tuple[int, int, int] = (255, 255, 255)
     pixel_hash: bool = False  # hash decoded pixels, for --dedup
+    # zlib level of the stored PNGs. 0 (stored, still lossless): 2-3x faster to encode and 2x faster to decode than
+    # level 1 for ~40% more bytes; decoding is on the training hot path (benchmarks/RESULTS.md).
+    png_level: int = 0
 
 
 @dataclass
@@ -111,5 +114,5 @@ def process_image(data: bytes, opts: ImageOptions) -> Processed:
     img = to_rgb(ImageOps.exif_transpose(img), opts.background)
     pixel_sha = hashlib.sha256(img.tobytes()).hexdigest() if opts.pixel_hash else None
     out = io.BytesIO()
-    fit_square(img, opts).save(out, format="PNG", compress_level=1)
+    fit_square(img, opts).save(out, format="PNG", compress_level=opts.png_level)
     return Processed(out.getvalue(), original_size, pixel_sha)
