@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: synthetic datasets and device timing."""
+"""Helpers shared by the benchmarks: the anchors' training settings, synthetic datasets and device timing."""
 
 from __future__ import annotations
 
@@ -10,8 +10,16 @@ import torch
 from PIL import Image
 
 from stylegan.cluster import available_cpus
+from stylegan.config import TrainConfig, load_config
 from stylegan.data.images import ImageOptions
 from stylegan.data.shards import PreprocessConfig, finalize, run_task
+
+
+def anchor_config(data: Path, res: int, outdir: str | Path, *overrides: str, batch: int = 32) -> TrainConfig:
+    """The settings of the official speed anchors (channel_base 16384, 2 mapping layers, no augmentation), shards
+    read by 6 workers; `overrides` last, so they win."""
+    return load_config(None, [f"data={data}", f"resolution={res}", f"batch={batch}", "channel_base=16384",
+                              "map_layers=2", "aug=noaug", "workers=6", f"outdir={outdir}", *overrides])
 
 
 def synthetic_dataset(root: Path, resolution: int, count: int, png_level: int = ImageOptions.png_level) -> Path:

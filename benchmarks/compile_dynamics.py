@@ -12,8 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import synthetic_dataset
-from stylegan.config import load_config
+from benchmarks.common import anchor_config, synthetic_dataset
 from stylegan.distributed import init_distributed
 from stylegan.training import Trainer
 
@@ -22,9 +21,8 @@ VARIANTS = {"float32": ["num_fp16_res=0", "compile=false"], "mixed": ["compile=f
 
 
 def train(data: Path, outdir: str, name: str, args: argparse.Namespace, extra: list[str]) -> list[dict]:
-    cfg = load_config(None, [f"data={data}", f"resolution={args.res}", "batch=32", "channel_base=16384",
-                             "map_layers=2", "aug=noaug", "workers=6", f"outdir={outdir}", f"run_name={name}",
-                             f"kimg={args.kimg}", f"tick_kimg={args.tick}", "snap=100000", "seed=0", *extra])
+    cfg = anchor_config(data, args.res, outdir, f"run_name={name}", f"kimg={args.kimg}", f"tick_kimg={args.tick}",
+                        "snap=100000", "seed=0", *extra)
     trainer = Trainer(cfg, init_distributed())
     trainer.run()
     trainer.close()

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.common import synthetic_dataset
-from stylegan.config import load_config
+from benchmarks.common import anchor_config, synthetic_dataset
 from stylegan.distributed import init_distributed
 from stylegan.training import Trainer
 
@@ -29,8 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_dataset(Path(tmp), args.res, 256)
-        cfg = load_config(None, [f"data={data}", f"resolution={args.res}", "batch=32", "channel_base=16384",
-                                 "map_layers=2", "aug=noaug", "workers=6", f"outdir={tmp}", *args.overrides])
+        cfg = anchor_config(data, args.res, tmp, *args.overrides)
         env = init_distributed()
         trainer = Trainer(cfg, env)
         stats = trainer.new_stats()

@@ -15,16 +15,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import synthetic_dataset, timed
-from stylegan.config import load_config
+from benchmarks.common import anchor_config, synthetic_dataset, timed
 from stylegan.distributed import init_distributed
 from stylegan.training import Trainer
 
 
 def measure(data: Path, res: int, batch: int, steps: int, warmup: int, outdir: str, extra: list[str]) -> dict:
-    cfg = load_config(None, [f"data={data}", f"resolution={res}", f"batch={batch}", "channel_base=16384",
-                             "map_layers=2", "aug=noaug", "workers=6", f"outdir={outdir}", f"run_name=r{res}",
-                             f"r1_gamma={0.0002 * res * res / batch}", *extra])
+    cfg = anchor_config(data, res, outdir, f"run_name=r{res}", f"r1_gamma={0.0002 * res * res / batch}", *extra,
+                        batch=batch)
     env = init_distributed()
     trainer = Trainer(cfg, env)
     stats = trainer.new_stats()

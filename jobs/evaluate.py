@@ -18,7 +18,7 @@ from jobs.cli import run
 from stylegan.checkpoint import load_generator
 from stylegan.errors import UserError
 from stylegan.evaluation import RunEvaluator
-from stylegan.metrics.compute import Detector, compute_metric, find_detector, parse_metric
+from stylegan.metrics.compute import compute_metric, detector_for, parse_metric
 
 
 def main(args: argparse.Namespace) -> None:
@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> None:
         raise UserError("pass --run RUN_DIR, or --checkpoint PATH with --data DIR")
     G = load_generator(args.checkpoint, device)
     specs = [parse_metric(m) for m in metrics]
-    detector = Detector(find_detector(args.detector), device) if any(s.kind != "swd" for s in specs) else None
+    detector = detector_for(specs, args.detector, device)
     for spec in specs:
         value, cached = compute_metric(G, Path(args.data), spec, detector, device)
         print(json.dumps({"checkpoint": args.checkpoint, "metric": spec.name, "value": value,

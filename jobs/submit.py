@@ -92,7 +92,7 @@ def make_executor(folder: Path, cluster: str | None, nodes: int = 1, gpus_per_no
     if partition and executor.cluster == "slurm":
         params["slurm_partition"] = partition
     if executor.cluster == "slurm":
-        params["slurm_signal_delay_s"] = 120  # USR1 two minutes before the time limit: time for a snapshot
+        params["slurm_signal_delay_s"] = 120  # SUBMITIT_SIGNAL two minutes before the time limit: time for a snapshot
     executor.update_parameters(**params)
     return executor
 

@@ -21,7 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 from stylegan.checkpoint import build_generator, list_snapshots, load_checkpoint
 from stylegan.errors import UserError
 from stylegan.fileio import write_text_atomic
-from stylegan.metrics.compute import Detector, MetricSpec, compute_metric, find_detector, parse_metric
+from stylegan.metrics.compute import MetricSpec, compute_metric, detector_for, parse_metric
 
 
 def try_lock(path: Path, stale_s: float) -> bool:
@@ -77,8 +77,7 @@ class RunEvaluator:
             raise UserError(f"{run_dir}: no config.yaml naming the dataset; pass --data DIR")
         self.data_dir = Path(data)
         self.specs: list[MetricSpec] = [parse_metric(m) for m in metrics]
-        needs_detector = any(s.kind != "swd" for s in self.specs)
-        self.detector = Detector(find_detector(detector_path), device) if needs_detector else None
+        self.detector = detector_for(self.specs, detector_path, device)
         self.device, self.stale_s = device, stale_s
         self.skipped: set[str] = set()
         self.writer: SummaryWriter | None = None

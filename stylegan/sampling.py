@@ -66,9 +66,10 @@ def synthesize(G: Generator, ws: torch.Tensor, opts: SampleOptions) -> np.ndarra
     out = []
     for i in range(0, len(ws), opts.batch):
         chunk = ws[i:i + opts.batch]
-        size = opts.batch if opts.fixed_batch else len(chunk)
-        padded = torch.cat([chunk, chunk[-1:].expand(size - len(chunk), -1, -1)])
-        images = G.synthesis(padded, noise_mode=opts.noise_mode)[:len(chunk)]
+        n = len(chunk)
+        if opts.fixed_batch and n < opts.batch:
+            chunk = torch.cat([chunk, chunk[-1:].expand(opts.batch - n, -1, -1)])
+        images = G.synthesis(chunk, noise_mode=opts.noise_mode)[:n]
         out.append(to_uint8(images).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, G.img_resolution, G.img_resolution, 3), np.uint8)
 

@@ -15,6 +15,9 @@ from stylegan.networks import Discriminator, Generator
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("STYLEGAN_FIXTURES", REPO.parent / "shared" / "fixtures"))
 FIXTURE_NAMES = ["uncond32", "cond16"]
+# The network of the CPU training tests (16x16, a few channels); each test file adds its schedule.
+TINY_TRAIN = ["resolution=16", "z_dim=32", "w_dim=32", "channel_base=256", "channel_max=32", "map_layers=2",
+              "mbstd_group=2", "workers=1"]
 
 
 class Fixture:

@@ -130,7 +130,7 @@ PartitionName=debug Nodes={','.join(NODES)} Default=YES MaxTime=INFINITE State=U
         return int(out.strip().split(";")[0])
 
     def job_state(self, job_id: int) -> dict[str, str]:
-        """Fields of `scontrol show job` (one entry for a plain job; an array's tasks merged by task id)."""
+        """Fields of `scontrol show job` for a plain job (an array's first task only; see array_states)."""
         text = self.run("scontrol", "show", "job", "-o", str(job_id))
         return dict(re.findall(r"(\w+)=(\S*)", text.splitlines()[0])) if text.strip() else {}
 

@@ -15,15 +15,14 @@ import pytest
 from PIL import Image
 
 from stylegan.checkpoint import latest_snapshot
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_TRAIN
 from tests.image_folder import BAD, make_image_folder
 from tests.slurm_cluster import LocalSlurm, missing_requirements
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
 
 JOB_ENV = {"PYTHONPATH": str(REPO), "STYLEGAN_HOME": str(REPO), "OMP_NUM_THREADS": "1"}
-TINY = ["resolution=16", "z_dim=32", "w_dim=32", "channel_base=256", "channel_max=32", "map_layers=2",
-        "mbstd_group=2", "workers=1", "batch=8", "mirror=false", "tick_kimg=0.2", "snap=1000"]
+TINY = [*TINY_TRAIN, "batch=8", "mirror=false", "tick_kimg=0.2", "snap=1000"]
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from stylegan.checkpoint import latest_snapshot, list_snapshots, load_checkpoint
 from stylegan.config import load_config
 from stylegan.errors import UserError
-from tests.conftest import REPO, Fixture
+from tests.conftest import REPO, TINY_TRAIN, Fixture
 from tests.image_folder import preprocess_folder
 from tests.nvidia_pickles import write_nvidia_pickle
 
-TINY = ["resolution=16", "z_dim=32", "w_dim=32", "channel_base=256", "channel_max=32", "map_layers=2",
-        "mbstd_group=2", "workers=1", "aug=ada", "ada_kimg=1", "r1_interval=4", "pl_interval=2", "mirror=false"]
+TINY = [*TINY_TRAIN, "aug=ada", "ada_kimg=1", "r1_interval=4", "pl_interval=2", "mirror=false"]
 
 
 def make_dataset(root: Path, identical: bool) -> Path:

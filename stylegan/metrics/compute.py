@@ -74,6 +74,11 @@ class Detector:
         return self.module(images, return_features=True).to(torch.float32)
 
 
+def detector_for(specs: list[MetricSpec], explicit: str | None, device: torch.device) -> Detector | None:
+    """The detector the metrics need: None when all are weight-free (swd), so no weights are looked for."""
+    return Detector(find_detector(explicit), device) if any(s.kind != "swd" for s in specs) else None
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Features of real and generated images.
 
