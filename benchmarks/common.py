@@ -31,7 +31,7 @@ def synthetic_dataset(root: Path, resolution: int, count: int, png_level: int = 
     src.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         small = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
-        small.resize((resolution, resolution), Image.BICUBIC).save(src / f"{i:05d}.png")
+        small.resize((resolution, resolution), Image.BICUBIC).save(src / f"{i:05d}.png", compress_level=0)
     cfg = PreprocessConfig([src], root / "data", ImageOptions(resolution, png_level=png_level), shard_size=500,
                            workers=min(8, available_cpus()))
     run_task(cfg)

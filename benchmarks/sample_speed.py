@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=max(1, available_cpus() - 2))
     parser.add_argument("--compile", action="store_true", help="torch.compile the synthesis network (as --compile "
                         "of jobs.sample)")
+    parser.add_argument("--png-level", type=int, default=SampleOptions.png_level)
     parser.add_argument("--json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -47,13 +48,13 @@ def main() -> None:
         synthesize(G, ws[: batch * 2], opts)  # warm up kernels and cudnn autotuning
         seconds = timed(lambda opts=opts, ws=ws: synthesize(G, ws, opts), device)
         rows.append({"what": f"generator only, batch {batch}", "images_per_s": n / seconds})
-    opts = SampleOptions(batch=args.batch, device=str(device), fixed_batch=args.compile)
+    opts = SampleOptions(batch=args.batch, device=str(device), fixed_batch=args.compile, png_level=args.png_level)
     with tempfile.TemporaryDirectory() as tmp:
         write_seed_pngs(G, list(range(args.batch * 2)), Path(tmp) / "warm", opts, workers=args.workers)
         start = time.perf_counter()
         write_seed_pngs(G, list(range(args.seeds)), Path(tmp) / "out", opts, workers=args.workers)
         seconds = time.perf_counter() - start
-    rows.append({"what": f"end to end, PNG files, batch {args.batch}, {args.workers} writers",
+    rows.append({"what": f"end to end, PNG level {args.png_level} files, batch {args.batch}, {args.workers} writers",
                  "images_per_s": args.seeds / seconds})
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     for row in rows:

@@ -18,7 +18,7 @@ import torch
 from jobs.cli import run
 from jobs.submit import make_executor, submit
 from stylegan.errors import UserError
-from stylegan.metrics.compute import DETECTOR_NAME, cache_dir
+from stylegan.metrics.detector import cached_detector
 
 RES = 32
 
@@ -42,8 +42,7 @@ def main(args: argparse.Namespace) -> None:
     executor = make_executor(out / "submitit", "local", cpus=2, time_min=600, name="demo")
     textures, data, runs, samples = out / "textures", out / "data", out / "runs", out / "samples"
     run_dir = runs / "demo"
-    detector = cache_dir() / DETECTOR_NAME
-    metrics = "swd,fid2k" if detector.is_file() else "swd"
+    metrics = "swd,fid2k" if cached_detector() else "swd"
     snapshot = lambda: sorted((run_dir / "checkpoints").glob("network-snapshot-*.pt"))[-1]  # noqa: E731
     stages = [
         ("make textures", "make_textures", lambda: ["--count", str(args.count), "--resolution", "64",

@@ -3,7 +3,8 @@
     python -m jobs.evaluate --run runs/textures64 --metrics fid50k_full,swd [--watch]
     python -m jobs.evaluate --checkpoint net.pkl --data data/ffhq256 --metrics fid50k_full
 Results: RUN/metric-<name>.jsonl and TensorBoard scalars Metrics/<name> in RUN (a separate event file).
-FID/KID need the Inception detector in $STYLEGAN_CACHE (default ~/.cache/stylegan) or --detector; swd needs none.
+FID/KID need the Inception detector in $STYLEGAN_CACHE (default ~/.cache/stylegan) or --detector (fetch it with
+`python -m jobs.fetch_weights`); swd needs none. Under torchrun every GPU generates and extracts its share.
 """
 
 from __future__ import annotations
@@ -12,34 +13,40 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from jobs.cli import run
 from stylegan.checkpoint import load_generator
+from stylegan.distributed import init_distributed, shutdown
 from stylegan.errors import UserError
 from stylegan.evaluation import RunEvaluator
 from stylegan.metrics.compute import compute_metric, detector_for, parse_metric
 
 
 def main(args: argparse.Namespace) -> None:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     metrics = [m for m in args.metrics.split(",") if m]
-    if args.run:
-        run_dir = Path(args.run)
-        if not run_dir.is_dir():
-            raise UserError(f"{run_dir}: run directory does not exist")
-        RunEvaluator(run_dir, metrics, Path(args.data) if args.data else None, args.detector, device).run(
-            args.watch, args.poll)
-        return
-    if not (args.checkpoint and args.data):
+    if args.run and not Path(args.run).is_dir():
+        raise UserError(f"{args.run}: run directory does not exist")
+    if not args.run and not (args.checkpoint and args.data):
         raise UserError("pass --run RUN_DIR, or --checkpoint PATH with --data DIR")
-    G = load_generator(args.checkpoint, device)
-    specs = [parse_metric(m) for m in metrics]
-    detector = detector_for(specs, args.detector, device)
-    for spec in specs:
-        value, cached = compute_metric(G, Path(args.data), spec, detector, device)
-        print(json.dumps({"checkpoint": args.checkpoint, "metric": spec.name, "value": value,
-                          "real_stats_cached": cached}), flush=True)
+    env = init_distributed()
+    batch = args.batch or (256 if env.device.type == "cuda" else 32)
+    try:
+        if args.run:
+            RunEvaluator(Path(args.run), metrics, Path(args.data) if args.data else None, args.detector, env,
+                         batch, args.compile).run(args.watch, args.poll)
+            return
+        G = load_generator(args.checkpoint, env.device)
+        if args.compile:
+            G.synthesis.compile(dynamic=False)
+        specs = [parse_metric(m) for m in metrics]
+        detector = detector_for(specs, args.detector, env.device)
+        for spec in specs:
+            value, cached = compute_metric(G, Path(args.data), spec, detector, env.device, env.rank, env.world,
+                                           batch)
+            if env.is_main:
+                print(json.dumps({"checkpoint": args.checkpoint, "metric": spec.name, "value": value,
+                                  "real_stats_cached": cached}), flush=True)
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":
@@ -50,6 +57,9 @@ if __name__ == "__main__":
     parser.add_argument("--metrics", default="fid50k_full")
     parser.add_argument("--watch", action="store_true", help="keep evaluating new snapshots until training ends")
     parser.add_argument("--poll", type=float, default=30.0, help="seconds between looks for new snapshots")
-    parser.add_argument("--detector", help="TorchScript Inception detector (default: $STYLEGAN_CACHE)")
-    parser.add_argument("--device")
+    parser.add_argument("--detector", help="Inception weights: NVIDIA's TorchScript .pt or pytorch-fid's .pth "
+                        "(default: found in $STYLEGAN_CACHE)")
+    parser.add_argument("--batch", type=int, help="images per generator and detector call (default 256 on GPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the synthesis network: faster "
+                        "generation for 50k-image metrics on a GPU after compiling (benchmarks/RESULTS.md)")
     run(main, parser)

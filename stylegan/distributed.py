@@ -63,6 +63,15 @@ def broadcast_module(module: torch.nn.Module) -> None:
             dist.broadcast(t.data, src=0)
 
 
+def broadcast_object(obj: object) -> object:
+    """Rank 0's value of `obj` on every rank."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -3,7 +3,8 @@ of evaluator jobs, results into `RUN/metric-<name>.jsonl` and TensorBoard scalar
 
 Only complete snapshots exist under their final names (atomic writes), so a snapshot being written is never read.
 A (snapshot, metric) pair is claimed with a lock file created with O_EXCL; a lock older than `stale_s` (a dead
-evaluator) is taken over.
+evaluator) is taken over. Under torchrun, rank 0 decides what to evaluate and writes the results; every rank
+generates and extracts its share of the images.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import os
 import time
 from pathlib import Path
 
-import torch
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
 from stylegan.checkpoint import build_generator, list_snapshots, load_checkpoint
+from stylegan.distributed import DistEnv, broadcast_object
 from stylegan.errors import UserError
 from stylegan.fileio import write_text_atomic
 from stylegan.metrics.compute import MetricSpec, compute_metric, detector_for, parse_metric
@@ -68,7 +69,7 @@ def append_result(run_dir: Path, metric: str, row: dict) -> None:
 
 class RunEvaluator:
     def __init__(self, run_dir: Path, metrics: list[str], data_dir: Path | None, detector_path: str | None,
-                 device: torch.device, stale_s: float = 3600.0):
+                 env: DistEnv, batch: int = 64, compile: bool = False, stale_s: float = 3600.0):
         self.run_dir = run_dir
         config_path = run_dir / "config.yaml"
         self.config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
@@ -77,8 +78,8 @@ class RunEvaluator:
             raise UserError(f"{run_dir}: no config.yaml naming the dataset; pass --data DIR")
         self.data_dir = Path(data)
         self.specs: list[MetricSpec] = [parse_metric(m) for m in metrics]
-        self.detector = detector_for(self.specs, detector_path, device)
-        self.device, self.stale_s = device, stale_s
+        self.detector = detector_for(self.specs, detector_path, env.device)
+        self.env, self.batch, self.compile, self.stale_s = env, batch, compile, stale_s
         self.skipped: set[str] = set()
         self.writer: SummaryWriter | None = None
 
@@ -88,22 +89,36 @@ class RunEvaluator:
         return [(kimg, p, s) for kimg, p in snaps for s in self.specs
                 if (p.name, s.name) not in done and p.name not in self.skipped]
 
+    def claim(self, lock: Path, snapshot: str, metric: str) -> bool:
+        if not self.env.is_main:
+            return False
+        if not try_lock(lock, self.stale_s):
+            return False
+        if any(r["snapshot"] == snapshot for r in results(self.run_dir, metric)):
+            lock.unlink()  # another evaluator finished it between our listing and our lock
+            return False
+        return True
+
     def evaluate(self, kimg: int, path: Path, spec: MetricSpec) -> dict | None:
         lock = self.run_dir / f".lock-{path.stem}-{spec.name}"
-        if not try_lock(lock, self.stale_s):
+        if not broadcast_object(self.claim(lock, path.name, spec.name)):
             return None
         try:
-            if any(r["snapshot"] == path.name for r in results(self.run_dir, spec.name)):
-                return None  # another evaluator finished it between our listing and our lock
             try:
                 ckpt = load_checkpoint(path)
-                G = build_generator(ckpt, "G_ema", path).eval().to(self.device)
-            except UserError as e:
-                print(f"skipping corrupt snapshot: {e}", flush=True)
+                G = build_generator(ckpt, "G_ema", path).eval().to(self.env.device)
+                if self.compile:
+                    G.synthesis.compile(dynamic=False)
+            except UserError as e:  # every rank reads the same file, so every rank skips it
+                if self.env.is_main:
+                    print(f"skipping corrupt snapshot: {e}", flush=True)
                 self.skipped.add(path.name)
                 return None
             start = time.time()
-            value, _ = compute_metric(G, self.data_dir, spec, self.detector, self.device)
+            value, _ = compute_metric(G, self.data_dir, spec, self.detector, self.env.device, self.env.rank,
+                                      self.env.world, self.batch)
+            if not self.env.is_main:
+                return None
             nimg = ckpt.get("progress", {}).get("cur_nimg", kimg * 1000)
             row = {"snapshot": path.name, "kimg": nimg / 1000, "metric": spec.name, "value": value,
                    "seconds": round(time.time() - start, 3),
@@ -116,7 +131,8 @@ class RunEvaluator:
             print(f"{path.name} {spec.name} {value:.4f} ({row['seconds']:.1f} s)", flush=True)
             return row
         finally:
-            lock.unlink(missing_ok=True)
+            if self.env.is_main:
+                lock.unlink(missing_ok=True)
 
     def training_finished(self) -> bool:
         snaps = list_snapshots(self.run_dir / "checkpoints")
@@ -125,9 +141,9 @@ class RunEvaluator:
 
     def run(self, watch: bool, poll_s: float = 30.0) -> None:
         while True:
-            for kimg, path, spec in self.pending():
+            for kimg, path, spec in broadcast_object(self.pending()):
                 self.evaluate(kimg, path, spec)
-            if not watch or (self.training_finished() and not self.pending()):
+            if not watch or broadcast_object(self.training_finished() and not self.pending()):
                 break
             time.sleep(poll_s)
         if self.writer is not None:

@@ -71,3 +71,19 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def download(url: str, path: Path, expected_sha256: str | None = None) -> str:
+    """Fetch `url` (http(s) or file://) into `path` atomically; returns the sha256. With `expected_sha256` (a full
+    hash or a prefix) a mismatch raises ValueError and nothing is written."""
+    import urllib.request  # only the login-node fetch job needs it
+
+    h = hashlib.sha256()
+    with atomic_write(path) as out, urllib.request.urlopen(url, timeout=60) as src:
+        while block := src.read(1 << 20):
+            h.update(block)
+            out.write(block)
+        digest = h.hexdigest()
+        if expected_sha256 and not digest.startswith(expected_sha256.lower()):
+            raise ValueError(f"{url}: sha256 {digest[:16]}... does not match the expected {expected_sha256}")
+    return digest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -16,8 +17,11 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from stylegan.checkpoint import save_checkpoint, snapshot_name
+from stylegan.errors import UserError
 from stylegan.metrics import distances, swd
-from stylegan.metrics.compute import Detector, MetricSpec, parse_metric, real_features
+from stylegan.metrics.compute import MetricSpec, parse_metric, real_features
+from stylegan.metrics.detector import WEIGHTS, Detector
+from stylegan.metrics.inception import FIDInceptionV3
 from stylegan.networks import Generator
 from tests.conftest import REPO, tiny_discriminator_kwargs, tiny_generator_kwargs
 from tests.image_folder import preprocess_folder
@@ -157,8 +161,86 @@ def test_fid_without_detector_fails_at_start_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "jobs.evaluate", "--run", str(run), "--metrics", "fid50k_full"],
                             cwd=REPO, capture_output=True, text=True,
                             env={**os.environ, "STYLEGAN_CACHE": str(tmp_path / "empty")})
-    assert result.returncode == 2 and "no Inception detector at" in result.stderr
+    assert result.returncode == 2 and "no Inception detector in" in result.stderr
+    assert "jobs.fetch_weights" in result.stderr
     assert str(tmp_path / "empty") in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pytorch_fid_format_weights_load_into_our_inception(tmp_path):
+    """pytorch-fid's state-dict format, read by our network: random weights saved and reloaded give the features
+    of the network that saved them; a file under the published name must carry the published hash."""
+    torch.manual_seed(0)
+    net = FIDInceptionV3().eval()
+    for m in net.modules():  # every tensor random and scale-preserving, so the features depend on the image
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        if isinstance(m, torch.nn.BatchNorm2d):
+            for t, (lo, hi) in ((m.weight, (0.8, 1.2)), (m.bias, (-0.1, 0.1)), (m.running_mean, (-0.1, 0.1)),
+                                (m.running_var, (0.8, 1.2))):
+                t.data.uniform_(lo, hi)
+    state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "my-inception.pth"
+    torch.save(state, path)
+    imgs = torch.randint(0, 256, (3, 3, 40, 56), dtype=torch.uint8)
+    det = Detector(path, torch.device("cpu"))
+    feats = det(imgs)
+    assert feats.shape == (3, 2048) and feats.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.allclose(feats, net(imgs), atol=1e-5)
+    assert (feats[0] - feats[1]).abs().max() > 0.01  # measured 0.16: the features depend on the image
+    published = tmp_path / WEIGHTS["pytorch-fid"].name
+    published.write_bytes(path.read_bytes())
+    with pytest.raises(UserError, match="does not match the expected 6726825d"):
+        Detector(published, torch.device("cpu"))
+    torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(UserError, match="neither a TorchScript detector nor pytorch-fid"):
+        Detector(tmp_path / "other.pth", torch.device("cpu"))
+
+
+def test_fetch_weights_checks_hashes_and_writes_atomically(detector_file, tmp_path):
+    """The real download path (urllib) on file:// URLs: a site mirror holding NVIDIA's file and a damaged
+    pytorch-fid file. The good one lands in the cache, the damaged one is refused and leaves nothing behind."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / WEIGHTS["nvidia"].name).write_bytes(detector_file.read_bytes())
+    (mirror / WEIGHTS["pytorch-fid"].name).write_bytes(b"not the published weights")
+    cache = tmp_path / "cache"
+    env = {**os.environ, "STYLEGAN_CACHE": str(cache)}
+    fetch = lambda *a: subprocess.run([sys.executable, "-m", "jobs.fetch_weights", "--mirror", mirror.as_uri(), *a],  # noqa: E731
+                                      cwd=REPO, capture_output=True, text=True, env=env)
+    result = fetch()
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "does not match the expected 6726825d; nothing written" in result.stderr
+    assert sorted(p.name for p in cache.iterdir()) == [WEIGHTS["nvidia"].name]
+    assert (cache / WEIGHTS["nvidia"].name).read_bytes() == detector_file.read_bytes()
+    assert hashlib.sha256(detector_file.read_bytes()).hexdigest() in result.stdout
+    assert "present" in fetch("--which", "nvidia").stdout
+    missing = subprocess.run([sys.executable, "-m", "jobs.fetch_weights", "--which", "nvidia", "--force",
+                              "--mirror", (tmp_path / "nowhere").as_uri()], cwd=REPO, capture_output=True,
+                             text=True, env=env)
+    assert missing.returncode == 2 and "download failed" in missing.stderr
+    assert (cache / WEIGHTS["nvidia"].name).read_bytes() == detector_file.read_bytes()  # the old copy survives
+
+
+def test_two_ranks_compute_the_same_fid_as_one(detector_file, tmp_path):
+    """torchrun with 2 gloo ranks: generation, real features and fake features split over ranks and gathered."""
+    data = make_data(tmp_path / "d", 120, "smooth")
+    G = Generator(**tiny_generator_kwargs())
+    write_snapshot(tmp_path, G, 0)
+    cmd = ["-m", "jobs.evaluate", "--checkpoint", str(tmp_path / snapshot_name(0)), "--data", str(data),
+           "--metrics", "fid1k", "--detector", str(detector_file), "--batch", "48"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    values = []
+    for launcher in ([sys.executable], [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                        "--nproc-per-node=2"]):
+        for stats in data.glob("stats-*"):
+            stats.unlink()  # both runs compute the real statistics themselves
+        result = subprocess.run([*launcher, *cmd], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        assert len(rows) == 1 and not rows[0]["real_stats_cached"]  # printed once, by rank 0
+        values.append(rows[0]["value"])
+    assert values[0] > 0 and values[1] == pytest.approx(values[0], rel=1e-4)
 
 
 def test_metric_names():

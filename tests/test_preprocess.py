@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stylegan.data.images import ImageOptions, process_image
+from stylegan.data.images import ImageOptions, encode_png, process_image
 from stylegan.data.reader import eval_pipeline, load_dataset_info, make_loader, training_pipeline
 from stylegan.errors import UserError
 from tests.conftest import REPO
@@ -192,6 +192,18 @@ def test_conversions_exif_sixteen_bit_alpha():
     assert (decode(gray16, format="PNG") == 255).all()
     clear = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
     assert (decode(clear, format="PNG") == [0, 0, 255]).all()
+
+
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_png_encoding_is_lossless_at_every_level(level):
+    """Level 0 is our own filter-None writer, the others Pillow's; every decoder must read back the same pixels."""
+    rng = np.random.default_rng(level)
+    for shape in ((1, 1, 3), (7, 13, 3), (64, 64, 3)):
+        rgb = rng.integers(0, 256, shape, dtype=np.uint8)
+        png = encode_png(rgb, level)
+        with Image.open(io.BytesIO(png)) as im:
+            assert im.format == "PNG" and im.mode == "RGB" and np.array_equal(np.asarray(im), rgb)
+    assert len(encode_png(np.zeros((64, 64, 3), np.uint8), level)) < (1000 if level else 64 * 64 * 3 + 200)
 
 
 @pytest.mark.parametrize("args,match", [

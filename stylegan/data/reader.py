@@ -56,10 +56,11 @@ class _Decode:
         self.label_count, self.xflip = label_count, xflip
 
     def __call__(self, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        img = np.asarray(Image.open(io.BytesIO(sample["png"])).convert("RGB"))
-        img = torch.from_numpy(img.copy()).permute(2, 0, 1)
+        with Image.open(io.BytesIO(sample["png"])) as im:
+            img = torch.from_numpy(np.array(im if im.mode == "RGB" else im.convert("RGB")))  # HWC, one copy
         if self.xflip and random.random() < 0.5:
-            img = img.flip(-1)
+            img = img.flip(1)
+        img = img.permute(2, 0, 1)  # a view: the batch collation makes it contiguous
         label = torch.zeros(self.label_count)
         if self.label_count:
             label[json.loads(sample["json"])["label"]] = 1

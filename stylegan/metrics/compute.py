@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +19,12 @@ import torch.distributed as dist
 
 from stylegan.data.reader import eval_pipeline, load_dataset_info, make_loader
 from stylegan.errors import UserError
-from stylegan.fileio import sha256_file, write_bytes_atomic
+from stylegan.fileio import write_bytes_atomic
 from stylegan.metrics import distances, swd
+from stylegan.metrics.detector import Detector, find_detector
 from stylegan.networks import Generator
 from stylegan.seeds import to_uint8
 
-DETECTOR_NAME = "inception-2015-12-05.pt"
 SWD_IMAGES = 2048
 SWD_MAX_DESCRIPTORS = 32768  # per pyramid level; a random subset keeps the cache small
 
@@ -44,34 +43,6 @@ def parse_metric(name: str) -> MetricSpec:
     if not m:
         raise UserError(f"unknown metric '{name}': use fid50k_full, kid50k_full, fid<N>k, kid<N>k or swd")
     return MetricSpec(name, m.group(1), int(m.group(2)) * 1000)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Detector: a TorchScript Inception-v3 with NVIDIA's call signature, `detector(uint8 NCHW, return_features=True)`.
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("STYLEGAN_CACHE", Path.home() / ".cache" / "stylegan"))
-
-
-def find_detector(explicit: str | None) -> Path:
-    path = Path(explicit) if explicit else cache_dir() / DETECTOR_NAME
-    if not path.is_file():
-        raise UserError(f"no Inception detector at {path}: put the TorchScript feature detector there (or pass "
-                        f"--detector PATH; set STYLEGAN_CACHE to move the cache); swd needs no weights")
-    return path
-
-
-class Detector:
-    def __init__(self, path: Path, device: torch.device):
-        try:
-            self.module = torch.jit.load(str(path), map_location=device).eval()
-        except (RuntimeError, ValueError) as e:
-            raise UserError(f"{path}: not a TorchScript detector ({str(e).splitlines()[0]})") from None
-        self.sha256 = sha256_file(path)
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module(images, return_features=True).to(torch.float32)
 
 
 def detector_for(specs: list[MetricSpec], explicit: str | None, device: torch.device) -> Detector | None:
@@ -145,22 +116,23 @@ def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector |
     chunks = []
     for start in range(0, len(indices), batch):
         idx = indices[start:start + batch]
-        z = torch.from_numpy(np.stack([np.random.RandomState(i).randn(G.z_dim) for i in idx])).float().to(device)
-        c = torch.zeros(len(idx), G.c_dim, device=device)
+        padded = idx + idx[-1:] * (batch - len(idx))  # one batch shape, so a compiled generator never recompiles
+        z = torch.from_numpy(np.stack([np.random.RandomState(i).randn(G.z_dim) for i in padded])).float()
+        c = torch.zeros(batch, G.c_dim)
         if G.c_dim:
-            c[torch.arange(len(idx)), torch.tensor([i % G.c_dim for i in idx])] = 1
-        imgs = to_uint8(G(z, c, noise_mode="random")).permute(0, 3, 1, 2)
+            c[torch.arange(batch), torch.tensor([i % G.c_dim for i in padded])] = 1
+        imgs = to_uint8(G(z.to(device), c.to(device), noise_mode="random")[:len(idx)]).permute(0, 3, 1, 2)
         chunks.append(extract(imgs))
     return _combine(spec, _gather(chunks))
 
 
 def compute_metric(G: Generator, data_dir: Path, spec: MetricSpec, detector: Detector | None,
-                   device: torch.device, rank: int = 0, world: int = 1) -> tuple[float, bool]:
-    """(value, real statistics came from the cache)."""
+                   device: torch.device, rank: int = 0, world: int = 1, batch: int = 64) -> tuple[float, bool]:
+    """(value, real statistics came from the cache). Every rank calls it; every rank gets the value."""
     info = load_dataset_info(data_dir, G.img_resolution)
-    real, cached = real_features(data_dir, spec, detector, device, rank, world)
+    real, cached = real_features(data_dir, spec, detector, device, rank, world, batch)
     num_gen = spec.num_gen if spec.kind != "swd" else min(SWD_IMAGES, info["total_images"])
-    fake = fake_features(G, spec, num_gen, detector, device, rank, world)
+    fake = fake_features(G, spec, num_gen, detector, device, rank, world, batch)
     if spec.kind == "swd":
         return swd.swd(real, fake), cached
     if spec.kind == "kid":

@@ -1,0 +1,91 @@
+"""fid50k_full of a 256x256 generator on one GPU, with the real statistics cached, and the parts it is made of.
+
+    python -m benchmarks.fid_speed [--res 256] [--num 50000] [--batch 256]
+The detector is our FID Inception-v3 with random weights saved in pytorch-fid's format and loaded through the
+real path (the GPU host has no Inception weights; the cost does not depend on them). The generator is randomly
+initialised with the anchors' architecture. Also measured: the official metric path's settings (generation in
+chunks of 4, detector at batch 64, float32) run with our networks, as the comparison the issue asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import synthetic_dataset, timed
+from stylegan.metrics.compute import compute_metric, parse_metric, real_features
+from stylegan.metrics.detector import Detector
+from stylegan.metrics.inception import FIDInceptionV3
+from stylegan.networks import Generator
+from stylegan.seeds import to_uint8
+
+
+def rate(fn, device: torch.device, n: int) -> float:
+    fn()  # warm-up: cuDNN autotuning, allocator
+    return n / timed(fn, device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--res", type=int, default=256)
+    parser.add_argument("--num", type=int, default=50000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--real", type=int, default=2000, help="images in the synthetic dataset")
+    parser.add_argument("--rate-images", type=int, default=2048, help="images per rate measurement")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True
+    G = Generator(512, 0, 512, args.res, mapping_kwargs=dict(num_layers=2), channel_base=16384).eval().to(device)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "random-inception.pth"
+        torch.save(FIDInceptionV3().state_dict(), weights)
+        detector = Detector(weights, device)
+        imgs = torch.randint(0, 256, (args.batch, 3, args.res, args.res), dtype=torch.uint8, device=device)
+        for batch in (64, args.batch):
+            n = batch * max(1, args.rate_images // batch)
+            rows.append({"what": f"detector, batch {batch}, float32",
+                         "per_s": rate(lambda b=batch, n=n: [detector(imgs[:b]) for _ in range(n // b)], device, n)})
+        z = torch.randn(args.batch, G.z_dim, device=device)
+        c = torch.zeros(args.batch, 0, device=device)
+        for batch in (4, args.batch):
+            n = batch * max(1, args.rate_images // 2 // batch)
+
+            def gen(b: int = batch, n: int = n) -> None:
+                with torch.no_grad():
+                    for _ in range(n // b):
+                        to_uint8(G(z[:b], c[:b], noise_mode="random"))
+            rows.append({"what": f"generator, batch {batch}", "per_s": rate(gen, device, n)})
+        official = args.num / rows[2]["per_s"] + args.num / rows[0]["per_s"]
+        rows.append({"what": "official settings (gen batch 4 + detector batch 64), estimated from the rows above",
+                     "seconds": official})
+        data = synthetic_dataset(Path(tmp), args.res, args.real)
+        spec = parse_metric(f"fid{args.num // 1000}k_full")
+        start = time.perf_counter()
+        real_features(data, spec, detector, device, batch=args.batch)
+        rows.append({"what": f"real statistics of {args.real} images (once per dataset)",
+                     "seconds": time.perf_counter() - start})
+        start = time.perf_counter()
+        value, cached = compute_metric(G, data, spec, detector, device, batch=args.batch)
+        seconds = time.perf_counter() - start
+        assert cached
+        rows.append({"what": f"{spec.name}, end to end, batch {args.batch}", "seconds": seconds,
+                     "speedup_vs_official_settings": official / seconds, "value": value})
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    for row in rows:
+        row.update(res=args.res, device=name)
+        figure = f"{row['per_s']:.0f} images/s" if "per_s" in row else f"{row['seconds']:.1f} s"
+        print(f"RESULT fid {args.res}x{args.res} {row['what']}: {figure} ({name})", flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
