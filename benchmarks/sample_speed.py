@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +19,38 @@ import torch
 from benchmarks.common import timed
 from stylegan.cluster import available_cpus
 from stylegan.networks import Generator
-from stylegan.sampling import SampleOptions, seed_ws, synthesize, write_seed_pngs
+from stylegan.sampling import (
+    RING_SLOTS,
+    SampleOptions,
+    attach_ring,
+    seed_ws,
+    synthesize,
+    synthesize_batches,
+    write_part,
+    write_seed_pngs,
+)
+
+
+def feed_only(G: Generator, seeds: list[int], opts: SampleOptions, ring: torch.Tensor) -> None:
+    """The main process's share of write_seed_pngs: latents, generation, copy into the shared ring."""
+    for n, i in enumerate(range(0, len(seeds), opts.batch)):
+        chunk = seeds[i:i + opts.batch]
+        (images,) = synthesize_batches(G, seed_ws(G, chunk, opts), opts)
+        ring[n % RING_SLOTS, :len(chunk)].copy_(images)
+
+
+def writers_only(ring: torch.Tensor, batches: int, outdir: Path, workers: int, png_level: int) -> float:
+    """The writers' share: PNG files from batches already in the ring. Returns images/s."""
+    batch = ring.shape[1]
+    step = -(-batch // workers)
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=attach_ring, initargs=(ring,)) as pool:
+        pool.apply_async(write_part, (0, 0, [], png_level)).get()  # workers started
+        start = time.perf_counter()
+        jobs = [pool.apply_async(write_part, (b % RING_SLOTS, i, [str(outdir / f"{b}-{j}.png") for j in
+                                                                 range(i, min(i + step, batch))], png_level))
+                for b in range(batches) for i in range(0, batch, step)]
+        total = sum(j.get() for j in jobs)
+        return total / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -49,6 +81,13 @@ def main() -> None:
         seconds = timed(lambda opts=opts, ws=ws: synthesize(G, ws, opts), device)
         rows.append({"what": f"generator only, batch {batch}", "images_per_s": n / seconds})
     opts = SampleOptions(batch=args.batch, device=str(device), fixed_batch=args.compile, png_level=args.png_level)
+    ring = torch.empty((RING_SLOTS, args.batch, args.res, args.res, 3), dtype=torch.uint8).share_memory_()
+    seconds = timed(lambda: feed_only(G, list(range(args.seeds // 4)), opts, ring), device)
+    rows.append({"what": f"main process only (latents, generator, copy to shared memory), batch {args.batch}",
+                 "images_per_s": args.seeds // 4 / seconds})
+    with tempfile.TemporaryDirectory() as tmp:
+        rate = writers_only(ring, max(1, args.seeds // 4 // args.batch), Path(tmp), args.workers, args.png_level)
+        rows.append({"what": f"writers only, PNG level {args.png_level}, {args.workers} writers", "images_per_s": rate})
     with tempfile.TemporaryDirectory() as tmp:
         write_seed_pngs(G, list(range(args.batch * 2)), Path(tmp) / "warm", opts, workers=args.workers)
         start = time.perf_counter()

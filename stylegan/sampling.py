@@ -94,12 +94,12 @@ def save_png(image: np.ndarray, path: Path, png_level: int = 1) -> None:
 _ring: torch.Tensor | None = None  # a writer process's view of the shared batch buffers
 
 
-def _attach_ring(ring: torch.Tensor) -> None:
+def attach_ring(ring: torch.Tensor) -> None:
     global _ring
     _ring = ring
 
 
-def _write_part(slot: int, start: int, paths: list[str], png_level: int) -> int:
+def write_part(slot: int, start: int, paths: list[str], png_level: int) -> int:
     for i, path in enumerate(paths):
         save_png(_ring[slot, start + i].numpy(), Path(path), png_level)
     return len(paths)
@@ -126,7 +126,7 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
         return todo
     res = G.img_resolution
     ring = torch.empty((RING_SLOTS, opts.batch, res, res, 3), dtype=torch.uint8).share_memory_()
-    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_attach_ring, initargs=(ring,))
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=attach_ring, initargs=(ring,))
     free, busy = collections.deque(range(RING_SLOTS)), collections.deque()
     try:
         for chunk in batches:
@@ -139,7 +139,7 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
             ring[slot, :len(chunk)].copy_(images)
             paths = [str(seed_path(outdir, s)) for s in chunk]
             step = -(-len(chunk) // workers)
-            busy.append((slot, [pool.apply_async(_write_part, (slot, i, paths[i:i + step], opts.png_level))
+            busy.append((slot, [pool.apply_async(write_part, (slot, i, paths[i:i + step], opts.png_level))
                                 for i in range(0, len(chunk), step)]))
         for _, parts in busy:
             progress.update(sum(p.get() for p in parts))
