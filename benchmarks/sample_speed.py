@@ -36,7 +36,7 @@ def feed_only(G: Generator, seeds: list[int], opts: SampleOptions, ring: torch.T
     for n, i in enumerate(range(0, len(seeds), opts.batch)):
         chunk = seeds[i:i + opts.batch]
         (images,) = synthesize_batches(G, seed_ws(G, chunk, opts), opts)
-        ring[n % RING_SLOTS, :len(chunk)].copy_(images)
+        ring[n % RING_SLOTS, :len(chunk)].copy_(images.contiguous())
 
 
 def writers_only(ring: torch.Tensor, batches: int, outdir: Path, workers: int, png_level: int) -> float:

@@ -14,12 +14,14 @@ TMP_PREFIX = ".tmp-"
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path in the same directory (same suffix, so format-sniffing writers work); when the block
-    succeeds, fsync it and rename it over `path`.
+    succeeds, fsync it (when `durable`) and rename it over `path`.
 
     Readers see either the old file or the complete new one, never a partial write; a crash leaves only a
-    `.tmp-*` file that every lister in this project ignores.
+    `.tmp-*` file that every lister in this project ignores. Without `durable` a killed process still leaves
+    only complete files, but a node that loses power may keep a renamed file whose data never reached the disk:
+    for bulk outputs whose readers check completeness themselves (sampling.png_complete).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,17 +29,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
