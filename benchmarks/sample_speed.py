@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the synthesis network (as --compile "
                         "of jobs.sample)")
     parser.add_argument("--png-level", type=int, default=SampleOptions.png_level)
+    parser.add_argument("--outdir", help="where the PNGs go (default: a temp folder on local disk); /dev/shm takes "
+                        "the storage out of the measurement")
     parser.add_argument("--json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -85,15 +87,16 @@ def main() -> None:
     seconds = timed(lambda: feed_only(G, list(range(args.seeds // 4)), opts, ring), device)
     rows.append({"what": f"main process only (latents, generator, copy to shared memory), batch {args.batch}",
                  "images_per_s": args.seeds // 4 / seconds})
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.outdir) as tmp:
         rate = writers_only(ring, max(1, args.seeds // 4 // args.batch), Path(tmp), args.workers, args.png_level)
         rows.append({"what": f"writers only, PNG level {args.png_level}, {args.workers} writers", "images_per_s": rate})
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.outdir) as tmp:
         write_seed_pngs(G, list(range(args.batch * 2)), Path(tmp) / "warm", opts, workers=args.workers)
         start = time.perf_counter()
         write_seed_pngs(G, list(range(args.seeds)), Path(tmp) / "out", opts, workers=args.workers)
         seconds = time.perf_counter() - start
-    rows.append({"what": f"end to end, PNG level {args.png_level} files, batch {args.batch}, {args.workers} writers",
+    rows.append({"what": f"end to end, PNG level {args.png_level} files in {args.outdir or 'a temp folder'}, "
+                         f"batch {args.batch}, {args.workers} writers",
                  "images_per_s": args.seeds / seconds})
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     for row in rows:
