@@ -43,7 +43,7 @@ def writers_only(ring: torch.Tensor, batches: int, outdir: Path, workers: int, p
     """The writers' share: PNG files from batches already in the ring. Returns images/s."""
     batch = ring.shape[1]
     step = -(-batch // workers)
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=attach_ring, initargs=(ring,)) as pool:
+    with multiprocessing.get_context("forkserver").Pool(workers, initializer=attach_ring, initargs=(ring,)) as pool:
         pool.apply_async(write_part, (0, 0, [], png_level)).get()  # workers started
         start = time.perf_counter()
         jobs = [pool.apply_async(write_part, (b % RING_SLOTS, i, [str(outdir / f"{b}-{j}.png") for j in

@@ -127,13 +127,14 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
     Each batch is copied from the device into one slot of a ring of shared-memory buffers that the writer
     processes mapped once at start; they get only (slot, range, paths), split so that all of them encode the same
     batch while the device generates the next one. (Sending each batch as a new shared tensor cost ~100 ms of the
-    main process per 256x256 batch of 256 for allocating and mapping 50 MB.)"""
+    main process per 256x256 batch of 256 for allocating and mapping 50 MB.) The next batch's latents are computed
+    while the device generates the current one."""
     todo = [s for s in seeds if not png_complete(seed_path(outdir, s))]
     print(f"{desc}: {len(seeds) - len(todo)} of {len(seeds)} seeds already written", flush=True)
     progress = Progress(len(todo), desc)
-    batches = (todo[i:i + opts.batch] for i in range(0, len(todo), opts.batch))
+    chunks = [todo[i:i + opts.batch] for i in range(0, len(todo), opts.batch)]
     if workers == 0 or not todo:
-        for chunk in batches:
+        for chunk in chunks:
             for seed, image in zip(chunk, synthesize(G, seed_ws(G, chunk, opts), opts), strict=True):
                 save_png(image, seed_path(outdir, seed), opts.png_level, durable=False)
             progress.update(len(chunk))
@@ -141,11 +142,17 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
         return todo
     res = G.img_resolution
     ring = torch.empty((RING_SLOTS, opts.batch, res, res, 3), dtype=torch.uint8).share_memory_()
-    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=attach_ring, initargs=(ring,))
+    # forkserver: one fresh process imports this program once and forks the writers from it, so 14 writers start
+    # in about the time of one import (spawn imported torch in each, ~5 s of a 20k-seed job), and none inherits
+    # the CUDA context or this process's threads (which plain fork would).
+    pool = multiprocessing.get_context("forkserver").Pool(workers, initializer=attach_ring, initargs=(ring,))
     free, busy = collections.deque(range(RING_SLOTS)), collections.deque()
+    ws = seed_ws(G, chunks[0], opts)
     try:
-        for chunk in batches:
-            (images,) = synthesize_batches(G, seed_ws(G, chunk, opts), opts)
+        for k, chunk in enumerate(chunks):
+            (images,) = synthesize_batches(G, ws, opts)  # queued on the device; runs while the host goes on
+            if k + 1 < len(chunks):
+                ws = seed_ws(G, chunks[k + 1], opts)  # the seeds' RandomStates cost about as much as the batch
             if not free:  # every slot is being written: wait for the oldest batch
                 slot, parts = busy.popleft()
                 progress.update(sum(p.get() for p in parts))
