@@ -10,8 +10,11 @@ FID/KID need the Inception detector in $STYLEGAN_CACHE (default ~/.cache/stylega
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
+
+import torch
 
 from jobs.cli import run
 from stylegan.checkpoint import load_generator
@@ -28,6 +31,8 @@ def main(args: argparse.Namespace) -> None:
     if not args.run and not (args.checkpoint and args.data):
         raise UserError("pass --run RUN_DIR, or --checkpoint PATH with --data DIR")
     env = init_distributed()
+    if args.device:
+        env = dataclasses.replace(env, device=torch.device(args.device))
     batch = args.batch or (256 if env.device.type == "cuda" else 32)
     try:
         if args.run:
@@ -59,6 +64,7 @@ if __name__ == "__main__":
     parser.add_argument("--poll", type=float, default=30.0, help="seconds between looks for new snapshots")
     parser.add_argument("--detector", help="Inception weights: NVIDIA's TorchScript .pt or pytorch-fid's .pth "
                         "(default: found in $STYLEGAN_CACHE)")
+    parser.add_argument("--device", help="default: this rank's GPU when there is one, else cpu")
     parser.add_argument("--batch", type=int, help="images per generator and detector call (default 256 on GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the synthesis network: faster "
                         "generation for 50k-image metrics on a GPU after compiling (benchmarks/RESULTS.md)")
