@@ -23,9 +23,10 @@ from stylegan.sampling import (
     RING_SLOTS,
     SampleOptions,
     attach_ring,
+    part_starts,
     seed_ws,
     synthesize,
-    synthesize_batches,
+    synthesize_batch,
     write_part,
     write_seed_pngs,
 )
@@ -35,20 +36,20 @@ def feed_only(G: Generator, seeds: list[int], opts: SampleOptions, ring: torch.T
     """The main process's share of write_seed_pngs: latents, generation, copy into the shared ring."""
     for n, i in enumerate(range(0, len(seeds), opts.batch)):
         chunk = seeds[i:i + opts.batch]
-        (images,) = synthesize_batches(G, seed_ws(G, chunk, opts), opts)
+        images = synthesize_batch(G, seed_ws(G, chunk, opts), opts)
         ring[n % RING_SLOTS, :len(chunk)].copy_(images.contiguous())
 
 
 def writers_only(ring: torch.Tensor, batches: int, outdir: Path, workers: int, png_level: int) -> float:
     """The writers' share: PNG files from batches already in the ring. Returns images/s."""
     batch = ring.shape[1]
-    step = -(-batch // workers)
+    starts, step = part_starts(batch, workers)
     with multiprocessing.get_context("forkserver").Pool(workers, initializer=attach_ring, initargs=(ring,)) as pool:
         pool.apply_async(write_part, (0, 0, [], png_level)).get()  # workers started
         start = time.perf_counter()
         jobs = [pool.apply_async(write_part, (b % RING_SLOTS, i, [str(outdir / f"{b}-{j}.png") for j in
                                                                  range(i, min(i + step, batch))], png_level))
-                for b in range(batches) for i in range(0, batch, step)]
+                for b in range(batches) for i in starts]
         total = sum(j.get() for j in jobs)
         return total / (time.perf_counter() - start)
 

@@ -77,6 +77,11 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def sha256_matches(digest: str, expected: str | None) -> bool:
+    """`expected` is a full hash, a prefix (torch.hub's file-name convention) or None (nothing to check)."""
+    return not expected or digest.startswith(expected.lower())
+
+
 def download(url: str, path: Path, expected_sha256: str | None = None) -> str:
     """Fetch `url` (http(s) or file://) into `path` atomically; returns the sha256. With `expected_sha256` (a full
     hash or a prefix) a mismatch raises ValueError and nothing is written."""
@@ -88,6 +93,6 @@ def download(url: str, path: Path, expected_sha256: str | None = None) -> str:
             h.update(block)
             out.write(block)
         digest = h.hexdigest()
-        if expected_sha256 and not digest.startswith(expected_sha256.lower()):
+        if not sha256_matches(digest, expected_sha256):
             raise ValueError(f"{url}: sha256 {digest[:16]}... does not match the expected {expected_sha256}")
     return digest

@@ -65,19 +65,18 @@ def seed_ws(G: Generator, seeds: list[int], opts: SampleOptions) -> torch.Tensor
 
 
 @torch.no_grad()
-def synthesize_batches(G: Generator, ws: torch.Tensor, opts: SampleOptions) -> Iterator[torch.Tensor]:
-    """ws [N, num_ws, w_dim] -> uint8 NHWC images on the device, opts.batch at a time. With opts.fixed_batch a
-    short batch is padded to the full size: every call has one shape, so a compiled network never recompiles."""
-    for i in range(0, len(ws), opts.batch):
-        chunk = ws[i:i + opts.batch]
-        n = len(chunk)
-        if opts.fixed_batch and n < opts.batch:
-            chunk = torch.cat([chunk, chunk[-1:].expand(opts.batch - n, -1, -1)])
-        yield to_uint8(G.synthesis(chunk, noise_mode=opts.noise_mode)[:n])
+def synthesize_batch(G: Generator, ws: torch.Tensor, opts: SampleOptions) -> torch.Tensor:
+    """At most opts.batch ws [n, num_ws, w_dim] -> uint8 NHWC images on the device. With opts.fixed_batch a short
+    batch is padded to the full size: every call has one shape, so a compiled network never recompiles."""
+    n = len(ws)
+    if opts.fixed_batch and n < opts.batch:
+        ws = torch.cat([ws, ws[-1:].expand(opts.batch - n, -1, -1)])
+    return to_uint8(G.synthesis(ws, noise_mode=opts.noise_mode)[:n])
 
 
 def synthesize(G: Generator, ws: torch.Tensor, opts: SampleOptions) -> np.ndarray:
-    out = [images.cpu().numpy() for images in synthesize_batches(G, ws, opts)]
+    """Any number of ws -> uint8 NHWC images on the host, opts.batch at a time."""
+    out = [synthesize_batch(G, ws[i:i + opts.batch], opts).cpu().numpy() for i in range(0, len(ws), opts.batch)]
     return np.concatenate(out) if out else np.zeros((0, G.img_resolution, G.img_resolution, 3), np.uint8)
 
 
@@ -112,6 +111,12 @@ _ring: torch.Tensor | None = None  # a writer process's view of the shared batch
 def attach_ring(ring: torch.Tensor) -> None:
     global _ring
     _ring = ring
+
+
+def part_starts(n: int, workers: int) -> tuple[range, int]:
+    """Split a batch of n images into one part per writer: (the parts' first indices, the part size)."""
+    step = -(-n // workers)
+    return range(0, n, step), step
 
 
 def write_part(slot: int, start: int, paths: list[str], png_level: int) -> int:
@@ -150,7 +155,7 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
     ws = seed_ws(G, chunks[0], opts)
     try:
         for k, chunk in enumerate(chunks):
-            (images,) = synthesize_batches(G, ws, opts)  # queued on the device; runs while the host goes on
+            images = synthesize_batch(G, ws, opts)  # queued on the device; runs while the host goes on
             if k + 1 < len(chunks):
                 ws = seed_ws(G, chunks[k + 1], opts)  # the seeds' RandomStates cost about as much as the batch
             if not free:  # every slot is being written: wait for the oldest batch
@@ -160,9 +165,9 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
             slot = free.popleft()
             ring[slot, :len(chunk)].copy_(images.contiguous())  # a plain device-to-host copy, no CPU work
             paths = [str(seed_path(outdir, s)) for s in chunk]
-            step = -(-len(chunk) // workers)
+            starts, step = part_starts(len(chunk), workers)
             busy.append((slot, [pool.apply_async(write_part, (slot, i, paths[i:i + step], opts.png_level))
-                                for i in range(0, len(chunk), step)]))
+                                for i in starts]))
         for _, parts in busy:
             progress.update(sum(p.get() for p in parts))
     finally:

@@ -278,7 +278,7 @@ class Trainer:
                     loss = losses.d_fake_loss(self.G_main, self.D_main, self.augment, z, gen_c, self.loss_cfg)
                     running_new["w_avg"].append(self.G.mapping.w_avg.clone())
                     real_loss, signs = losses.d_real_loss(self.D_main, self.augment, real, real_c, self.loss_cfg,
-                                                               main=True, r1=False)
+                                                          main=True, r1=False)
                     loss = loss + real_loss
                     stats["D_loss"] += loss.detach() / self.rounds
                     stats["signs_sum"] += signs.sum()

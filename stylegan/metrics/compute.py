@@ -23,7 +23,7 @@ from stylegan.fileio import write_bytes_atomic
 from stylegan.metrics import distances, swd
 from stylegan.metrics.detector import Detector, find_detector
 from stylegan.networks import Generator
-from stylegan.seeds import to_uint8
+from stylegan.seeds import seed_latents, to_uint8
 
 SWD_IMAGES = 2048
 SWD_MAX_DESCRIPTORS = 32768  # per pyramid level; a random subset keeps the cache small
@@ -117,7 +117,7 @@ def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector |
     for start in range(0, len(indices), batch):
         idx = indices[start:start + batch]
         padded = idx + idx[-1:] * (batch - len(idx))  # one batch shape, so a compiled generator never recompiles
-        z = torch.from_numpy(np.stack([np.random.RandomState(i).randn(G.z_dim) for i in padded])).float()
+        z = seed_latents(padded, G.z_dim)
         c = torch.zeros(batch, G.c_dim)
         if G.c_dim:
             c[torch.arange(batch), torch.tensor([i % G.c_dim for i in padded])] = 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from stylegan.errors import UserError
-from stylegan.fileio import sha256_file
+from stylegan.fileio import sha256_file, sha256_matches
 from stylegan.metrics.inception import load_fid_inception
 
 
@@ -42,7 +42,7 @@ def cache_dir() -> Path:
 
 
 def check_sha256(digest: str, expected: str | None, source: str) -> None:
-    if expected and not digest.startswith(expected.lower()):
+    if not sha256_matches(digest, expected):
         raise UserError(f"{source}: sha256 {digest[:16]}... does not match the expected {expected}; the file is "
                         f"damaged or not the published one: fetch it again")
 
