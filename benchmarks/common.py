@@ -13,6 +13,7 @@ from stylegan.cluster import available_cpus
 from stylegan.config import TrainConfig, load_config
 from stylegan.data.images import ImageOptions
 from stylegan.data.shards import PreprocessConfig, finalize, run_task
+from stylegan.data.textures import texture
 
 
 def anchor_config(data: Path, res: int, outdir: str | Path, *overrides: str, batch: int = 32) -> TrainConfig:
@@ -22,16 +23,22 @@ def anchor_config(data: Path, res: int, outdir: str | Path, *overrides: str, bat
                               "map_layers=2", "aug=noaug", "workers=6", f"outdir={outdir}", *overrides])
 
 
-def synthetic_dataset(root: Path, resolution: int, count: int, png_level: int = ImageOptions.png_level) -> Path:
-    """`count` smooth random images preprocessed into shards at `resolution` (what a real dataset costs to read)."""
+def synthetic_dataset(root: Path, resolution: int, count: int, png_level: int = ImageOptions.png_level,
+                      textures: bool = False) -> Path:
+    """`count` smooth random images (or the demo's procedural textures) preprocessed into shards at `resolution`
+    (what a real dataset costs to read)."""
     if (root / "data" / "dataset.json").is_file():
         return root / "data"
     rng = np.random.default_rng(0)
     src = root / "src"
     src.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        small = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
-        small.resize((resolution, resolution), Image.BICUBIC).save(src / f"{i:05d}.png", compress_level=0)
+        if textures:
+            image = Image.fromarray(texture(0, i, resolution))
+        else:
+            small = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+            image = small.resize((resolution, resolution), Image.BICUBIC)
+        image.save(src / f"{i:05d}.png", compress_level=0)
     cfg = PreprocessConfig([src], root / "data", ImageOptions(resolution, png_level=png_level), shard_size=500,
                            workers=min(8, available_cpus()))
     run_task(cfg)

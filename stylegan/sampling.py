@@ -26,7 +26,7 @@ from stylegan.networks import Generator
 from stylegan.progress import Progress
 from stylegan.seeds import seed_latents, to_uint8
 
-RING_SLOTS = 3  # batches in flight between the device and the PNG writers
+RING_SLOTS = 4  # batches in flight between the device and the PNG writers
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,14 @@ def write_part(slot: int, start: int, paths: list[str], png_level: int) -> int:
     return len(paths)
 
 
+def pin(buffer: torch.Tensor, device: torch.device) -> bool:
+    """Page-lock a host buffer in place (it stays shared with the writers) so that copies from the device into it
+    run asynchronously; False where that is not possible (no CUDA, or the driver refused)."""
+    if device.type != "cuda":
+        return False
+    return int(torch.cuda.cudart().cudaHostRegister(buffer.data_ptr(), buffer.numel() * buffer.element_size(), 0)) == 0
+
+
 def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOptions, workers: int = 2,
                     desc: str = "sample") -> list[int]:
     """One PNG per seed; seeds whose file exists are skipped. Returns the seeds generated now.
@@ -132,8 +140,9 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
     Each batch is copied from the device into one slot of a ring of shared-memory buffers that the writer
     processes mapped once at start; they get only (slot, range, paths), split so that all of them encode the same
     batch while the device generates the next one. (Sending each batch as a new shared tensor cost ~100 ms of the
-    main process per 256x256 batch of 256 for allocating and mapping 50 MB.) The next batch's latents are computed
-    while the device generates the current one."""
+    main process per 256x256 batch of 256 for allocating and mapping 50 MB.) The ring is page-locked, so the copy
+    is queued behind the batch like any kernel: the host queues batch k+1 before it waits for batch k's copy, and
+    the device never waits for the host."""
     todo = [s for s in seeds if not png_complete(seed_path(outdir, s))]
     print(f"{desc}: {len(seeds) - len(todo)} of {len(seeds)} seeds already written", flush=True)
     progress = Progress(len(todo), desc)
@@ -145,34 +154,50 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
             progress.update(len(chunk))
         progress.close()
         return todo
-    res = G.img_resolution
+    res, device = G.img_resolution, torch.device(opts.device)
     ring = torch.empty((RING_SLOTS, opts.batch, res, res, 3), dtype=torch.uint8).share_memory_()
+    pinned = pin(ring, device)
     # forkserver: one fresh process imports this program once and forks the writers from it, so 14 writers start
     # in about the time of one import (spawn imported torch in each, ~5 s of a 20k-seed job), and none inherits
     # the CUDA context or this process's threads (which plain fork would).
     pool = multiprocessing.get_context("forkserver").Pool(workers, initializer=attach_ring, initargs=(ring,))
     free, busy = collections.deque(range(RING_SLOTS)), collections.deque()
+
+    def hand_off(slot: int, chunk: list[int], copied: torch.cuda.Event | None) -> None:
+        if copied is not None:
+            copied.synchronize()
+        paths = [str(seed_path(outdir, s)) for s in chunk]
+        starts, step = part_starts(len(chunk), workers)
+        busy.append((slot, [pool.apply_async(write_part, (slot, i, paths[i:i + step], opts.png_level))
+                            for i in starts]))
+
+    queued = None  # (slot, seeds, copy event) of the batch whose copy to the ring is queued on the device
     ws = seed_ws(G, chunks[0], opts)
     try:
         for k, chunk in enumerate(chunks):
-            images = synthesize_batch(G, ws, opts)  # queued on the device; runs while the host goes on
+            images = synthesize_batch(G, ws, opts)
             if k + 1 < len(chunks):
-                ws = seed_ws(G, chunks[k + 1], opts)  # the seeds' RandomStates cost about as much as the batch
+                ws = seed_ws(G, chunks[k + 1], opts)
+            if queued:
+                hand_off(*queued)
             if not free:  # every slot is being written: wait for the oldest batch
                 slot, parts = busy.popleft()
                 progress.update(sum(p.get() for p in parts))
                 free.append(slot)
             slot = free.popleft()
-            ring[slot, :len(chunk)].copy_(images.contiguous())  # a plain device-to-host copy, no CPU work
-            paths = [str(seed_path(outdir, s)) for s in chunk]
-            starts, step = part_starts(len(chunk), workers)
-            busy.append((slot, [pool.apply_async(write_part, (slot, i, paths[i:i + step], opts.png_level))
-                                for i in starts]))
+            ring[slot, :len(chunk)].copy_(images, non_blocking=pinned)
+            copied = torch.cuda.Event() if pinned else None
+            if copied is not None:
+                copied.record()
+            queued = (slot, chunk, copied)
+        hand_off(*queued)
         for _, parts in busy:
             progress.update(sum(p.get() for p in parts))
     finally:
         pool.close()
         pool.join()
+        if pinned:
+            torch.cuda.cudart().cudaHostUnregister(ring.data_ptr())
     progress.close()
     return todo
 

@@ -35,8 +35,15 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def seed_latents(seeds: list[int], z_dim: int) -> torch.Tensor:
-    """z for each seed: `np.random.RandomState(seed).randn(1, z_dim)`, float32 [len(seeds), z_dim]."""
-    z = np.concatenate([np.random.RandomState(s).randn(1, z_dim) for s in seeds]) if seeds else np.zeros((0, z_dim))
+    """z for each seed: `np.random.RandomState(seed).randn(1, z_dim)`, float32 [len(seeds), z_dim].
+
+    One RandomState reseeded per seed gives the same numbers (reseeding also drops the cached Gaussian) at a tenth
+    of the cost of a new RandomState per seed, which at 256 seeds per batch cost as long as the generator."""
+    z = np.zeros((len(seeds), z_dim))
+    rng = np.random.RandomState()
+    for i, s in enumerate(seeds):
+        rng.seed(s)
+        z[i] = rng.randn(z_dim)
     return torch.from_numpy(z.astype(np.float32))
 
 
