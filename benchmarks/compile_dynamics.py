@@ -49,11 +49,13 @@ def main() -> None:
     parser.add_argument("--tick", type=float, default=0.2)
     parser.add_argument("--loss-kimg", type=float, default=2.0, help="the loss table covers this many kimg")
     parser.add_argument("--images", type=int, default=2500, help="textures in the dataset (the demo's count)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--plot", help="write the figure (losses and SWD per kimg) to this SVG file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_dataset(Path(tmp), args.res, args.images, textures=True)
-        runs = {name: train(data, tmp, name.replace("+", "_"), args, extra) for name, extra in VARIANTS.items()}
+        runs = {name: train(data, tmp, name.replace("+", "_"), args, extra) for name, extra in VARIANTS.items()
+                if name in args.variants}
     names = list(runs)
     early = {name: [t for t in ticks if t["kimg"] <= args.loss_kimg + 1e-6] for name, (ticks, _) in runs.items()}
     print(table(["kimg"] + [f"G loss {n}" for n in names] + [f"D loss {n}" for n in names],
