@@ -3,7 +3,7 @@
 procedural textures. Prints the G and D losses per tick over the first `--loss-kimg` and the weight-free metric
 (SWD) of a snapshot every kimg, side by side as markdown tables, and draws both as an SVG figure.
 
-    python -m benchmarks.compile_dynamics [--res 64] [--kimg 10] [--tick 0.2] [--plot dynamics.svg]
+    python -m benchmarks.compile_dynamics [--res 64] [--kimg 10] [--tick 0.2] [--plot dynamics.svg] [key=value ...]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def train(data: Path, outdir: str, name: str, args: argparse.Namespace, extra: l
     """Train one variant with a snapshot every kimg; returns (per-tick stats, SWD per snapshot)."""
     run_dir = Path(outdir) / name
     cfg = anchor_config(data, args.res, outdir, f"run_name={name}", f"kimg={args.kimg}", f"tick_kimg={args.tick}",
-                        f"snap={round(1 / args.tick)}", "seed=0", *extra)
+                        f"snap={round(1 / args.tick)}", "seed=0", *args.overrides, *extra)
     env = init_distributed()
     trainer = Trainer(cfg, env)
     trainer.run()
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2500, help="textures in the dataset (the demo's count)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--plot", help="write the figure (losses and SWD per kimg) to this SVG file")
+    parser.add_argument("overrides", nargs="*", help="extra config key=value for every variant (e.g. the demo's "
+                        "small network)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_dataset(Path(tmp), args.res, args.images, textures=True)
