@@ -1,6 +1,6 @@
 """Steady-state training speed (sec/kimg) and peak GPU memory on one device.
 
-    python -m benchmarks.train_speed [--res 64 256] [--batch 32] [--steps 64] [compile=false]
+    python -m benchmarks.train_speed [--res 64 256] [--batch 32] [--steps 64] [--compare-float32] [compile=false]
 Settings of the official anchors: channel_base 16384, 2 mapping layers, no augmentation, no metrics, real data
 read from shards. The step count is a multiple of 16 so the lazy R1 (every 16) and path-length (every 4)
 phases run in their true proportion.
@@ -50,17 +50,27 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=16)
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--json", help="append results to this JSON-lines file")
+    parser.add_argument("--compare-float32", action="store_true", help="also time the float32 eager reference "
+                        "(num_fp16_res=0 compile=false) in the same process and print the speed-up")
     parser.add_argument("overrides", nargs="*", help="extra config key=value")
     args = parser.parse_args()
+    variants = [("float32 reference", ["num_fp16_res=0", "compile=false"])] if args.compare_float32 else []
+    variants.append(("", []))
     with tempfile.TemporaryDirectory() as tmp:
         for res in args.res:
             data = synthetic_dataset(Path(tmp) / f"d{res}", res, args.images)
-            row = measure(data, res, args.batch, args.steps, args.warmup, tmp, args.overrides)
-            print(f"RESULT train {res}x{res} batch {args.batch}: {row['sec_per_kimg']:.2f} sec/kimg, "
-                  f"peak {row['peak_mem_gb']:.1f} GB ({row['device']}) {' '.join(args.overrides)}", flush=True)
-            if args.json:
-                with open(args.json, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+            rows = [measure(data, res, args.batch, args.steps, args.warmup, tmp,
+                            [*args.overrides, *extra, f"run_name=r{res}-{i}"]) for i, (_, extra) in enumerate(variants)]
+            for (label, _), row in zip(variants, rows, strict=True):
+                print(f"RESULT train {res}x{res} batch {args.batch}: {row['sec_per_kimg']:.2f} sec/kimg, "
+                      f"peak {row['peak_mem_gb']:.1f} GB ({row['device']}) {label or ' '.join(args.overrides)}",
+                      flush=True)
+                if args.json:
+                    with open(args.json, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+            if args.compare_float32:
+                print(f"RESULT train {res}x{res}: {rows[0]['sec_per_kimg'] / rows[1]['sec_per_kimg']:.2f}x faster "
+                      f"than the float32 reference in the same run", flush=True)
 
 
 if __name__ == "__main__":
