@@ -175,6 +175,8 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
     ws = seed_ws(G, chunks[0], opts)
     try:
         for k, chunk in enumerate(chunks):
+            # batch k is queued on the device before the host waits for anything: the copy of batch k-1, queued
+            # last round, is then done while batch k runs, and the writers get k-1 as the device works on k
             images = synthesize_batch(G, ws, opts)
             if k + 1 < len(chunks):
                 ws = seed_ws(G, chunks[k + 1], opts)
