@@ -188,8 +188,9 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
                 free.append(slot)
             slot = free.popleft()
             ring[slot, :len(chunk)].copy_(images, non_blocking=pinned)
-            copied = torch.cuda.Event() if pinned else None
-            if copied is not None:
+            copied = None
+            if pinned:
+                copied = torch.cuda.Event()
                 copied.record()
             queued = (slot, chunk, copied)
         hand_off(*queued)
@@ -198,7 +199,8 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
     finally:
         pool.close()
         pool.join()
-        if pinned:
+        if pinned:  # after an error a copy into the ring may still be in flight
+            torch.cuda.synchronize(device)
             torch.cuda.cudart().cudaHostUnregister(ring.data_ptr())
     progress.close()
     return todo
