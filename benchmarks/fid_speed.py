@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import synthetic_dataset, timed
+from stylegan.imagefiles import to_uint8
 from stylegan.metrics.compute import compute_metric, parse_metric, real_features
 from stylegan.metrics.detector import Detector
 from stylegan.metrics.inception import FIDInceptionV3
 from stylegan.networks import Generator
-from stylegan.seeds import to_uint8
 
 
 def rate(fn, device: torch.device, n: int) -> float:

@@ -31,18 +31,14 @@ def main() -> None:
         cfg = anchor_config(data, args.res, tmp, *args.overrides)
         env = init_distributed()
         trainer = Trainer(cfg, env)
-        stats = trainer.new_stats()
-
-        def step() -> None:
-            trainer.step(stats)
 
         for _ in range(16):
-            step()
+            trainer.step()
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             start = time.perf_counter()
             for _ in range(args.steps):
-                step()
+                trainer.step()
             torch.cuda.synchronize()
             wall = time.perf_counter() - start
     events = prof.key_averages()

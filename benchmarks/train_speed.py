@@ -25,11 +25,10 @@ def measure(data: Path, res: int, batch: int, steps: int, warmup: int, outdir: s
                         batch=batch)
     env = init_distributed()
     trainer = Trainer(cfg, env)
-    stats = trainer.new_stats()
 
     def run(n: int) -> None:
         for _ in range(n):
-            trainer.step(stats)
+            trainer.step()
 
     timed(lambda: run(warmup), env.device)
     if env.device.type == "cuda":

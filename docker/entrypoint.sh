@@ -1,17 +1,9 @@
 #!/usr/bin/env bash
-# `docker run IMAGE <job> ARGS...` runs `python -m jobs.<job> ARGS...`; any other command runs as given
-# (torchrun, bash, ...).
+# `<image> <job> ARGS...` runs the job (`stylegan <job>`, i.e. `python -m jobs.<job>`); `<image> --help` lists the
+# jobs; any other command runs as given (python3 -m jobs.launch ..., bash, ...).
 set -euo pipefail
 
-jobs=(train preprocess evaluate sample convert make_textures submit demo)
-if [ $# -eq 0 ] || [ "$1" = --help ]; then
-    echo "usage: <job> [args...] with <job> one of: ${jobs[*]}; or any command (torchrun ..., bash)"
-    exit 0
+if [ $# -eq 0 ] || [[ "$1" == -* ]] || stylegan --list | grep -xF -- "$1" >/dev/null; then
+    exec stylegan "$@"
 fi
-for job in "${jobs[@]}"; do
-    if [ "$1" = "$job" ]; then
-        shift
-        exec python -m "jobs.$job" "$@"
-    fi
-done
 exec "$@"

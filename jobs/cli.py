@@ -1,14 +1,19 @@
-"""What every job's main shares: --debug, and bad input reported as one line with a non-zero exit."""
+"""What every job shares: --debug, bad input reported as one line with exit code 2, and the `stylegan <job>`
+command (`python -m jobs <job>`) that runs any job of this package by name."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 from collections.abc import Callable
 
+import jobs
 from stylegan.errors import UserError
 
 EXIT_USER_ERROR = 2
+HELPERS = ("cli", "launch")  # modules of this package that are not jobs (launch: torchrun's own arguments)
 
 
 def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
@@ -22,3 +27,32 @@ def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentPar
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def job_names() -> list[str]:
+    """Every job: each module of this package (but the helpers) has build_parser() and main(args)."""
+    return sorted(m.name for m in pkgutil.iter_modules(jobs.__path__) if m.name not in HELPERS
+                  and not m.name.startswith("_"))
+
+
+def run_job(name: str, argv: list[str]) -> None:
+    """`python -m jobs.<name> argv...` in this process (exits like it: SystemExit with its code)."""
+    module = importlib.import_module(f"jobs.{name}")
+    parser = module.build_parser()
+    parser.prog = f"stylegan {name}"
+    run(module.main, parser, argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `stylegan` command: `stylegan <job> [args]`; `--list` prints the job names, one per line."""
+    argv = sys.argv[1:] if argv is None else argv
+    names = job_names()
+    if argv[:1] == ["--list"]:
+        print("\n".join(names))
+    elif not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: stylegan <job> [args]   (stylegan <job> --help for a job's options)\njobs: {', '.join(names)}")
+    elif argv[0] not in names:
+        print(f"error: unknown job '{argv[0]}': choose from {', '.join(names)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    else:
+        run_job(argv[0], argv[1:])

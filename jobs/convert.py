@@ -31,8 +31,12 @@ def main(args: argparse.Namespace) -> None:
     print(f"wrote {dest} ({G.img_resolution}x{G.img_resolution}, {', '.join(counts)})")
 
 
-if __name__ == "__main__":
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="NVIDIA .pkl, our .pt or .safetensors")
     parser.add_argument("--dest", required=True, help="output .pt (full checkpoint) or .safetensors (G_ema only)")
-    run(main, parser)
+    return parser
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

@@ -19,6 +19,7 @@ from jobs.cli import run
 from jobs.submit import make_executor, submit
 from stylegan.errors import UserError
 from stylegan.metrics.detector import cached_detector
+from stylegan.rundir import RunDir
 
 RES = 32
 
@@ -26,11 +27,26 @@ RES = 32
 def train_overrides(data: Path, outdir: Path, kimg: float, gpu: bool) -> list[str]:
     small = ["z_dim=128", "w_dim=128", "map_layers=2", "channel_base=2048", "channel_max=128", "batch=16",
              "mbstd_group=4", f"r1_gamma={0.0002 * RES * RES / 16}", "num_fp16_res=0"]
-    # Snapshot names are integer kimg, so at most one snapshot per kimg; on a CPU every second kimg keeps the
-    # evaluation stage (about 30 s per snapshot on 2 cores) short.
+    # On a CPU a snapshot every second kimg keeps the evaluation stage (about 30 s per snapshot on 2 cores) short.
     tick, snap = (1, 2) if not gpu else (10, 1)
     return [f"data={data}", f"outdir={outdir}", "run_name=demo", f"resolution={RES}", f"kimg={kimg}",
             f"tick_kimg={tick}", f"snap={snap}", "aug=ada", "workers=1", "resume=auto", *small]
+
+
+def wait(jobs: list, log: Path | None) -> None:
+    """Wait for the jobs to finish (raising if one failed); meanwhile echo each new line of `log`, indented."""
+    shown = 0
+    while True:
+        finished = all(j.done() for j in jobs)
+        lines = log.read_text().splitlines() if log is not None and log.is_file() else []
+        for line in lines[shown:]:
+            print(f"    {line}", flush=True)
+        shown = len(lines)
+        if finished:
+            break
+        time.sleep(2)
+    for j in jobs:
+        j.result()
 
 
 def main(args: argparse.Namespace) -> None:
@@ -43,13 +59,14 @@ def main(args: argparse.Namespace) -> None:
     textures, data, runs, samples = out / "textures", out / "data", out / "runs", out / "samples"
     run_dir = runs / "demo"
     metrics = "swd,fid2k" if cached_detector() else "swd"
-    snapshot = lambda: sorted((run_dir / "checkpoints").glob("network-snapshot-*.pt"))[-1]  # noqa: E731
+    run = RunDir(run_dir)
+    snapshot = run.latest
     stages = [
         ("make textures", "make_textures", lambda: ["--count", str(args.count), "--resolution", "64",
                                                     "--dest", str(textures)], 0),
         ("preprocess (2 tasks)", "preprocess", lambda: ["--source", str(textures), "--dest", str(data),
                                                         "--resolution", str(RES), "--workers", "1"], 2),
-        (f"train {kimg:g} kimg on {'GPU' if gpu else 'CPU'}", "train",
+        (f"train {kimg:g} kimg on {'GPU' if gpu else 'CPU'} (progress: {run.log})", "train",
          lambda: train_overrides(data, runs, kimg, gpu), 0),
         (f"evaluate snapshots ({metrics})", "evaluate", lambda: ["--run", str(run_dir), "--metrics", metrics], 0),
         ("seed grid", "sample", lambda: ["--checkpoint", str(snapshot()), "--outdir", str(samples / "grid"),
@@ -63,8 +80,7 @@ def main(args: argparse.Namespace) -> None:
     for i, (title, job, argv, array) in enumerate(stages, 1):
         t0 = time.time()
         print(f"[{i}/{len(stages)}] {title} ...", flush=True)
-        for j in submit(executor, job, argv(), array):
-            j.result()
+        wait(submit(executor, job, argv(), array), run.log if job == "train" else None)
         print(f"[{i}/{len(stages)}] {title}: done in {time.time() - t0:.0f} s", flush=True)
     rows = [json.loads(line) for line in (run_dir / "metric-swd.jsonl").read_text().splitlines()]
     rows.sort(key=lambda r: r["kimg"])
@@ -80,9 +96,13 @@ def main(args: argparse.Namespace) -> None:
     print(f"\nfollow it in TensorBoard:  tensorboard --logdir {runs}")
 
 
-if __name__ == "__main__":
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--outdir", default="demo-out")
     parser.add_argument("--kimg", type=float, help="training length (default: 6 on CPU, 100 on a GPU)")
     parser.add_argument("--count", type=int, default=2500, help="number of texture images")
-    run(main, parser)
+    return parser
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

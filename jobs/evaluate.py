@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> None:
         shutdown()
 
 
-if __name__ == "__main__":
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="training run directory")
     parser.add_argument("--checkpoint", help="one network (.pt, .pkl, .safetensors)")
@@ -68,4 +68,8 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, help="images per generator and detector call (default 256 on GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the synthesis network: faster "
                         "generation for 50k-image metrics on a GPU after compiling (benchmarks/RESULTS.md)")
-    run(main, parser)
+    return parser
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

@@ -13,8 +13,8 @@ import argparse
 
 from jobs.cli import run
 from stylegan.errors import UserError
-from stylegan.fileio import download
-from stylegan.metrics.detector import WEIGHTS, cache_dir
+from stylegan.fileio import cache_dir, download
+from stylegan.metrics.detector import WEIGHTS
 
 
 def main(args: argparse.Namespace) -> None:
@@ -36,9 +36,13 @@ def main(args: argparse.Namespace) -> None:
         print(f"{dest}: sha256 {digest}{' (checked)' if w.sha256 else ''}", flush=True)
 
 
-if __name__ == "__main__":
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--which", choices=["all", *WEIGHTS], default="all")
     parser.add_argument("--mirror", help="base URL (or file:// folder) holding the files under their names")
     parser.add_argument("--force", action="store_true")
-    run(main, parser)
+    return parser
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

@@ -11,7 +11,7 @@ from pathlib import Path
 from jobs.cli import run
 from stylegan.data.textures import texture
 from stylegan.errors import UserError
-from stylegan.sampling import save_png
+from stylegan.imagefiles import save_png
 
 
 def main(args: argparse.Namespace) -> None:
@@ -25,10 +25,14 @@ def main(args: argparse.Namespace) -> None:
     print(f"wrote {args.count} textures of {args.resolution}x{args.resolution} to {dest}")
 
 
-if __name__ == "__main__":
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=2500)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--dest", required=True)
     parser.add_argument("--seed", type=int, default=0)
-    run(main, parser)
+    return parser
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

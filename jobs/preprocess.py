@@ -41,6 +41,8 @@ def main(args: argparse.Namespace) -> None:
     r = args.resolution
     if r < 4 or r & (r - 1):
         raise UserError(f"--resolution {r}: must be a power of two >= 4 (e.g. 64, 256, 1024)")
+    if args.max_file_mb < 1:
+        raise UserError(f"--max-file-mb {args.max_file_mb}: must be at least 1")
     if args.shard_size < 1:
         raise UserError(f"--shard-size {args.shard_size}: must be at least 1")
     task, num_tasks = array_task(args.task_index, args.num_tasks)
@@ -51,7 +53,7 @@ def main(args: argparse.Namespace) -> None:
                            pixel_hash=args.dedup, png_level=args.png_level),
         shard_size=args.shard_size, labels_file=labels_file, task=task, num_tasks=num_tasks,
         workers=args.workers or available_cpus(), dedup=args.dedup,
-        labels=load_labels(labels_file) if labels_file else {})
+        labels=load_labels(labels_file) if labels_file else {}, max_file_bytes=args.max_file_mb << 20)
     run_task(cfg)
     info = finalize(dest)
     if info is not None:
@@ -59,7 +61,7 @@ def main(args: argparse.Namespace) -> None:
               f"{info['rejected']} rejected, {len(info['exclude'])} duplicates excluded)")
 
 
-if __name__ == "__main__":
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", nargs="+", help="folders (recursive), .zip or .tar archives")
     parser.add_argument("--dest", required=True, help="output folder for shards and dataset.json")
@@ -72,9 +74,15 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=0, help="decoding processes (default: CPUs available)")
     parser.add_argument("--min-size", type=int, default=0, help="reject images whose shorter side is smaller")
     parser.add_argument("--max-pixels", type=int, default=16384 * 16384, help="reject larger declared sizes")
+    parser.add_argument("--max-file-mb", type=int, default=256, help="reject larger files and archive members "
+                        "(never read whole: bounds memory against zip bombs)")
     parser.add_argument("--background", default="255,255,255", help="colour behind transparency and padding")
     parser.add_argument("--png-level", type=int, default=0, choices=range(10), metavar="0-9",
                         help="PNG zlib level: 0 reads and writes fastest, 9 is smallest (all lossless)")
     parser.add_argument("--dedup", action="store_true", help="exclude exact pixel duplicates (first one kept)")
     parser.add_argument("--finalize", action="store_true", help="only write dataset.json from complete tasks")
-    run(main, parser)
+    return parser
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

@@ -4,7 +4,8 @@
     python -m jobs.sample --checkpoint net.pkl --outdir out --grid 8x8 --seeds 0-127 --grid-labels
     python -m jobs.sample --checkpoint net.pt --outdir out --walk 200,1000,2500,4000,200 --frames 10 --trunc 0.8
     python -m jobs.sample --checkpoint net.pt --outdir out --style-mix 85,100,75 55,821,1789 --layers 0-6
-Seeds are split over Slurm array tasks (or --task-index/--num-tasks) and over torchrun ranks within a task.
+Per-seed PNGs are split over Slurm array tasks (or --task-index/--num-tasks) and over torchrun ranks within a
+task; a grid, walk or style-mixing figure is written once, by task 0 rank 0 (the other tasks have nothing to do).
 Per-seed files: <outdir>/<seed // 1000:04d>/seed<seed:04d>.png, plus manifest-<task>.jsonl.
 """
 
@@ -13,60 +14,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from jobs.cli import run
 from stylegan.checkpoint import load_generator
-from stylegan.cluster import array_task, available_cpus, task_range, torchrun_rank
+from stylegan.cluster import array_task, available_cpus, torchrun_rank
 from stylegan.errors import UserError
 from stylegan.fileio import sha256_file
-from stylegan.sampling import (
-    SampleOptions,
-    save_png,
-    seed_images,
-    style_mix_figure,
-    synthesize,
-    tile,
-    walk_ws,
-    write_animation,
-    write_manifest,
-    write_seed_pngs,
-)
+from stylegan.sampling import SampleOptions, parse_grid, sample_seeds, write_grids, write_style_mix, write_walk
 from stylegan.seeds import parse_seeds
-
-
-def parse_grid(text: str) -> tuple[int, int]:
-    try:
-        cols, rows = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--grid {text!r}: use COLSxROWS, e.g. 8x8") from None
-    if cols < 1 or rows < 1 or cols * rows > 4096:
-        raise UserError(f"--grid {text!r}: columns and rows must be >= 1 and at most 4096 cells")
-    return cols, rows
-
-
-def run_seeds(G, seeds: list[int], args: argparse.Namespace, opts: SampleOptions, outdir: Path) -> None:
-    task, num_tasks = array_task(args.task_index, args.num_tasks)
-    rank, world, _ = torchrun_rank()
-    start, end = task_range(len(seeds), task, num_tasks)
-    mine = seeds[start:end][rank::world]
-    sha = sha256_file(args.checkpoint)
-    write_seed_pngs(G, mine, outdir, opts, workers=args.workers, desc=f"sample task {task}/{num_tasks}")
-    name = f"manifest-{task:04d}.jsonl" if world == 1 else f"manifest-{task:04d}-rank{rank}.jsonl"
-    write_manifest(outdir / name, mine, outdir, sha, opts)
-    print(f"wrote {len(mine)} seeds of {len(seeds)} to {outdir} (task {task}/{num_tasks}, rank {rank}/{world})")
-
-
-def run_grid(G, seeds: list[int], args: argparse.Namespace, opts: SampleOptions, outdir: Path) -> None:
-    cols, rows = parse_grid(args.grid)
-    per_sheet = cols * rows
-    images = [img for _, batch in seed_images(G, seeds, opts) for img in batch]
-    for n, i in enumerate(range(0, len(seeds), per_sheet)):
-        chunk = seeds[i:i + per_sheet]
-        captions = [str(s) for s in chunk] if args.grid_labels else None
-        save_png(tile(np.stack(images[i:i + per_sheet]), cols, rows, captions), outdir / f"grid{n:04d}.png")
-    print(f"wrote {-(-len(seeds) // per_sheet)} grid sheet(s) of {cols}x{rows} to {outdir}")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -77,6 +33,14 @@ def main(args: argparse.Namespace) -> None:
         raise UserError("choose one of --seeds (with optional --grid), --walk, --style-mix")
     if args.trunc_cutoff is not None and args.trunc_cutoff < 0:
         raise UserError("--trunc-cutoff must be >= 0")
+    grid = parse_grid(args.grid) if args.grid else None
+    seeds = parse_seeds(args.seeds or args.walk or args.style_mix[0])
+    task, num_tasks = array_task(args.task_index, args.num_tasks)
+    rank, world, _ = torchrun_rank()
+    if (grid or not args.seeds) and (task, rank) != (0, 0):
+        print(f"task {task} rank {rank}: nothing to do (grids, walks and style mixing are written by task 0 rank 0; "
+              "only per-seed PNGs are split)")
+        return
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     opts = SampleOptions(psi=args.trunc, cutoff=args.trunc_cutoff, noise_mode=args.noise_mode,
                          class_idx=getattr(args, "class"), batch=args.batch, device=device,
@@ -85,24 +49,17 @@ def main(args: argparse.Namespace) -> None:
     G = load_generator(args.checkpoint, device)
     if args.compile:
         G.synthesis.compile(dynamic=False)
-    if args.seeds and args.grid:
-        run_grid(G, parse_seeds(args.seeds), args, opts, outdir)
+    if grid:
+        write_grids(G, seeds, *grid, outdir, opts, labels=args.grid_labels)
     elif args.seeds:
-        run_seeds(G, parse_seeds(args.seeds), args, opts, outdir)
+        sample_seeds(G, seeds, outdir, opts, sha256_file(args.checkpoint), task, num_tasks, rank, world, args.workers)
     elif args.walk:
-        frames = synthesize(G, walk_ws(G, parse_seeds(args.walk), args.frames, args.space, opts), opts)
-        for i, frame in enumerate(frames):
-            save_png(frame, outdir / "walk" / f"frame{i:04d}.png")
-        written = write_animation(frames, outdir, fps=args.fps)
-        print(f"wrote {len(frames)} frames to {outdir / 'walk'} and {', '.join(p.name for p in written)}")
+        write_walk(G, seeds, args.frames, args.space, outdir, opts, fps=args.fps)
     else:
-        rows, cols = (parse_seeds(s) for s in args.style_mix)
-        figure = style_mix_figure(G, rows, cols, parse_seeds(args.layers), opts)
-        save_png(figure, outdir / "style-mix.png")
-        print(f"wrote {outdir / 'style-mix.png'}")
+        write_style_mix(G, seeds, parse_seeds(args.style_mix[1]), parse_seeds(args.layers), outdir, opts)
 
 
-if __name__ == "__main__":
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="our .pt, an exported .safetensors or an NVIDIA .pkl")
     parser.add_argument("--outdir", required=True)
@@ -129,4 +86,8 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=available_cpus(), help="PNG writer processes")
     parser.add_argument("--task-index", type=int, help="default: $SLURM_ARRAY_TASK_ID, else 0")
     parser.add_argument("--num-tasks", type=int, help="default: $SLURM_ARRAY_TASK_COUNT, else 1")
-    run(main, parser)
+    return parser
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import runpy
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import submitit
 
-from jobs.cli import run
-from stylegan.cluster import EXIT_PREEMPTED
+from jobs.cli import job_names, run, run_job
+from stylegan.cluster import EXIT_PREEMPTED, SIGNAL_LEAD_S, parse_minutes, rendezvous_port
 from stylegan.errors import UserError
 
-JOBS = ("train", "preprocess", "evaluate", "sample", "make_textures")
+
+def submittable() -> list[str]:
+    return [name for name in job_names() if name != "submit"]
 
 
 class JobCall:
-    """Runs `python -m jobs.<name> <argv>` inside the submitit job process; picklable, so it can be requeued."""
+    """Runs `python -m jobs.<name> <argv>` inside the submitit job process (its main(), called directly);
+    picklable, so it can be requeued."""
 
     def __init__(self, name: str, argv: list[str]):
         self.name, self.argv = name, list(argv)
@@ -40,9 +43,8 @@ class JobCall:
     def run_module(self) -> int:
         """The job's exit code."""
         self.setup_distributed()
-        sys.argv = [f"jobs.{self.name}", *self.argv]
         try:
-            runpy.run_module(f"jobs.{self.name}", run_name="__main__", alter_sys=True)
+            run_job(self.name, self.argv)
         except SystemExit as e:
             return 0 if e.code is None else int(e.code)
         return 0
@@ -54,7 +56,7 @@ class JobCall:
             return
         env = submitit.JobEnvironment()
         os.environ.update(RANK=str(env.global_rank), WORLD_SIZE=str(env.num_tasks), LOCAL_RANK=str(env.local_rank),
-                          MASTER_ADDR=env.hostnames[0], MASTER_PORT=str(20000 + int(env.job_id) % 20000))
+                          MASTER_ADDR=env.hostnames[0], MASTER_PORT=str(rendezvous_port(int(env.job_id))))
 
     def __repr__(self) -> str:
         return f"jobs.{self.name} {' '.join(self.argv)}"
@@ -92,14 +94,14 @@ def make_executor(folder: Path, cluster: str | None, nodes: int = 1, gpus_per_no
     if partition and executor.cluster == "slurm":
         params["slurm_partition"] = partition
     if executor.cluster == "slurm":
-        params["slurm_signal_delay_s"] = 120  # SUBMITIT_SIGNAL two minutes before the time limit: time for a snapshot
+        params["slurm_signal_delay_s"] = SIGNAL_LEAD_S  # SUBMITIT_SIGNAL before the time limit: time for a snapshot
     executor.update_parameters(**params)
     return executor
 
 
 def submit(executor: submitit.AutoExecutor, name: str, argv: list[str], array: int = 0) -> list[submitit.Job]:
-    if name not in JOBS:
-        raise UserError(f"unknown job '{name}': choose from {', '.join(JOBS)}")
+    if name not in submittable():
+        raise UserError(f"unknown job '{name}': choose from {', '.join(submittable())}")
     call = TrainCall if name == "train" else JobCall
     if array <= 1:
         return [executor.submit(call(name, argv))]
@@ -109,17 +111,27 @@ def submit(executor: submitit.AutoExecutor, name: str, argv: list[str], array: i
     return jobs
 
 
-def parse_time(text: str) -> int:
-    parts = [int(p) for p in text.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    return parts[0] * 60 + parts[1] + (1 if parts[2] else 0)
+def check_fits(nodes: int, tasks_per_node: int, cpus: int, gpus_per_node: int, partition: str | None,
+               time_min: int) -> None:
+    """Ask Slurm whether such a job could ever start (`sbatch --test-only`, same resources), so that one that would
+    pend forever (more CPUs or GPUs than any node of the partition has) is refused now, with Slurm's reason."""
+    cmd = ["sbatch", "--test-only", f"--nodes={nodes}", f"--ntasks-per-node={tasks_per_node}",
+           f"--cpus-per-task={cpus}", f"--time={time_min}", "--wrap=true"]
+    cmd += [f"--gpus-per-node={gpus_per_node}"] if gpus_per_node else []
+    cmd += [f"--partition={partition}"] if partition else []
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = " ".join(result.stderr.replace("sbatch: error:", "").split())
+        raise UserError(f"Slurm would never start this job ({reason}): ask for fewer --cpus, --gpus-per-node or "
+                        "--nodes, or another --partition (`sinfo -o '%P %D %c %G'` lists what the nodes have)")
 
 
 def main(args: argparse.Namespace) -> None:
+    tasks_per_node, minutes = max(args.gpus_per_node, 1) if args.job == "train" else 1, parse_minutes(args.time)
     executor = make_executor(Path(args.folder), args.cluster, args.nodes, args.gpus_per_node, args.cpus,
-                             args.partition, parse_time(args.time), name=args.job,
-                             tasks_per_node=max(args.gpus_per_node, 1) if args.job == "train" else 1)
+                             args.partition, minutes, name=args.job, tasks_per_node=tasks_per_node)
+    if executor.cluster == "slurm":
+        check_fits(args.nodes, tasks_per_node, args.cpus, args.gpus_per_node, args.partition, minutes)
     jobs = submit(executor, args.job, args.job_args, args.array)
     for job in jobs:
         print(f"submitted {args.job} job {job.job_id} ({executor.cluster}); logs: {job.paths.stdout}")
@@ -129,21 +141,33 @@ def main(args: argparse.Namespace) -> None:
         print(f"{len(jobs)} job(s) finished")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("job", choices=JOBS)
+class SubmitParser(argparse.ArgumentParser):
+    """Everything after `--` belongs to the job, untouched (its own flags included): `job_args`."""
+
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001 - argparse's signature
+        argv = sys.argv[1:] if args is None else list(args)
+        cut = argv.index("--") if "--" in argv else len(argv)
+        parsed = super().parse_args(argv[:cut], namespace)
+        parsed.job_args = argv[cut + 1:]
+        return parsed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = SubmitParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job", choices=submittable())
     parser.add_argument("--cluster", choices=("slurm", "local"), help="default: slurm when sbatch exists")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpus-per-node", type=int, default=0)
-    parser.add_argument("--cpus", type=int, default=8, help="CPUs per task")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs per task (data loading, PNG writers): modest, so "
+                        "jobs fit ordinary nodes; raise it where nodes have more")
     parser.add_argument("--partition")
-    parser.add_argument("--time", default="04:00:00", help="HH:MM:SS")
+    parser.add_argument("--time", default="04:00:00", help="time limit: MM, HH:MM:SS or D-HH:MM:SS")
     parser.add_argument("--array", type=int, default=0, help="split into this many array tasks")
     parser.add_argument("--folder", default="submitit-logs", help="where submitit keeps logs and pickles")
     parser.add_argument("--wait", action="store_true", help="wait for the jobs and fail if one fails")
-    # Everything after `--` belongs to the job, untouched (its own flags included).
-    argv = sys.argv[1:]
-    cut = argv.index("--") if "--" in argv else len(argv)
-    parser.set_defaults(job_args=argv[cut + 1:])
     parser.epilog = "after --: the job's own arguments (python -m jobs.<job> --help)"
-    run(main, parser, argv[:cut])
+    return parser
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

@@ -12,13 +12,17 @@ import argparse
 import sys
 
 from jobs.cli import run
+from stylegan.cluster import torchrun_rank
 from stylegan.config import FIELDS, load_config
 from stylegan.distributed import init_distributed, shutdown
-from stylegan.training import Trainer
+from stylegan.training import Trainer, check_run
 
 
 def main(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        print(check_run(cfg, torchrun_rank()[1]))
+        return
     env = init_distributed(cfg.dist_timeout_s)
     trainer = Trainer(cfg, env)
     try:
@@ -29,9 +33,15 @@ def main(args: argparse.Namespace) -> None:
     sys.exit(code)
 
 
-if __name__ == "__main__":
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="config keys: " + ", ".join(FIELDS))
     parser.add_argument("--config", help="YAML file (see configs/)")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. batch=64 kimg=1000")
-    run(main, parser)
+    parser.add_argument("--dry-run", action="store_true", help="check the config, the dataset, the run directory "
+                        "and the resume source (for $WORLD_SIZE processes), train nothing, write nothing")
+    return parser
+
+
+if __name__ == "__main__":
+    run(main, build_parser())

@@ -3,8 +3,14 @@
 #   CONTAINER_RUNTIME=none       run in the current Python environment (default; a virtualenv works)
 #   CONTAINER_RUNTIME=apptainer  apptainer exec --nv $CONTAINER_IMAGE, with $STYLEGAN_BIND (shared FS) bound
 #   CONTAINER_RUNTIME=pyxis      srun --container-image=$CONTAINER_IMAGE (enroot/pyxis)
-# The environment (NCCL_*, GLOO_*, PYTHONPATH, ...) passes through all three: srun exports it, apptainer keeps
-# it unless told --cleanenv, pyxis keeps it. NETWORK_INTERFACE=ib0 (say) sets NCCL's and gloo's socket interface.
+#   CONTAINER_RUNTIME=podman     podman run $CONTAINER_IMAGE as the calling user (outputs are theirs), host network,
+#                                $STYLEGAN_BIND mounted at the same path, working directory $PWD; PODMAN_OPTIONS are
+#                                podman's own (e.g. --runtime runc), PODMAN_RUN_OPTIONS run's (GPUs through CDI:
+#                                --device nvidia.com/gpu=all; podman-hpc users set what their site documents)
+# The environment (NCCL_*, GLOO_*, PYTHONPATH, ...) passes through: srun exports it, apptainer keeps it unless told
+# --cleanenv, pyxis keeps it; podman gets the job's SLURM_*, NCCL_*, GLOO_*, STYLEGAN_*, TORCH*, OMP_NUM_THREADS,
+# CUDA_VISIBLE_DEVICES, WORLD_SIZE and MASTER_* (not PATH or PYTHONPATH: the image has its own).
+# NETWORK_INTERFACE=ib0 (say) sets NCCL's and gloo's socket interface.
 
 set -euo pipefail
 
@@ -25,7 +31,19 @@ case "$CONTAINER_RUNTIME" in
     apptainer) CONTAINER_PREFIX=(apptainer exec --nv --bind "$STYLEGAN_BIND" "$CONTAINER_IMAGE") ;;
     pyxis) PYXIS_OPTIONS=(--container-image="$CONTAINER_IMAGE" --container-mounts="$STYLEGAN_BIND"
                           --container-workdir="$PWD") ;;
-    *) echo "error: CONTAINER_RUNTIME=$CONTAINER_RUNTIME: use none, apptainer or pyxis" >&2; exit 2 ;;
+    podman)
+        read -ra podman_options <<< "${PODMAN_OPTIONS:-}"
+        read -ra podman_run_options <<< "${PODMAN_RUN_OPTIONS:-}"
+        # podman reads these from its own environment when it runs (a trailing * passes every match)
+        podman_env=()
+        for name in 'SLURM_*' 'NCCL_*' 'GLOO_*' 'STYLEGAN_*' 'TORCH*' 'MASTER_*' OMP_NUM_THREADS CUDA_VISIBLE_DEVICES \
+                    WORLD_SIZE PYTHONUNBUFFERED; do
+            podman_env+=(-e "$name")
+        done
+        CONTAINER_PREFIX=(podman "${podman_options[@]}" run --rm --network host --ipc host --user "$(id -u):$(id -g)"
+                          -v "$STYLEGAN_BIND:$STYLEGAN_BIND" -w "$PWD" "${podman_env[@]}" "${podman_run_options[@]}"
+                          "$CONTAINER_IMAGE") ;;
+    *) echo "error: CONTAINER_RUNTIME=$CONTAINER_RUNTIME: use none, apptainer, pyxis or podman" >&2; exit 2 ;;
 esac
 
 log() {
@@ -53,10 +71,15 @@ gpus_on_node() {
     echo "${SLURM_GPUS_ON_NODE:-${per_node##*:}}"
 }
 
+# task_cpus: the CPUs this task may use (--cpus-per-task, else what Slurm gave the job on this node).
+task_cpus() {
+    echo "${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}"
+}
+
 # share_cpus PROCS: split the task's CPUs over PROCS processes (unless OMP_NUM_THREADS is set): more threads than
 # cores makes PyTorch's CPU kernels crawl.
 share_cpus() {
-    local threads=$(( ${SLURM_CPUS_PER_TASK:-1} / $1 ))
+    local threads=$(( $(task_cpus) / $1 ))
     export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( threads > 0 ? threads : 1 ))}"
 }
 
@@ -69,7 +92,7 @@ run_job() {
     log "$module on ${gpus} GPU(s): $*"
     share_cpus "$(( gpus > 1 ? gpus : 1 ))"
     if [ "$gpus" -gt 1 ]; then
-        in_container torchrun --standalone --nproc-per-node="$gpus" -m "$module" "$@"
+        in_container "$PYTHON" -m jobs.launch --standalone --nproc-per-node="$gpus" -m "$module" "$@"
     else
         in_container "$PYTHON" -m "$module" "$@"
     fi

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Bulk sampling as an array job; seeds are split over array tasks, and over GPUs within a task (torchrun):
-#   sbatch --array=0-7 --gpus-per-node=1 slurm/sample.sh --checkpoint run/checkpoints/network-snapshot-001000.pt \
+# Generate images. Per-seed PNGs are split over array tasks (and over GPUs within a task, torchrun):
+#   sbatch --array=0-7 --gpus-per-node=1 slurm/sample.sh --checkpoint run/checkpoints/network-snapshot-001000.000.pt \
 #          --outdir /shared/samples/run1 --seeds 0-999999 --trunc 0.7
-# A rerun skips the seeds already written.
+# A grid, a walk or a style-mixing figure is one file: submit it without --array (in an array, task 0 writes it and
+# the other tasks have nothing to do). A rerun skips the seeds already written.
 #SBATCH --job-name=sample
-#SBATCH --array=0-3
 #SBATCH --nodes=1
-#SBATCH --cpus-per-task=16
 #SBATCH --time=02:00:00
 #SBATCH --output=%x-%A_%a.out
-
-STYLEGAN_HOME="${STYLEGAN_HOME:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}"
+set -euo pipefail
+# Slurm runs a copy of this script from its spool folder: find the suite from the path it was submitted as
+# (relative to the submission folder), wherever that was; or set STYLEGAN_HOME.
+submitted=$(scontrol show job "${SLURM_JOB_ID:?submit this script with sbatch}" \
+    | awk '/^ *Command=/ && !found { sub(/^ *Command=/, ""); print $1; found = 1 }')
+STYLEGAN_HOME="${STYLEGAN_HOME:-$(cd "$SLURM_SUBMIT_DIR" && cd "$(dirname "$submitted")/.." && pwd)}"
 # shellcheck source=slurm/common.sh
 source "$STYLEGAN_HOME/slurm/common.sh"
 run_job jobs.sample "$@"

@@ -6,18 +6,25 @@
 # The run directory is <outdir>/<job name> (outdir defaults to runs/ under the submit directory), so a requeued
 # job resumes the same run. Two minutes before the time limit Slurm sends USR1: training writes a snapshot and
 # stops, and this script requeues the job, which resumes at the same kimg. Without GPUs (tests, laptops) set
-# PROCS_PER_NODE for CPU processes.
+# PROCS_PER_NODE for CPU processes. The config is checked (jobs.train --dry-run) before any training process
+# starts, so a config error ends the job at once with exit code 2. Give data loading CPUs with --cpus-per-task
+# (the default asks for none beyond Slurm's default, so the job fits any node).
 #SBATCH --job-name=train
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
-#SBATCH --cpus-per-task=16
 #SBATCH --time=24:00:00
+# USR1 120 s before the time limit: stylegan.cluster.SIGNAL_LEAD_S
 #SBATCH --signal=B:USR1@120
 #SBATCH --requeue
 #SBATCH --open-mode=append
 #SBATCH --output=%x-%j.out
 
-STYLEGAN_HOME="${STYLEGAN_HOME:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "$0")/.." && pwd)}}"
+set -euo pipefail
+# Slurm runs a copy of this script from its spool folder: find the suite from the path it was submitted as
+# (relative to the submission folder), wherever that was; or set STYLEGAN_HOME.
+submitted=$(scontrol show job "${SLURM_JOB_ID:?submit this script with sbatch}" \
+    | awk '/^ *Command=/ && !found { sub(/^ *Command=/, ""); print $1; found = 1 }')
+STYLEGAN_HOME="${STYLEGAN_HOME:-$(cd "$SLURM_SUBMIT_DIR" && cd "$(dirname "$submitted")/.." && pwd)}"
 # shellcheck source=slurm/common.sh
 source "$STYLEGAN_HOME/slurm/common.sh"
 
@@ -27,7 +34,7 @@ share_cpus "$procs"
 first_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 # The node's address as Slurm knows it (NodeAddr; usually its host name).
 rdzv_host=$(scontrol show node "$first_node" | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')
-rdzv_port="${RDZV_PORT:-$(( 20000 + SLURM_JOB_ID % 20000 ))}"
+rdzv_port="${RDZV_PORT:-$(( 20000 + SLURM_JOB_ID % 20000 ))}"  # = stylegan.cluster.rendezvous_port
 args=("$@")
 if [[ " $* " != *" run_name="* ]]; then
     args+=("run_name=$SLURM_JOB_NAME")
@@ -46,9 +53,13 @@ trap 'on_signal USR1' USR1
 trap 'on_signal TERM' TERM
 
 log "train: $SLURM_NNODES node(s) x $procs process(es), rendezvous $rdzv_host:$rdzv_port, restart ${SLURM_RESTART_COUNT:-0}"
-on_every_node torchrun --nnodes="$SLURM_NNODES" --nproc-per-node="$procs" --max-restarts="${MAX_RESTARTS:-3}" \
-    --rdzv-backend=c10d --rdzv-endpoint="$rdzv_host:$rdzv_port" --rdzv-id="$SLURM_JOB_ID" \
-    -m jobs.train "${args[@]}" &
+# User errors (exit 2) are found here, once, before torchrun could retry them MAX_RESTARTS times.
+WORLD_SIZE=$(( SLURM_NNODES * procs )) in_container "$PYTHON" -m jobs.train --dry-run "${args[@]}" \
+    || { code=$?; log "the config check failed (exit $code): no training process started"; exit "$code"; }
+# jobs.launch is torchrun that ends a signal-time stop with exit 3 and one line instead of a traceback.
+on_every_node "$PYTHON" -m jobs.launch --nnodes="$SLURM_NNODES" --nproc-per-node="$procs" \
+    --max-restarts="${MAX_RESTARTS:-3}" --rdzv-backend=c10d --rdzv-endpoint="$rdzv_host:$rdzv_port" \
+    --rdzv-id="$SLURM_JOB_ID" ${LOG_RANKS:+--local-ranks-filter="$LOG_RANKS"} -m jobs.train "${args[@]}" &
 srun_pid=$!
 # A trapped signal interrupts `wait`; wait again until srun itself has ended.
 while true; do

@@ -1,10 +1,10 @@
 """Adaptive discriminator augmentation (Karras et al. 2020, "Training GANs with Limited Data").
 
 Every transform of the paper's 'bgc' pipeline is applied per sample with probability p (the ADA-tuned value):
-geometric ones are composed into one inverse affine matrix and applied with a single differentiable resampling;
-colour ones are composed into one 4x4 matrix on homogeneous RGB. Parameter ranges are the paper's.
-Difference from the official code: the geometric resampling is bilinear with reflection padding, without the
-official 2x wavelet-filtered upsampling (cheaper; slightly more aliasing of rotated/scaled images).
+geometric ones are composed into one inverse affine matrix, colour ones into one 4x4 matrix on homogeneous RGB.
+Parameter ranges are the paper's. The geometric resampling is the paper's too: reflect-pad by what the transform
+reaches, 2x up-sample with the sym6 low-pass, sample bilinearly, 2x down-sample with the same filter
+(`stylegan.resample`, twice differentiable on CPU and CUDA alike).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from stylegan.resample import FILTER_PAD, PHASE_SHIFT, downsample2x, grid_sample, upsample2x
 
 # Which transforms each pipeline enables (the official names).
 PIPES = {
@@ -62,6 +64,42 @@ def _rotate3d(axis: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = y * x * cc + z * s, y * y * cc + c, y * z * cc - x * s
     m[:, 2, 0], m[:, 2, 1], m[:, 2, 2] = z * x * cc - y * s, z * y * cc + x * s, z * z * cc + c
     return m
+
+
+def _diag(sx: float, sy: float, like: torch.Tensor) -> torch.Tensor:
+    return torch.diag(torch.tensor([sx, sy, 1.0], dtype=like.dtype, device=like.device))
+
+
+def apply_geometric(img: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Resample `img` through `g` ([n, 3, 3], output -> input in normalised [-1, 1] coordinates).
+
+    Works in pixels centred on the image: reflect-pad the input by what the batch's transforms reach (one host
+    sync, as the official pipeline), 2x up-sample, sample an output FILTER_PAD pixels larger than the image at 2x,
+    2x down-sample and crop. A batch of identity transforms is returned as it is (the chain would be an identity).
+    """
+    n, c, h, w = img.shape
+    dev, pad = img.device, FILTER_PAD
+    g_px = _diag(w / 2, h / 2, g) @ g @ _diag(2 / w, 2 / h, g)
+    cx, cy = w / 2 + pad, h / 2 + pad
+    corners = torch.tensor([[-cx, cx, cx, -cx], [-cy, -cy, cy, cy], [1.0, 1.0, 1.0, 1.0]], dtype=g.dtype, device=dev)
+    reach = g_px @ corners  # where the corners of the (padded) output come from in the input
+    wanted = torch.stack([-reach[:, 0].amin() - w / 2, -reach[:, 1].amin() - h / 2, reach[:, 0].amax() - w / 2,
+                          reach[:, 1].amax() - h / 2, (g - torch.eye(3, dtype=g.dtype, device=dev)).abs().amax()])
+    *margins, change = wanted.tolist()
+    if change == 0:
+        return img
+    # The up-sampling filter reads FILTER_PAD more input pixels, bilinear sampling one more; reflect allows < size.
+    mx0, my0, mx1, my1 = (min(max(math.ceil(m) + pad + 1, 0), size - 1) for m, size in zip(margins, (w, h, w, h),
+                                                                                          strict=True))
+    padded = F.pad(img, [mx0, mx1, my0, my1], mode="reflect")
+    out_h, out_w = 2 * (h + 2 * pad), 2 * (w + 2 * pad)
+    to_padded, phase = _diag(1, 1, g), _diag(1, 1, g)
+    to_padded[0, 2], to_padded[1, 2] = (mx0 - mx1) / 2 - PHASE_SHIFT, (my0 - my1) / 2 - PHASE_SHIFT
+    phase[0, 2] = phase[1, 2] = PHASE_SHIFT
+    theta = _diag(2 / padded.shape[3], 2 / padded.shape[2], g) @ to_padded @ g_px @ phase @ _diag(cx, cy, g)
+    grid = F.affine_grid(theta[:, :2, :].to(img.dtype), [n, c, out_h, out_w], align_corners=False)
+    out = downsample2x(grid_sample(upsample2x(padded), grid))
+    return out[:, :, pad:pad + h, pad:pad + w]
 
 
 class AugmentPipe(nn.Module):
@@ -114,8 +152,7 @@ class AugmentPipe(nn.Module):
             t = torch.where(self._gate(n, dev, p)[:, None], t, torch.zeros_like(t))
             g = g @ _translate2d(2 * t[:, 0], 2 * t[:, 1])
         if on & set(PIPES["bg"]):
-            grid = F.affine_grid(g[:, :2, :].to(img.dtype), [n, c, h, w], align_corners=False)
-            img = F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            img = apply_geometric(img, g)
 
         # Colour: a 4x4 matrix on homogeneous RGB.
         if on & set(PIPES["color"]) and c == 3:

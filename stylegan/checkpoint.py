@@ -1,25 +1,20 @@
-"""Snapshots: one `network-snapshot-<kimg:06d>.pt` per snapshot, loadable with `torch.load(weights_only=True)`.
+"""Checkpoints: network files loadable with `torch.load(weights_only=True)` (where they live: stylegan.rundir).
 
-A checkpoint is a plain dict of tensors and Python values (no pickled classes):
-    format       1
-    G_kwargs     constructor arguments of Generator (and of G_ema)
-    D_kwargs     constructor arguments of Discriminator
-    G, D, G_ema  state dicts (official parameter names)
-    G_opt, D_opt optimizer state dicts                       (training snapshots only)
-    augment      {'p': float, ...}                           (training snapshots, imported pickles)
-    progress     {'cur_nimg': int, 'cur_tick': int, ...}     (training snapshots only)
-    rng          {'torch', 'cuda', 'numpy', 'python'}        (training snapshots only)
-    config       the full resolved training config           (training snapshots only)
-Files are written atomically, so a snapshot under its final name is always complete.
+A checkpoint is a plain dict of tensors and Python values (no pickled classes): a training snapshot holds every key
+of TrainingSnapshot below; an imported NVIDIA network or an export holds format, G_kwargs and some of G, D, G_ema,
+D_kwargs. Files are written atomically, so a snapshot under its final name is always complete. Loading checks a file
+before it costs memory or builds anything: every network is first built on the meta device from its arguments and
+its tensors' shapes compared with the file's, so absurd arguments in a small file are refused, not allocated;
+state dicts must hold tensors, and finite ones.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -34,26 +29,38 @@ from stylegan.networks import Discriminator, Generator
 from stylegan.nvidia_pickle import load_nvidia_pickle
 
 FORMAT = 1
-SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6,})\.pt$")
 
 
-def snapshot_name(kimg: int) -> str:
-    return f"network-snapshot-{kimg:06d}.pt"
+class TrainingSnapshot(TypedDict):
+    format: int                          # FORMAT
+    G_kwargs: dict                       # constructor arguments of Generator (and of G_ema)
+    D_kwargs: dict                       # constructor arguments of Discriminator
+    G: dict[str, torch.Tensor]           # state dicts, official parameter names
+    D: dict[str, torch.Tensor]
+    G_ema: dict[str, torch.Tensor]
+    G_opt: dict                          # optimizer state dicts
+    D_opt: dict
+    augment: dict                        # {"p": ADA probability}
+    progress: dict                       # cur_nimg, cur_tick, batch_idx, resumes
+    faults: dict                         # non-finite steps, rollbacks
+    pl_mean: torch.Tensor                # path-length running mean
+    ada_signs: torch.Tensor              # ADA's sign sum and count since its last update
+    rng: dict                            # torch, cuda, numpy, python generator states
+    config: dict                         # the resolved training config
 
 
-def list_snapshots(directory: str | Path) -> list[tuple[int, Path]]:
-    """Complete snapshots in `directory` as (kimg, path), oldest first. Temp files of unfinished writes never
-    match the name pattern, so they are never listed."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := SNAPSHOT_RE.match(p.name))]
-    return sorted(found)
-
-
-def latest_snapshot(directory: str | Path) -> Path | None:
-    snaps = list_snapshots(directory)
-    return snaps[-1][1] if snaps else None
+def torch_load(path: str | Path, what: str) -> Any:
+    """`torch.load(weights_only=True)`, with any failure as one line naming the file (never torch's advice to load
+    with weights_only=False: that would run whatever the file holds)."""
+    try:
+        with warnings.catch_warnings():  # torch warns of foreign pickle protocols before it refuses them
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for truncated zips and foreign pickles
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in first or "Weights only load failed" in first:
+            first = "it holds objects that a weights-only load refuses"
+        raise UserError(f"{path}: corrupt or not {what} ({first[:200]})") from None
 
 
 def save_checkpoint(path: str | Path, ckpt: dict) -> None:
@@ -66,62 +73,109 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated zips and foreign pickles
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path}: corrupt or not a stylegan checkpoint ({first_line})") from None
+    ckpt = torch_load(path, "a stylegan checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "G_kwargs" not in ckpt:
         raise UserError(f"{path}: not a stylegan checkpoint of format {FORMAT} (convert NVIDIA .pkl files with "
                         "`python -m jobs.convert`)")
     return ckpt
 
 
-def load_any(path: str | Path) -> dict:
-    """A checkpoint dict from our `.pt`, an exported `.safetensors` (G_ema only) or an NVIDIA `.pkl`."""
+def load_any(path: str | Path, missing: str = "") -> dict:
+    """A checkpoint dict from our `.pt`, an exported `.safetensors` (G_ema only) or an NVIDIA `.pkl`. `missing`:
+    what to tell the user when the file does not exist (which setting names it, the alternatives)."""
     path = Path(path)
-    if path.suffix == ".pkl":
-        return load_nvidia_pickle(path)
-    if path.suffix == ".safetensors":
-        return load_safetensors(path)
-    if path.suffix == ".pt":
-        return load_checkpoint(path)
-    raise UserError(f"{path}: unknown network file type '{path.suffix}' (use .pt, .safetensors or .pkl)")
+    loaders = {".pkl": load_nvidia_pickle, ".safetensors": load_safetensors, ".pt": load_checkpoint}
+    if path.suffix not in loaders:
+        raise UserError(f"{path}: unknown network file type '{path.suffix}' (use .pt, .safetensors or .pkl)")
+    if not path.is_file():
+        raise UserError(f"{path}: no such file" + (f" ({missing})" if missing else ""))
+    return loaders[path.suffix](path)
 
 
-def _load_into(module: nn.Module, state: dict, path: str | Path, name: str) -> None:
+def check_state(path: str | Path, name: str, state: Any) -> dict[str, torch.Tensor]:
+    """`state` is a state dict of finite tensors; else one UserError naming the file and the network."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise UserError(f"{path}: '{name}' is not a state dict of tensors (a damaged or foreign file)")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{path}: {name} has non-finite values (NaN or inf) in {', '.join(bad[:3])}: the network "
+                        "diverged before this file was written; use an earlier snapshot")
+    return state
+
+
+def build_network(ckpt: dict, which: str, path: str | Path = "<checkpoint>") -> nn.Module:
+    """The network `which` (G, G_ema or D) of a checkpoint: its arguments are checked on the meta device against
+    the tensors' shapes first, then it is made on the CPU with those tensors."""
+    kwargs_key, cls = ("D_kwargs", Discriminator) if which == "D" else ("G_kwargs", Generator)
+    if which not in ckpt or kwargs_key not in ckpt:
+        raise UserError(f"{path}: has no discriminator (a generator-only export cannot resume training)"
+                        if which == "D" else f"{path}: has no '{which}' network")
+    state = check_state(path, which, ckpt[which])
+    kwargs = ckpt[kwargs_key]
     try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())[:300]
-        raise UserError(f"{path}: {name} does not fit its architecture arguments: {detail}") from None
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in cls(**kwargs).state_dict().items()}
+    except Exception as e:  # any argument error: TypeError, ValueError, OverflowError, ZeroDivisionError...
+        raise UserError(f"{path}: bad {kwargs_key} ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes != found:
+        diff = sorted(k for k in shapes.keys() | found.keys() if shapes.get(k) != found.get(k))
+        detail = ", ".join(f"{k} {list(found[k]) if k in found else 'missing'} (arguments: "
+                           f"{list(shapes[k]) if k in shapes else 'none'})" for k in diff[:3])
+        raise UserError(f"{path}: {which} does not fit its architecture arguments: {detail}")
+    with torch.device("meta"):
+        net = cls(**kwargs)
+    net = net.to_empty(device="cpu")  # every tensor is then overwritten from the file
+    net.load_state_dict(state, strict=True)
+    return net
 
 
 def build_generator(ckpt: dict, which: str = "G_ema", path: str | Path = "<checkpoint>") -> Generator:
-    try:
-        G = Generator(**ckpt["G_kwargs"])
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{path}: bad G_kwargs: {e}") from None
-    if which not in ckpt:
-        raise UserError(f"{path}: has no '{which}' network")
-    _load_into(G, ckpt[which], path, which)
-    return G
+    return build_network(ckpt, which, path)
 
 
 def build_discriminator(ckpt: dict, path: str | Path = "<checkpoint>") -> Discriminator:
-    if "D" not in ckpt or "D_kwargs" not in ckpt:
-        raise UserError(f"{path}: has no discriminator (a generator-only export cannot resume training)")
-    try:
-        D = Discriminator(**ckpt["D_kwargs"])
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{path}: bad D_kwargs: {e}") from None
-    _load_into(D, ckpt["D"], path, "D")
-    return D
+    return build_network(ckpt, "D", path)
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
     """G_ema of any supported network file, in eval mode, ready to sample."""
-    return build_generator(load_any(path), "G_ema", path).eval().requires_grad_(False).to(device)
+    ckpt = load_any(path, missing="--checkpoint: a .pt snapshot, an NVIDIA .pkl or an exported .safetensors")
+    return build_generator(ckpt, "G_ema", path).eval().requires_grad_(False).to(device)
+
+
+
+
+def load_training_snapshot(path: Path, G_kwargs: dict, D_kwargs: dict) -> dict:
+    """A snapshot this run can resume from: same architecture, every part of the training state, finite networks.
+    Anything else is a UserError that says how to get past it (move the file away: the run then resumes from the
+    snapshot before it)."""
+    ckpt = load_checkpoint(path)
+    check_same_architecture(path, "G", G_kwargs, ckpt["G_kwargs"])
+    check_same_architecture(path, "D", D_kwargs, ckpt.get("D_kwargs"))
+    missing = [k for k in TrainingSnapshot.__annotations__ if k not in ckpt]
+    if missing:
+        raise UserError(f"{path}: cannot resume from it: it lacks {', '.join(missing)} (not a training snapshot); "
+                        f"move it out of {path.parent} to resume from the one before it")
+    for name in ("G", "D", "G_ema"):
+        check_state(path, name, ckpt[name])
+    return ckpt
+
+
+def restore(path: Path, targets: dict[str, Any], ckpt: dict) -> None:
+    """load_state_dict of each target (network or optimizer) from ckpt[name], as one UserError if one does not fit."""
+    for name, target in targets.items():
+        try:
+            target.load_state_dict(ckpt[name])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise UserError(f"{path}: cannot resume from it: its {name} does not fit ({' '.join(str(e).split())[:200]}"
+                            f"); move it out of {path.parent} to resume from the one before it") from None
+
+
+def non_finite_networks(ckpt: dict) -> list[str]:
+    return [n for n in ("G", "D", "G_ema") if any(v.is_floating_point() and not torch.isfinite(v).all()
+                                                  for v in ckpt.get(n, {}).values())]
 
 
 def check_same_architecture(path: str | Path, name: str, expected: dict, found: dict) -> None:
@@ -150,14 +204,17 @@ def load_safetensors(path: str | Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{path}: corrupt safetensors file ({e})") from None
-    if "G_kwargs" in meta:
-        kwargs = json.loads(meta["G_kwargs"])
-    elif path.with_suffix(".json").is_file():
-        kwargs = json.loads(path.with_suffix(".json").read_text())["G_kwargs"]
-    else:
-        raise UserError(f"{path}: no G_kwargs in its metadata and no {path.with_suffix('.json').name} beside it")
+        if "G_kwargs" in meta:
+            kwargs = json.loads(meta["G_kwargs"])
+        elif path.with_suffix(".json").is_file():
+            kwargs = json.loads(path.with_suffix(".json").read_text())["G_kwargs"]
+        else:
+            raise UserError(f"{path}: no G_kwargs in its metadata and no {path.with_suffix('.json').name} beside it")
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+        raise UserError(f"{path}: corrupt safetensors file or metadata ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]})") from None
+    if not isinstance(kwargs, dict):
+        raise UserError(f"{path}: its G_kwargs metadata is not a mapping of constructor arguments")
     return {"format": FORMAT, "G_kwargs": kwargs, "G_ema": tensors}
 
 

@@ -8,8 +8,30 @@ import signal
 from stylegan.errors import UserError
 
 EXIT_PREEMPTED = 3  # training stopped on a signal after writing a snapshot: requeue the job to go on
+# How long before its time limit a job is told to snapshot and stop (slurm/train.sh: #SBATCH --signal=B:USR1@120).
+SIGNAL_LEAD_S = 120
 # Snapshot and stop: TERM (preemption, scancel), USR1 (slurm/train.sh's time-limit warning), USR2 (submitit's).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class StopRequest:
+    """While active, the first of STOP_SIGNALS is recorded in `signum` instead of ending the process; the handlers
+    that were there before (submitit's, say) are back in place on exit."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous: dict = {}
+
+    def _record(self, signum: int, frame) -> None:
+        self.signum = self.signum or signum
+
+    def __enter__(self) -> StopRequest:
+        self.previous = {sig: signal.signal(sig, self._record) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def array_task(index: int | None, count: int | None) -> tuple[int, int]:
@@ -39,6 +61,32 @@ def torchrun_rank() -> tuple[int, int, int]:
 def restart_attempt() -> int:
     """How many times torchrun has restarted this job's workers (0 on the first attempt or without torchrun)."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+
+
+def rendezvous_port(job_id: int) -> int:
+    """The torchrun rendezvous / process-group port of a Slurm job: one per job, so jobs sharing a node do not
+    collide (slurm/train.sh computes the same in shell)."""
+    return 20000 + job_id % 20000
+
+
+def parse_minutes(text: str) -> int:
+    """A Slurm time limit (`MM`, `HH:MM:SS`, `D-HH:MM:SS`, `D-HH`) in whole minutes, rounded up."""
+    days, _, clock = text.rpartition("-") if "-" in text else ("0", "", text)
+    try:
+        parts = [int(p) for p in clock.split(":")]
+        days_n = int(days)
+    except ValueError:
+        raise UserError(f"--time {text!r}: use MM, HH:MM:SS or D-HH:MM:SS") from None
+    if "-" in text:  # after D-, the fields are HH[:MM[:SS]]
+        parts += [0] * (3 - len(parts))
+    elif len(parts) == 1:
+        parts = [0, parts[0], 0]
+    elif len(parts) == 2:
+        parts = [0, *parts]
+    if len(parts) != 3 or min(parts + [days_n]) < 0:
+        raise UserError(f"--time {text!r}: use MM, HH:MM:SS or D-HH:MM:SS")
+    hours, minutes, seconds = parts
+    return days_n * 1440 + hours * 60 + minutes + (1 if seconds else 0)
 
 
 def available_cpus() -> int:

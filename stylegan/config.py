@@ -1,7 +1,11 @@
 """Training configuration: one dataclass with documented defaults, read from YAML plus `key=value` overrides.
 
-Unknown keys and wrong types fail at start with a message that lists the valid keys. Defaults follow NVIDIA's
-StyleGAN2-ADA trainer (`--cfg=stylegan2` of the stylegan3 repository).
+Unknown keys and wrong types fail at start with a message that lists the valid keys. Defaults are those of
+stylegan2-ada-pytorch's `--cfg=auto` below 512x512 (channel_base 16384, 2 mapping layers, lr 0.0025, R1 gamma
+0.0002 * resolution^2 / batch, EMA half-life batch * 10/32 kimg with a 0.05 ramp-up, ADA target 0.6 over 500 kimg),
+and a resume from a network file takes NVIDIA's `--resume` settings (ADA over 100 kimg, no EMA ramp-up). The
+stylegan3 repository's `--cfg=stylegan2` differs: 8 mapping layers, lr 0.002, channel_base 32768
+(configs/paper256.yaml). Loss defaults live in `stylegan.losses.LossConfig`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from typing import Any
 import yaml
 
 from stylegan.errors import UserError
+from stylegan.losses import LossConfig
+
+AUTO = -1.0  # "derive this value" for the keys that say so
 
 
 @dataclass
@@ -47,15 +54,15 @@ class TrainConfig:
     dlr: float = 0.0025
     betas: list = field(default_factory=lambda: [0.0, 0.99])
     eps: float = 1e-8
-    r1_gamma: float = 1.0
+    r1_gamma: float = AUTO              # -1: 0.0002 * resolution^2 / batch
     r1_interval: int = 16               # lazy R1 every 16 minibatches
-    pl_weight: float = 2.0
+    pl_weight: float = LossConfig.pl_weight
     pl_interval: int = 4
-    pl_batch_shrink: int = 2
-    pl_decay: float = 0.01
-    style_mixing: float = 0.9
-    ema_kimg: float = -1.0              # G_ema half-life; -1 = batch * 10 / 32 (official)
-    ema_rampup: float = 0.05            # 0 = off
+    pl_batch_shrink: int = LossConfig.pl_batch_shrink
+    pl_decay: float = LossConfig.pl_decay
+    style_mixing: float = LossConfig.style_mixing
+    ema_kimg: float = AUTO              # G_ema half-life; -1: batch * 10 / 32
+    ema_rampup: float = AUTO            # -1: 0.05, or 0 (off) when fine-tuning from `resume`; 0 = off
 
     # Augmentation
     aug: str = "ada"                    # ada | fixed | noaug
@@ -63,21 +70,23 @@ class TrainConfig:
     aug_p: float = 0.0                  # initial (ada) or constant (fixed) probability
     ada_target: float = 0.6
     ada_interval: int = 4
-    ada_kimg: float = 500.0             # how fast p can move: 0 -> 1 in this many kimg
+    ada_kimg: float = AUTO              # how fast p can move (0 -> 1 in this many kimg); -1: 500, 100 fine-tuning
 
     # Transfer learning
-    resume: str = "auto"                # auto | path (.pt/.pkl/.safetensors) | none; the run's own snapshot wins
-    transfer_min_fraction: float = 0.5  # refuse a resume source when fewer tensors than this match
+    resume: str = "none"                # starting weights of a new run: a .pt/.pkl/.safetensors file, or none;
+                                        # a run that has snapshots always resumes from its latest one
+    transfer_partial: bool = False      # copy what fits when the resume source's mapping depth or channels differ
     freezed: int = 0                    # freeze this many D layers, counted from the input side
 
     # Schedule and logging
     kimg: float = 25000.0               # total training length
     tick_kimg: float = 4.0              # progress line, stats and TensorBoard every tick
     snap: int = 50                      # snapshot (checkpoint + fakes grid) every `snap` ticks
+    keep_snapshots: int = 0             # keep only the newest N snapshots; 0 = keep all
     grid_size: int = 8                  # fakes grid is grid_size x grid_size
 
     # Speed
-    compile: bool = True                # GPU: torch.compile Gmain/Dmain (2.3x, benchmarks/RESULTS.md); CPU: eager
+    compile: bool = True                # GPU: torch.compile Gmain/Dmain (benchmarks/RESULTS.md); CPU: eager
 
     # Fault handling
     nan_rollback: int = 5               # this many non-finite steps in a row: roll back to the last snapshot
@@ -95,6 +104,33 @@ class TrainConfig:
             raise UserError("config: batch must be >= 1 and batch_gpu >= 0")
         if len(self.betas) != 2:
             raise UserError("config: betas must be a list of two numbers, e.g. [0.0, 0.99]")
+        if self.freezed < 0 or self.keep_snapshots < 0:
+            raise UserError("config: freezed and keep_snapshots must be >= 0")
+
+    @property
+    def fine_tuning(self) -> bool:
+        """A new run starts from the weights of a network file."""
+        return self.resume not in ("", "none", "auto")
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every automatic (-1) value replaced by the value it stands for."""
+        auto = {
+            "r1_gamma": 0.0002 * self.resolution ** 2 / self.batch,
+            "ema_kimg": self.batch * 10 / 32,
+            "ema_rampup": 0.0 if self.fine_tuning else 0.05,
+            "ada_kimg": 100.0 if self.fine_tuning else 500.0,
+        }
+        return dataclasses.replace(self, **{k: v for k, v in auto.items() if getattr(self, k) == AUTO})
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(LossConfig)})
+
+    def split_batch(self, world: int) -> tuple[int, int]:
+        """(images per GPU per round, rounds accumulated per step) for `world` GPUs."""
+        batch_gpu = self.batch_gpu or self.batch // world
+        if batch_gpu < 1 or self.batch % (batch_gpu * world):
+            raise UserError(f"config: batch {self.batch} must be a multiple of batch_gpu {batch_gpu} x {world} GPUs")
+        return batch_gpu, self.batch // (batch_gpu * world)
 
     def generator_kwargs(self, c_dim: int) -> dict:
         return dict(z_dim=self.z_dim, c_dim=c_dim, w_dim=self.w_dim, img_resolution=self.resolution,

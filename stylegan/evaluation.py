@@ -2,77 +2,32 @@
 of evaluator jobs, results into `RUN/metric-<name>.jsonl` and TensorBoard scalars at the snapshot's kimg.
 
 Only complete snapshots exist under their final names (atomic writes), so a snapshot being written is never read.
-A (snapshot, metric) pair is claimed with a lock file created with O_EXCL; a lock older than `stale_s` (a dead
-evaluator) is taken over. Under torchrun, rank 0 decides what to evaluate and writes the results; every rank
-generates and extracts its share of the images.
+A (snapshot, metric) pair is claimed with a lock file that names its owner (stylegan.fileio): a lock whose owner died
+on this host is taken over at once, one of another host when older than `stale_s`. Results are keyed by the
+snapshot's image count, which its name carries (stylegan.rundir), so every snapshot is scored once. Under torchrun,
+rank 0 decides what to evaluate and writes the results; every rank generates and extracts its share of the images.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import time
 from pathlib import Path
 
-import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from stylegan.checkpoint import build_generator, list_snapshots, load_checkpoint
+from stylegan.checkpoint import build_generator, load_checkpoint
 from stylegan.distributed import DistEnv, broadcast_object
 from stylegan.errors import UserError
-from stylegan.fileio import write_text_atomic
+from stylegan.fileio import try_lock
 from stylegan.metrics.compute import MetricSpec, compute_metric, detector_for, parse_metric
-
-
-def try_lock(path: Path, stale_s: float) -> bool:
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            with contextlib.suppress(FileNotFoundError):
-                if time.time() - path.stat().st_mtime > stale_s:
-                    path.unlink()
-                    continue
-            return False
-        os.write(fd, f"{os.uname().nodename} {os.getpid()}\n".encode())
-        os.close(fd)
-        return True
-    return False
-
-
-@contextlib.contextmanager
-def held_lock(path: Path, stale_s: float = 60.0, wait_s: float = 30.0):
-    """Block until the lock is ours (for short read-modify-write sections), then release it."""
-    deadline = time.time() + wait_s
-    while not try_lock(path, stale_s):
-        if time.time() > deadline:
-            raise UserError(f"{path}: lock held for over {wait_s:.0f} s; remove it if no evaluator is running")
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def results(run_dir: Path, metric: str) -> list[dict]:
-    path = run_dir / f"metric-{metric}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
-def append_result(run_dir: Path, metric: str, row: dict) -> None:
-    path = run_dir / f"metric-{metric}.jsonl"
-    with held_lock(path.with_name(path.name + ".lock")):
-        old = path.read_text() if path.is_file() else ""
-        write_text_atomic(path, old + json.dumps(row) + "\n")
+from stylegan.rundir import RunDir
 
 
 class RunEvaluator:
     def __init__(self, run_dir: Path, metrics: list[str], data_dir: Path | None, detector_path: str | None,
                  env: DistEnv, batch: int = 64, compile: bool = False, stale_s: float = 3600.0):
-        self.run_dir = run_dir
-        config_path = run_dir / "config.yaml"
-        self.config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+        self.rundir = RunDir(run_dir)
+        self.config = self.rundir.saved_config()
         data = data_dir or self.config.get("data")
         if not data:
             raise UserError(f"{run_dir}: no config.yaml naming the dataset; pass --data DIR")
@@ -83,25 +38,30 @@ class RunEvaluator:
         self.skipped: set[str] = set()
         self.writer: SummaryWriter | None = None
 
-    def pending(self) -> list[tuple[int, Path, MetricSpec]]:
-        done = {(r["snapshot"], s.name) for s in self.specs for r in results(self.run_dir, s.name)}
-        snaps = list_snapshots(self.run_dir / "checkpoints")[::-1]
-        return [(kimg, p, s) for kimg, p in snaps for s in self.specs
-                if (p.name, s.name) not in done and p.name not in self.skipped]
+    def done(self, metric: str) -> set[int]:
+        """Image counts of the snapshots that have a result for `metric`."""
+        return {round(r["kimg"] * 1000) for r in self.rundir.results(metric)}
 
-    def claim(self, lock: Path, snapshot: str, metric: str) -> bool:
+    def pending(self) -> list[tuple[int, Path, MetricSpec]]:
+        done = {s.name: self.done(s.name) for s in self.specs}
+        return [(nimg, p, s) for nimg, p in self.rundir.snapshots()[::-1] for s in self.specs
+                if nimg not in done[s.name] and p.name not in self.skipped]
+
+    def claim(self, lock: Path, nimg: int, metric: str) -> bool:
         if not self.env.is_main:
             return False
         if not try_lock(lock, self.stale_s):
+            owner = lock.read_text().split()[:2] if lock.exists() else ["?", "?"]
+            print(f"{lock.name}: being evaluated by {' pid '.join(owner)}; left to it", flush=True)
             return False
-        if any(r["snapshot"] == snapshot for r in results(self.run_dir, metric)):
+        if nimg in self.done(metric):
             lock.unlink()  # another evaluator finished it between our listing and our lock
             return False
         return True
 
-    def evaluate(self, kimg: int, path: Path, spec: MetricSpec) -> dict | None:
-        lock = self.run_dir / f".lock-{path.stem}-{spec.name}"
-        if not broadcast_object(self.claim(lock, path.name, spec.name)):
+    def evaluate(self, nimg: int, path: Path, spec: MetricSpec) -> dict | None:
+        lock = self.rundir.claim_path(path, spec.name)
+        if not broadcast_object(self.claim(lock, nimg, spec.name)):
             return None
         try:
             try:
@@ -119,13 +79,12 @@ class RunEvaluator:
                                       self.env.world, self.batch)
             if not self.env.is_main:
                 return None
-            nimg = ckpt.get("progress", {}).get("cur_nimg", kimg * 1000)
             row = {"snapshot": path.name, "kimg": nimg / 1000, "metric": spec.name, "value": value,
                    "seconds": round(time.time() - start, 3),
-                   "detector_sha256": self.detector.sha256 if spec.kind != "swd" else None}
-            append_result(self.run_dir, spec.name, row)
+                   "detector_sha256": None if spec.weight_free else self.detector.sha256}
+            self.rundir.append_result(spec.name, row)
             if self.writer is None:  # its own event file: training and evaluation never write the same file
-                self.writer = SummaryWriter(str(self.run_dir), filename_suffix=".eval")
+                self.writer = SummaryWriter(str(self.rundir.path), filename_suffix=".eval")
             self.writer.add_scalar(f"Metrics/{spec.name}", value, nimg // 1000)
             self.writer.flush()
             print(f"{path.name} {spec.name} {value:.4f} ({row['seconds']:.1f} s)", flush=True)
@@ -135,14 +94,14 @@ class RunEvaluator:
                 lock.unlink(missing_ok=True)
 
     def training_finished(self) -> bool:
-        snaps = list_snapshots(self.run_dir / "checkpoints")
+        snaps = self.rundir.snapshots()
         total = float(self.config.get("kimg", float("inf"))) * 1000
         return bool(snaps) and load_checkpoint(snaps[-1][1]).get("progress", {}).get("cur_nimg", 0) >= total
 
     def run(self, watch: bool, poll_s: float = 30.0) -> None:
         while True:
-            for kimg, path, spec in broadcast_object(self.pending()):
-                self.evaluate(kimg, path, spec)
+            for nimg, path, spec in broadcast_object(self.pending()):
+                self.evaluate(nimg, path, spec)
             if not watch or broadcast_object(self.training_finished() and not self.pending()):
                 break
             time.sleep(poll_s)

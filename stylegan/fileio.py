@@ -1,16 +1,33 @@
-"""Atomic file writes and content hashes, shared by every job that writes to the shared filesystem."""
+"""Atomic file writes, lock files with an owner, and content hashes: shared by every job that writes to the shared
+filesystem. Files and folders are created with the process's umask (a group or colleague can read what a job
+wrote wherever the umask lets them)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from stylegan.errors import UserError
+
 TMP_PREFIX = ".tmp-"
+
+
+def _create_temp(directory: Path, name: str) -> Path:
+    """A new empty file beside `name`, mode 0666 less the umask (mkstemp would make it 0600 whatever the umask)."""
+    while True:
+        tmp = directory / f"{TMP_PREFIX}{secrets.token_hex(4)}-{name}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -25,10 +42,9 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix="-" + path.name, dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path.parent, path.name)
     try:
-        yield Path(tmp)
+        yield tmp
         if durable:
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -67,6 +83,80 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def cache_dir() -> Path:
+    """$STYLEGAN_CACHE (default ~/.cache/stylegan): detector weights and compiled kernels. Put it on the shared
+    filesystem, so that every node, rank and requeued job finds what one of them made."""
+    return Path(os.environ.get("STYLEGAN_CACHE", Path.home() / ".cache" / "stylegan"))
+
+
+def use_compile_cache() -> Path:
+    """Point torch.compile's caches (Inductor's graphs and AOTAutograd's, Triton's kernels) at
+    cache_dir()/torch-compile unless TORCHINDUCTOR_CACHE_DIR is set: ranks and requeues then reuse one compile."""
+    return Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torch-compile")))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lock files: created with O_EXCL, holding their owner (host, pid, process start time), so that a lock whose owner
+# died on this host is taken over at once; a lock of another host is taken over when older than `stale_s`.
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (distinguishes a reused pid); None when no such process exists."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()} {os.getpid()} {_process_start(os.getpid()) or 0} {time.time():.0f}"
+
+
+def lock_is_stale(path: Path, stale_s: float) -> bool:
+    """The lock's owner is gone: a process of this host that no longer runs, or (other hosts, unreadable owners)
+    a lock older than `stale_s`."""
+    try:
+        owner = path.read_text().split()
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return False  # released meanwhile: not ours to remove, just try again
+    if len(owner) >= 3 and owner[0] == socket.gethostname() and owner[1].isdigit():
+        return _process_start(int(owner[1])) != owner[2]
+    return age > stale_s
+
+
+def try_lock(path: Path, stale_s: float) -> bool:
+    """Take the lock at `path` if it is free or stale; False when a live owner holds it."""
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            if lock_is_stale(path, stale_s):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            return False
+        os.write(fd, (_owner() + "\n").encode())
+        os.close(fd)
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, stale_s: float = 60.0, wait_s: float = 30.0) -> Iterator[None]:
+    """Block until the lock is ours (for short read-modify-write sections), then release it."""
+    deadline = time.time() + wait_s
+    while not try_lock(path, stale_s):
+        if time.time() > deadline:
+            raise UserError(f"{path}: lock held for over {wait_s:.0f} s by a live process "
+                            f"({path.read_text().strip() if path.exists() else 'gone'}); retry when it is done")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -1,7 +1,8 @@
-"""StyleGAN2 losses: non-saturating logistic loss, lazy R1 on reals, path-length regularisation, style mixing.
+"""StyleGAN2 losses, one entry point per training phase: Gmain (non-saturating logistic loss, style mixing), Greg
+(path-length regularisation), Dmain (logistic loss on fakes and reals) and Dreg (lazy R1 on reals).
 
-Each `*_loss` function returns a scalar to backpropagate for one minibatch round; the training step multiplies
-lazily applied regularisers by their interval (the official `gain`). Numbers match stylegan2-ada-pytorch.
+Each phase returns the loss to backpropagate for one minibatch round and its statistics by name; the trainer
+multiplies lazily applied regularisers by their interval (the official `gain`). Numbers match stylegan2-ada-pytorch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import torch.nn.functional as F
 
 from stylegan.augment import AugmentPipe
 from stylegan.networks import Discriminator, Generator
+
+Stats = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -46,36 +49,55 @@ def run_D(D: Discriminator, img: torch.Tensor, c: torch.Tensor, augment: Augment
     return D(img, c)
 
 
-def g_main_loss(G, D, augment, z, c, cfg: LossConfig) -> torch.Tensor:
-    img, _ = run_G(G, z, c, cfg.style_mixing)
-    return F.softplus(-run_D(D, img, c, augment)).mean()
+class StyleGAN2Loss:
+    """The phases' losses. `G_main`/`D_main` may be compiled versions of `G`/`D` (same parameters); the
+    regularisers differentiate twice and always call the eager modules."""
 
+    def __init__(self, G: Generator, D: Discriminator, augment: AugmentPipe | None, cfg: LossConfig,
+                 G_main: Generator | None = None, D_main: Discriminator | None = None):
+        self.G, self.D, self.augment, self.cfg = G, D, augment, cfg
+        self.G_main = G_main if G_main is not None else G
+        self.D_main = D_main if D_main is not None else D
+        self.pl_mean = torch.zeros([], device=G.mapping.fc0.weight.device)
 
-def g_pl_loss(G, z, c, pl_mean: torch.Tensor, cfg: LossConfig) -> torch.Tensor:
-    """Path length: |J_w^T y| for random image-space y should stay near its running mean. Updates pl_mean."""
-    n = max(z.shape[0] // cfg.pl_batch_shrink, 1)
-    img, ws = run_G(G, z[:n], c[:n], cfg.style_mixing)
-    noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
-    (grads,) = torch.autograd.grad(outputs=[(img * noise).sum()], inputs=[ws], create_graph=True)
-    lengths = grads.square().sum(2).mean(1).sqrt()
-    new_mean = pl_mean.lerp(lengths.mean().detach(), cfg.pl_decay)
-    pl_mean.copy_(new_mean)
-    return (lengths - new_mean).square().mean() * cfg.pl_weight
+    def running(self, phase: str) -> list[torch.Tensor]:
+        """The running averages `phase` lerps in place (the trainer restores them before each minibatch round and
+        sets them to the mean over rounds and ranks afterwards)."""
+        return {"Greg": [self.pl_mean], "Dmain": [self.G.mapping.w_avg]}.get(phase, [])
 
+    def __call__(self, phase: str, real: torch.Tensor, real_c: torch.Tensor, z: torch.Tensor, c: torch.Tensor
+                 ) -> tuple[torch.Tensor, Stats]:
+        return getattr(self, phase)(real, real_c, z, c)
 
-def d_fake_loss(G, D, augment, z, c, cfg: LossConfig) -> torch.Tensor:
-    with torch.no_grad():
-        img, _ = run_G(G, z, c, cfg.style_mixing, update_emas=True)
-    return F.softplus(run_D(D, img, c, augment)).mean()
+    def Gmain(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
+        img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing)
+        loss = F.softplus(-run_D(self.D_main, img, c, self.augment)).mean()
+        return loss, {"loss_G": loss}
 
+    def Greg(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
+        """Path length: |J_w^T y| for random image-space y should stay near its running mean (pl_mean)."""
+        n = max(z.shape[0] // self.cfg.pl_batch_shrink, 1)
+        img, ws = run_G(self.G, z[:n], c[:n], self.cfg.style_mixing)
+        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+        (grads,) = torch.autograd.grad(outputs=[(img * noise).sum()], inputs=[ws], create_graph=True)
+        lengths = grads.square().sum(2).mean(1).sqrt()
+        new_mean = self.pl_mean.lerp(lengths.mean().detach(), self.cfg.pl_decay)
+        self.pl_mean.copy_(new_mean)
+        loss = (lengths - new_mean).square().mean() * self.cfg.pl_weight
+        return loss, {"pl_penalty": loss}
 
-def d_real_loss(D, augment, real: torch.Tensor, c: torch.Tensor, cfg: LossConfig, main: bool, r1: bool
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss on reals (main and/or R1 = gamma/2 * |grad_x D(x)|^2) and the logits' signs, for ADA."""
-    real = real.detach().requires_grad_(r1)
-    logits = run_D(D, real, c, augment)
-    loss = F.softplus(-logits).mean() if main else logits.new_zeros([])
-    if r1:
+    def Dmain(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
+        with torch.no_grad():
+            img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing, update_emas=True)
+        fake_loss = F.softplus(run_D(self.D_main, img, c, self.augment)).mean()
+        real_logits = run_D(self.D_main, real.detach(), real_c, self.augment)
+        loss = fake_loss + F.softplus(-real_logits).mean()
+        return loss, {"loss_D": loss, "real_sign": real_logits.detach().sign().mean()}
+
+    def Dreg(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
+        """R1 = gamma/2 * |grad_x D(augment(x))|^2 on reals."""
+        real = real.detach().requires_grad_(True)
+        logits = run_D(self.D, real, real_c, self.augment)
         (grads,) = torch.autograd.grad(outputs=[logits.sum()], inputs=[real], create_graph=True)
-        loss = loss + grads.square().sum([1, 2, 3]).mean() * (cfg.r1_gamma / 2)
-    return loss, logits.detach().sign()
+        loss = grads.square().sum([1, 2, 3]).mean() * (self.cfg.r1_gamma / 2)
+        return loss, {"r1_penalty": loss}

@@ -10,21 +10,21 @@ from __future__ import annotations
 import collections
 import json
 import multiprocessing
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from stylegan.data.images import encode_png
+from stylegan.cluster import task_range
 from stylegan.errors import UserError
 from stylegan.fileio import atomic_path, write_text_atomic
+from stylegan.imagefiles import png_complete, save_png, tile, to_uint8
 from stylegan.networks import Generator
 from stylegan.progress import Progress
-from stylegan.seeds import seed_latents, to_uint8
+from stylegan.seeds import seed_latents
 
 RING_SLOTS = 4  # batches in flight between the device and the PNG writers
 
@@ -38,7 +38,7 @@ class SampleOptions:
     batch: int = 32
     device: str = "cpu"
     fixed_batch: bool = False  # pad short batches: one input shape for a compiled network
-    png_level: int = 1  # zlib level of per-seed PNGs; 0 is ~10x faster to encode and ~2x larger (encode_png)
+    png_level: int = 1  # zlib level of per-seed PNGs; 0 is much faster to encode and larger (encode_png)
 
 
 def seed_path(outdir: Path, seed: int) -> Path:
@@ -80,29 +80,27 @@ def synthesize(G: Generator, ws: torch.Tensor, opts: SampleOptions) -> np.ndarra
     return np.concatenate(out) if out else np.zeros((0, G.img_resolution, G.img_resolution, 3), np.uint8)
 
 
+def grid_latents(n: int, z_dim: int, c_dim: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed latents of a training run's fakes grids, and labels cycling through the classes."""
+    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    c = torch.zeros(n, c_dim, device=device)
+    if c_dim:
+        c[torch.arange(n), torch.arange(n) % c_dim] = 1
+    return z, c
+
+
+@torch.no_grad()
+def fakes_grid(G: Generator, z: torch.Tensor, c: torch.Tensor, size: int, batch: int) -> np.ndarray:
+    """A size x size sheet of G(z, c) with constant noise, `batch` images per call."""
+    images = [to_uint8(G(zb, cb, noise_mode="const")).cpu() for zb, cb in zip(z.split(batch), c.split(batch),
+                                                                                strict=True)]
+    return tile(torch.cat(images).numpy(), size, size)
+
+
 def seed_images(G: Generator, seeds: list[int], opts: SampleOptions) -> Iterator[tuple[list[int], np.ndarray]]:
     for i in range(0, len(seeds), opts.batch):
         chunk = seeds[i:i + opts.batch]
         yield chunk, synthesize(G, seed_ws(G, chunk, opts), opts)
-
-
-def save_png(image: np.ndarray, path: Path, png_level: int = 1, durable: bool = True) -> None:
-    with atomic_path(path, durable) as tmp:
-        tmp.write_bytes(encode_png(image, png_level))
-
-
-PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every PNG ends with
-
-
-def png_complete(path: Path) -> bool:
-    """The file exists and ends like a PNG: per-seed files skip fsync (two per file were most of a writer's time),
-    so after a power loss a rerun must not trust a file that exists but lost its data."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(-len(PNG_END), os.SEEK_END)
-            return f.read() == PNG_END
-    except OSError:  # missing, or shorter than the trailer
-        return False
 
 
 _ring: torch.Tensor | None = None  # a writer process's view of the shared batch buffers
@@ -139,8 +137,8 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
 
     Each batch is copied from the device into one slot of a ring of shared-memory buffers that the writer
     processes mapped once at start; they get only (slot, range, paths), split so that all of them encode the same
-    batch while the device generates the next one. (Sending each batch as a new shared tensor cost ~100 ms of the
-    main process per 256x256 batch of 256 for allocating and mapping 50 MB.) The ring is page-locked, so the copy
+    batch while the device generates the next one (a new shared tensor per batch would cost the main process an
+    allocation and a mapping each time; benchmarks/RESULTS.md). The ring is page-locked, so the copy
     is queued behind the batch like any kernel: the host queues batch k+1 before it waits for batch k's copy, and
     the device never waits for the host."""
     todo = [s for s in seeds if not png_complete(seed_path(outdir, s))]
@@ -157,9 +155,9 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
     res, device = G.img_resolution, torch.device(opts.device)
     ring = torch.empty((RING_SLOTS, opts.batch, res, res, 3), dtype=torch.uint8).share_memory_()
     pinned = pin(ring, device)
-    # forkserver: one fresh process imports this program once and forks the writers from it, so 14 writers start
-    # in about the time of one import (spawn imported torch in each, ~5 s of a 20k-seed job), and none inherits
-    # the CUDA context or this process's threads (which plain fork would).
+    # forkserver: one fresh process imports this program once and forks the writers from it, so many writers start
+    # in about the time of one import (spawn would import torch in each), and none inherits the CUDA context or this
+    # process's threads (which plain fork would).
     pool = multiprocessing.get_context("forkserver").Pool(workers, initializer=attach_ring, initargs=(ring,))
     free, busy = collections.deque(range(RING_SLOTS)), collections.deque()
 
@@ -213,29 +211,62 @@ def write_manifest(path: Path, seeds: list[int], outdir: Path, checkpoint_sha256
     write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
+def sample_seeds(G: Generator, seeds: list[int], outdir: Path, opts: SampleOptions, checkpoint_sha256: str,
+                 task: int = 0, num_tasks: int = 1, rank: int = 0, world: int = 1, workers: int = 2) -> list[int]:
+    """This array task's and rank's share of `seeds` as per-seed PNGs, and its manifest. Returns the share."""
+    start, end = task_range(len(seeds), task, num_tasks)
+    mine = seeds[start:end][rank::world]
+    write_seed_pngs(G, mine, outdir, opts, workers=workers, desc=f"sample task {task}/{num_tasks}")
+    name = f"manifest-{task:04d}.jsonl" if world == 1 else f"manifest-{task:04d}-rank{rank}.jsonl"
+    write_manifest(outdir / name, mine, outdir, checkpoint_sha256, opts)
+    print(f"wrote {len(mine)} seeds of {len(seeds)} to {outdir} (task {task}/{num_tasks}, rank {rank}/{world})")
+    return mine
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# Figures: grids, walks, style mixing.
+# Figures: grids, walks, style mixing. Each is one job's whole output: written once, by one process.
 
-LABEL_HEIGHT = 12
+def parse_grid(text: str) -> tuple[int, int]:
+    try:
+        cols, rows = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--grid {text!r}: use COLSxROWS, e.g. 8x8") from None
+    if cols < 1 or rows < 1 or cols * rows > 4096:
+        raise UserError(f"--grid {text!r}: columns and rows must be >= 1 and at most 4096 cells")
+    return cols, rows
 
 
-def tile(images: np.ndarray, cols: int, rows: int, captions: list[str] | None = None) -> np.ndarray:
-    """Images [N, H, W, 3] into a rows x cols sheet (row-major), white cells where N < rows*cols; with captions,
-    a strip of LABEL_HEIGHT pixels under each cell carries its text."""
-    n, h, w, _ = images.shape
-    cell_h = h + (LABEL_HEIGHT if captions else 0)
-    sheet = np.full((rows * cell_h, cols * w, 3), 255, dtype=np.uint8)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        sheet[r * cell_h: r * cell_h + h, c * w: (c + 1) * w] = images[i]
-    if not captions:
-        return sheet
-    pil = Image.fromarray(sheet)
-    draw = ImageDraw.Draw(pil)
-    for i, text in enumerate(captions):
-        r, c = divmod(i, cols)
-        draw.text((c * w + 2, r * cell_h + h), text, fill=(0, 0, 0))
-    return np.asarray(pil)
+def write_grids(G: Generator, seeds: list[int], cols: int, rows: int, outdir: Path, opts: SampleOptions,
+                labels: bool = False) -> list[Path]:
+    """`grid<n>.png` contact sheets of cols x rows seeds (as many sheets as the seeds need)."""
+    per_sheet = cols * rows
+    images = [img for _, batch in seed_images(G, seeds, opts) for img in batch]
+    paths = []
+    for n, i in enumerate(range(0, len(seeds), per_sheet)):
+        captions = [str(s) for s in seeds[i:i + per_sheet]] if labels else None
+        paths.append(outdir / f"grid{n:04d}.png")
+        save_png(tile(np.stack(images[i:i + per_sheet]), cols, rows, captions), paths[-1])
+    print(f"wrote {len(paths)} grid sheet(s) of {cols}x{rows} to {outdir}")
+    return paths
+
+
+def write_walk(G: Generator, seeds: list[int], frames: int, space: str, outdir: Path, opts: SampleOptions,
+               fps: int = 10) -> list[Path]:
+    """The walk's frames as `walk/frame<i>.png`, and walk.gif (+ walk.mp4)."""
+    images = synthesize(G, walk_ws(G, seeds, frames, space, opts), opts)
+    for i, frame in enumerate(images):
+        save_png(frame, outdir / "walk" / f"frame{i:04d}.png")
+    written = write_animation(images, outdir, fps=fps)
+    print(f"wrote {len(images)} frames to {outdir / 'walk'} and {', '.join(p.name for p in written)}")
+    return written
+
+
+def write_style_mix(G: Generator, row_seeds: list[int], col_seeds: list[int], layers: list[int], outdir: Path,
+                    opts: SampleOptions) -> Path:
+    path = outdir / "style-mix.png"
+    save_png(style_mix_figure(G, row_seeds, col_seeds, layers, opts), path)
+    print(f"wrote {path}")
+    return path
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

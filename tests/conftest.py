@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,19 @@ FIXTURE_NAMES = ["uncond32", "cond16"]
 # The network of the CPU training tests (16x16, a few channels); each test file adds its schedule.
 TINY_TRAIN = ["resolution=16", "z_dim=32", "w_dim=32", "channel_base=256", "channel_max=32", "map_layers=2",
               "mbstd_group=2", "workers=1"]
+
+
+def run_job(name: str, *args: str, check: bool = True, env: dict | None = None, timeout: float = 600,
+            nproc: int = 1, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """`python -m jobs.<name> args...` as a user runs it (under torchrun when nproc > 1), output captured; with
+    `check`, a non-zero exit fails the test with the output's end. One thread, so runs sum floats alike."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] \
+        if nproc > 1 else [sys.executable]
+    result = subprocess.run([*launcher, "-m", f"jobs.{name}", *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
 
 
 class Fixture:

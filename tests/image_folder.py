@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -63,8 +61,8 @@ def make_image_folder(root: Path, count: int = 300, seed: int = 0) -> int:
 
 def preprocess_folder(src: Path, dest: Path, resolution: int = 16, *extra: str) -> Path:
     """Run the real preprocess job on a folder (one task, one worker) and return the dataset folder."""
-    repo = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "jobs.preprocess", "--source", str(src), "--dest", str(dest),
-                    "--resolution", str(resolution), "--workers", "1", *extra], cwd=repo, check=True,
-                   capture_output=True)
+    from tests.conftest import run_job
+
+    run_job("preprocess", "--source", str(src), "--dest", str(dest), "--resolution", str(resolution), "--workers", "1",
+            *extra)
     return dest

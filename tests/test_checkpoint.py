@@ -1,4 +1,4 @@
-"""Snapshot files: weights_only round trip, atomic writes under SIGKILL, latest-snapshot lookup, exports."""
+"""Checkpoint files: weights_only round trip, atomic writes under SIGKILL, exports, corrupt files."""
 
 import random
 import subprocess
@@ -14,17 +14,15 @@ from stylegan.checkpoint import (
     capture_rng,
     check_same_architecture,
     export_safetensors,
-    latest_snapshot,
-    list_snapshots,
     load_any,
     load_checkpoint,
     load_generator,
     restore_rng,
     save_checkpoint,
-    snapshot_name,
 )
 from stylegan.errors import UserError
 from stylegan.networks import Discriminator, Generator
+from stylegan.rundir import RunDir
 from tests.conftest import REPO, tiny_discriminator_kwargs, tiny_generator_kwargs
 
 
@@ -42,7 +40,7 @@ def training_checkpoint(kimg: int = 0) -> dict:
 
 def test_round_trip_with_weights_only(tmp_path):
     ckpt = training_checkpoint(4)
-    path = tmp_path / snapshot_name(4)
+    path = tmp_path / "network-snapshot-000004.000.pt"
     save_checkpoint(path, ckpt)
     back = torch.load(path, weights_only=True)
     assert back["progress"] == ckpt["progress"] and back["config"] == ckpt["config"]
@@ -67,7 +65,8 @@ def test_rng_state_round_trip(tmp_path):
 
 def test_sigkill_during_write_never_leaves_a_partial_snapshot(tmp_path):
     old = training_checkpoint(1)
-    path = tmp_path / snapshot_name(1)
+    run = RunDir(tmp_path)
+    path = run.snapshot(1000)
     save_checkpoint(path, old)
     # A writer process that is SIGKILLed after writing every byte of the temp file but before the rename.
     code = (
@@ -78,19 +77,9 @@ def test_sigkill_during_write_never_leaves_a_partial_snapshot(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO)
     assert result.returncode == -9
-    assert [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")], "the killed writer left no temp file"
-    assert list_snapshots(tmp_path) == [(1, path)]
+    assert [p for p in run.checkpoints.iterdir() if p.name.startswith(".tmp-")], "the killed writer left no temp"
+    assert run.snapshots() == [(1000, path)]
     assert load_checkpoint(path)["progress"] == old["progress"]
-
-
-def test_latest_snapshot_ignores_temp_and_other_files(tmp_path):
-    assert latest_snapshot(tmp_path) is None
-    for kimg in (0, 200, 40):
-        save_checkpoint(tmp_path / snapshot_name(kimg), {"format": 1})
-    (tmp_path / ".tmp-network-snapshot-000400.pt.abc").write_bytes(b"partial")
-    (tmp_path / "network-snapshot-latest.pt").write_bytes(b"x")
-    assert [k for k, _ in list_snapshots(tmp_path)] == [0, 40, 200]
-    assert latest_snapshot(tmp_path) == tmp_path / snapshot_name(200)
 
 
 @pytest.mark.parametrize("content,match", [

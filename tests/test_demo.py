@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from stylegan.data.textures import texture
+from stylegan.rundir import RunDir
 from tests.conftest import REPO
 
 
@@ -26,6 +28,7 @@ def test_textures_are_deterministic_and_varied(tmp_path):
     assert not np.array_equal(texture(0, 5, 32), texture(1, 5, 32))
 
 
+@pytest.mark.slow
 def test_short_demo_produces_every_output_and_learns(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run([sys.executable, "-m", "jobs.demo", "--outdir", str(out), "--kimg", "3", "--count",
@@ -41,7 +44,9 @@ def test_short_demo_produces_every_output_and_learns(tmp_path):
     assert len(list((out / "data").glob("shard-0001-*.tar"))) >= 1  # the second array task wrote shards
     rows = sorted((json.loads(x) for x in (run / "metric-swd.jsonl").read_text().splitlines()),
                   key=lambda r: r["kimg"])
-    assert [r["snapshot"] for r in rows] == [f"network-snapshot-00000{k}.pt" for k in (0, 2, 3)]
+    snapshots = RunDir(run).snapshots()
+    assert [r["snapshot"] for r in rows] == [p.name for _, p in snapshots] and len(snapshots) == 3  # every one once
+    assert f"(progress: {run / 'log.txt'})" in result.stdout and "    tick 1 kimg" in result.stdout  # live progress
     assert rows[-1]["value"] < 0.85 * rows[0]["value"], rows  # it learns: SWD clearly falls from the start
     assert len(list((out / "samples" / "seeds").rglob("seed*.png"))) == 100
     assert Image.open(out / "samples" / "grid" / "grid0000.png").size[0] == 8 * 32

@@ -16,13 +16,14 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from stylegan.checkpoint import save_checkpoint, snapshot_name
+from stylegan.checkpoint import save_checkpoint
 from stylegan.errors import UserError
-from stylegan.metrics import distances, swd
+from stylegan.metrics import distances, diversity, swd
 from stylegan.metrics.compute import MetricSpec, parse_metric, real_features
 from stylegan.metrics.detector import WEIGHTS, Detector
 from stylegan.metrics.inception import FIDInceptionV3
 from stylegan.networks import Generator
+from stylegan.rundir import RunDir
 from tests.conftest import REPO, tiny_discriminator_kwargs, tiny_generator_kwargs
 from tests.image_folder import preprocess_folder
 
@@ -102,9 +103,8 @@ def test_fid_on_real_sets_and_the_statistics_cache(detector_file, tmp_path):
     fid = lambda x, y: distances.frechet_distance(*distances.gaussian_stats(x), *distances.gaussian_stats(y))  # noqa: E731
     assert fid(feats[0], feats[0]) == pytest.approx(0, abs=1e-6)
     assert fid(feats[0], feats[1]) < 0.2 * fid(feats[0], feats[2])
-    start = time.perf_counter()
     again, cached = real_features(halves[0], spec, det, torch.device("cpu"))
-    assert cached and np.array_equal(again, feats[0]) and time.perf_counter() - start < 1.0
+    assert cached and np.array_equal(again, feats[0])
     # Rebuild the dataset in place with one image more (the stats cache stays in the folder): no stale reuse.
     for p in halves[0].iterdir():
         if not p.name.startswith("stats-"):
@@ -113,6 +113,10 @@ def test_fid_on_real_sets_and_the_statistics_cache(detector_file, tmp_path):
     assert list(halves[0].glob("stats-fid-*.pt"))
     changed, cached = real_features(halves[0], spec, det, torch.device("cpu"))
     assert not cached and len(changed) == 301
+
+
+def snapshot_name(kimg: int) -> str:
+    return RunDir(".").snapshot(kimg * 1000).name
 
 
 def write_snapshot(ckpt_dir: Path, G: Generator, kimg: int) -> None:
@@ -129,7 +133,7 @@ def test_watcher_follows_a_training_run_and_two_evaluators_never_repeat(tmp_path
     (run / "config.yaml").write_text(f"data: {data}\nkimg: 3\n")
     G = Generator(**tiny_generator_kwargs())
     write_snapshot(ckpts, G, 0)
-    (ckpts / ".tmp-network-snapshot-000009.pt.x").write_bytes(b"half a file")  # never to be read
+    (ckpts / ".tmp-1a2b-network-snapshot-000009.000.pt").write_bytes(b"half a file")  # never to be read
     cmd = [sys.executable, "-m", "jobs.evaluate", "--run", str(run), "--metrics", "swd", "--watch", "--poll", "0.2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     evaluators = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -146,12 +150,33 @@ def test_watcher_follows_a_training_run_and_two_evaluators_never_repeat(tmp_path
     rows = [json.loads(line) for line in (run / "metric-swd.jsonl").read_text().splitlines()]
     assert sorted(r["snapshot"] for r in rows) == [snapshot_name(k) for k in (0, 2, 3)]  # once each
     assert all(np.isfinite(r["value"]) and r["metric"] == "swd" for r in rows)
-    assert "skipping corrupt snapshot" in "".join(outputs) and "network-snapshot-000001.pt" in "".join(outputs)
+    assert "skipping corrupt snapshot" in "".join(outputs) and snapshot_name(1) in "".join(outputs)
     events = EventAccumulator(str(run))
     events.Reload()
     steps = sorted(e.step for e in events.Scalars("Metrics/swd"))
     assert steps == [0, 2, 3]
     assert not list(run.glob(".lock-*"))
+
+
+def test_a_killed_evaluators_claim_is_taken_over(tmp_path):
+    """A lock left by an evaluator that was killed used to make reruns skip the snapshot in silence for an hour."""
+    data = make_data(tmp_path / "d", 32, "smooth")
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text(f"data: {data}\nkimg: 0\n")
+    write_snapshot(run.checkpoints, Generator(**tiny_generator_kwargs()), 0)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = run.claim_path(run.latest(), "swd")
+    start = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
+    lock.write_text(f"{os.uname().nodename} {dead.stdout.strip()} {start} 0\n")  # a pid that no longer runs
+    cmd = [sys.executable, "-m", "jobs.evaluate", "--run", str(run.path), "--metrics", "swd,diversity"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and len(run.results("swd")) == 1, result.stdout + result.stderr
+    assert 0 < run.results("diversity")[0]["value"] < 2
+    assert not lock.exists()
+    lock.write_text(f"{os.uname().nodename} {os.getpid()} {start} 0\n")  # this live process holds it
+    result = subprocess.run([*cmd[:-1], "swd"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and len(run.results("swd")) == 1  # already done: nothing to claim
 
 
 def test_fid_without_detector_fails_at_start_in_one_line(tmp_path):
@@ -241,6 +266,19 @@ def test_two_ranks_compute_the_same_fid_as_one(detector_file, tmp_path):
         assert len(rows) == 1 and not rows[0]["real_stats_cached"]  # printed once, by rank 0
         values.append(rows[0]["value"])
     assert values[0] > 0 and values[1] == pytest.approx(values[0], rel=1e-4)
+
+
+def test_diversity_sees_a_collapse_that_colour_hides():
+    """One motif in many colours (the collapse seen on the GPU) scores near 0; varied images near 1."""
+    rng = np.random.default_rng(0)
+    varied = torch.from_numpy(rng.integers(0, 256, (200, 3, 32, 32), dtype=np.uint8))
+    motif = torch.from_numpy(rng.integers(0, 256, (1, 1, 32, 32))).float()
+    colours = torch.from_numpy(rng.uniform(0.2, 1.0, (200, 3, 1, 1)))
+    collapsed = (motif * colours + 30 * torch.from_numpy(rng.uniform(0, 1, (200, 3, 1, 1)))).clamp(0, 255)
+    real = diversity.descriptors(varied[:100])
+    assert diversity.diversity_ratio(real, diversity.descriptors(varied[100:])) == pytest.approx(1.0, abs=0.05)
+    assert diversity.diversity_ratio(real, diversity.descriptors(collapsed.to(torch.uint8))) < 0.2
+    assert parse_metric("diversity") == MetricSpec("diversity", "div", 1000) and parse_metric("diversity").weight_free
 
 
 def test_metric_names():

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from stylegan.imagefiles import to_uint8
 from stylegan.networks import Discriminator, Generator
-from stylegan.seeds import to_uint8
 from tests.conftest import tiny_generator_kwargs
 
 TOL = 1e-4

@@ -1,18 +1,21 @@
-"""Import of NVIDIA pickles: the right tensors, no code executed, hostile files refused."""
+"""Import of NVIDIA pickles (PyTorch and TensorFlow): the right tensors, no code executed, hostile files refused."""
 
 import os
 import pickle
-import subprocess
-import sys
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from stylegan.checkpoint import build_discriminator, build_generator, load_checkpoint
 from stylegan.errors import UserError
 from stylegan.nvidia_pickle import load_nvidia_pickle
-from tests.conftest import REPO
-from tests.nvidia_pickles import write_nvidia_pickle
+from tests.conftest import Fixture, run_job
+from tests.image_folder import preprocess_folder
+from tests.nvidia_pickles import tf_networks, write_nvidia_pickle, write_tf_pickle
 
 
 @pytest.fixture
@@ -71,14 +74,10 @@ def test_missing_pickle(tmp_path):
         load_nvidia_pickle(tmp_path / "absent.pkl")
 
 
-def run_job(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
-
-
 def test_convert_job_writes_our_checkpoint(fixture, official_pickle, tmp_path):
     path, _ = official_pickle
     dest = tmp_path / "converted.pt"
-    result = run_job("jobs.convert", "--source", str(path), "--dest", str(dest))
+    result = run_job("convert", "--source", str(path), "--dest", str(dest))
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout
     ckpt = load_checkpoint(dest)  # weights_only=True inside
@@ -95,11 +94,103 @@ def test_convert_job_writes_our_checkpoint(fixture, official_pickle, tmp_path):
 def test_convert_job_bad_input_one_line_no_traceback(tmp_path, make, match):
     src = tmp_path / "in.pkl"
     make(src)
-    result = run_job("jobs.convert", "--source", str(src), "--dest", str(tmp_path / "out.pt"))
+    result = run_job("convert", "--source", str(src), "--dest", str(tmp_path / "out.pt"), check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0] and str(src) in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out.pt").exists()
-    debug = run_job("jobs.convert", "--source", str(src), "--dest", str(tmp_path / "out.pt"), "--debug")
+    debug = run_job("convert", "--source", str(src), "--dest", str(tmp_path / "out.pt"), "--debug", check=False)
     assert "Traceback" in debug.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# TensorFlow pickles (StyleGAN2 config-e/f, StyleGAN2-ADA TF), written by tests/nvidia_pickles.py from known weights
+
+@pytest.fixture
+def tf_pickle(fixture, tmp_path):
+    G, D = fixture.networks()
+    marker = tmp_path / "build_src_ran"
+    src = f"import pathlib; pathlib.Path({str(marker)!r}).touch()"
+    nets = tf_networks(G, D, fixture.meta["G_kwargs"], fixture.meta["D_kwargs"], module_src=src)
+    return write_tf_pickle(tmp_path / "network-tf.pkl", nets), marker
+
+
+@torch.no_grad()
+def test_tf_pickles_give_the_networks_they_were_made_from(fixture, tf_pickle):
+    path, marker = tf_pickle
+    ckpt = load_nvidia_pickle(path)
+    G, D = build_generator(ckpt, "G_ema", path).eval(), build_discriminator(ckpt, path).eval()
+    img = G(fixture.tensor("z"), fixture.tensor("c"), truncation_psi=0.7, noise_mode="const")
+    assert (img - fixture.tensor("img_psi07_const")).abs().max() <= 1e-4
+    assert (D(fixture.tensor("d_input"), fixture.tensor("c")) - fixture.tensor("d_logits")).abs().max() <= 1e-4
+    assert ckpt["G_kwargs"]["channel_base"] == fixture.meta["G_kwargs"]["channel_base"]  # 2 * TF's fmap_base
+    assert not marker.exists(), "build_module_src was executed"
+
+
+def test_tf_and_pytorch_pickles_of_one_network_sample_the_same_pngs(tmp_path):
+    fx = Fixture("uncond32")
+    G, D = fx.networks()
+    pt = write_nvidia_pickle(tmp_path / "pt.pkl", G, D, fx.meta["G_kwargs"], fx.meta["D_kwargs"])
+    tf = write_tf_pickle(tmp_path / "tf.pkl", tf_networks(G, D, fx.meta["G_kwargs"], fx.meta["D_kwargs"]))
+    for net in (pt, tf):
+        result = run_job("sample", "--checkpoint", str(net), "--outdir", str(tmp_path / net.stem), "--seeds",
+                         "0-7", "--trunc", "0.7", "--workers", "1")
+        assert result.returncode == 0, result.stderr
+    for seed in range(8):
+        a, b = (np.asarray(Image.open(tmp_path / d / "0000" / f"seed{seed:04d}.png"), np.int16) for d in ("pt", "tf"))
+        assert np.abs(a - b).max() <= 1
+
+
+def test_tf_pickle_converts_and_fine_tunes(tmp_path):
+    fx = Fixture("uncond32")
+    G, D = fx.networks()
+    tf = write_tf_pickle(tmp_path / "tf.pkl", tf_networks(G, D, fx.meta["G_kwargs"], fx.meta["D_kwargs"]))
+    converted = run_job("convert", "--source", str(tf), "--dest", str(tmp_path / "tf.pt"))
+    assert converted.returncode == 0 and "32x32" in converted.stdout, converted.stderr
+    data = preprocess_folder(make_images(tmp_path / "img"), tmp_path / "data", 32)
+    result = run_job("train", f"data={data}", f"outdir={tmp_path}", "run_name=ft", "resolution=32", f"resume={tf}",
+                     "z_dim=64", "w_dim=64", "map_layers=2", "channel_base=512", "channel_max=64", "workers=1",
+                     "batch=4", "kimg=0.008", "tick_kimg=0.004")
+    assert "G: copied 64/64 tensors; source tensors left behind: 0 of blocks above this resolution, 0 other" \
+        in result.stdout and "D: copied" in result.stdout and "start random" not in result.stdout
+
+
+def make_images(folder, count: int = 8):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def tf_variant(tmp_path, change) -> tuple:
+    fx = Fixture("uncond32")
+    G, D = fx.networks()
+    nets = tf_networks(G, D, fx.meta["G_kwargs"], fx.meta["D_kwargs"])
+    change(nets)
+    return write_tf_pickle(tmp_path / "variant.pkl", nets)
+
+
+class Evil:
+    def __reduce__(self):
+        return os.system, ("touch /tmp/stylegan-evil-ran",)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda n: n[2].state["components"]["synthesis"].state.update(
+        build_func_name="training.networks_stylegan.G_synthesis"), "StyleGAN (version 1, 2018) network"),
+    (lambda n: n[0].state["components"]["synthesis"].state["variables"].append(("64x64/Extra/weight", np.zeros(3))),
+     "variables no StyleGAN2 generator has (synthesis/64x64/Extra/weight)"),
+    (lambda n: n[1].state["static_kwargs"].update(my_new_trick=True),
+     "arguments no StyleGAN2 network has (my_new_trick)"),
+    (lambda n: n[0].state["static_kwargs"].update(fmap_decay=0.5), "fmap_decay=0.5"),
+    (lambda n: n[1].state["variables"].append(("Output/weight2", Evil())),
+     "refusing to load global 'posix.system'"),
+    (lambda n: n[0].state.update(version=3), "version 3"),
+])
+def test_tf_pickles_that_do_not_fit_are_refused_by_name(tmp_path, change, match):
+    path = tf_variant(tmp_path, change)
+    with pytest.raises(UserError, match=re.escape(match)) as info:
+        load_nvidia_pickle(path)
+    assert str(path) in str(info.value) and not Path("/tmp/stylegan-evil-ran").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,21 +17,18 @@ import pytest
 import torch
 from PIL import Image
 
-from stylegan.data.images import ImageOptions, encode_png, process_image
+from stylegan.data.images import ImageOptions, process_image
 from stylegan.data.reader import eval_pipeline, load_dataset_info, make_loader, training_pipeline
 from stylegan.errors import UserError
-from tests.conftest import REPO
+from stylegan.imagefiles import encode_png
+from tests.conftest import REPO, run_job
 from tests.image_folder import BAD, make_image_folder
 
 RES = 16
 
 
 def preprocess(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "jobs.preprocess", *args], cwd=REPO, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, **(env or {})})
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
+    return run_job("preprocess", *args, env=env, check=check, timeout=300)
 
 
 def shard_samples(dest: Path) -> dict[str, tuple[str, str]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,10 +16,11 @@ import torch
 from PIL import Image
 
 from stylegan.checkpoint import save_checkpoint
+from stylegan.imagefiles import LABEL_HEIGHT, to_uint8
 from stylegan.networks import Discriminator, Generator
-from stylegan.sampling import LABEL_HEIGHT, seed_path
-from stylegan.seeds import seed_latents, to_uint8
-from tests.conftest import REPO, tiny_discriminator_kwargs, tiny_generator_kwargs
+from stylegan.sampling import seed_path
+from stylegan.seeds import seed_latents
+from tests.conftest import REPO, run_job, tiny_discriminator_kwargs, tiny_generator_kwargs
 from tests.nvidia_pickles import write_nvidia_pickle
 
 
@@ -46,11 +46,7 @@ def expected(G: Generator, seeds: list[int], psi: float = 1.0) -> np.ndarray:
 
 
 def sample(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "jobs.sample", *args], cwd=REPO, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, **(env or {})})
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
+    return run_job("sample", *args, check=check, env=env, timeout=300)
 
 
 def read(path: Path) -> np.ndarray:
@@ -183,4 +179,4 @@ def test_bad_input_one_line(network, tmp_path, args, match):
 def test_missing_checkpoint(tmp_path):
     result = sample("--checkpoint", str(tmp_path / "nope.pt"), "--outdir", str(tmp_path), "--seeds", "1",
                     check=False)
-    assert result.returncode == 2 and "no such checkpoint" in result.stderr
+    assert result.returncode == 2 and "nope.pt: no such file (--checkpoint" in result.stderr

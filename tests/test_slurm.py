@@ -14,14 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylegan.checkpoint import latest_snapshot
+from stylegan.rundir import RunDir
 from tests.conftest import REPO, TINY_TRAIN
 from tests.image_folder import BAD, make_image_folder
 from tests.slurm_cluster import LocalSlurm, missing_requirements
 
-pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(missing_requirements() is not None,
+                                                    reason=str(missing_requirements()))]
 
-JOB_ENV = {"PYTHONPATH": str(REPO), "STYLEGAN_HOME": str(REPO), "OMP_NUM_THREADS": "1"}
+# No STYLEGAN_HOME: the scripts find the suite from the path they were submitted as.
+JOB_ENV = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 TINY = [*TINY_TRAIN, "batch=8", "mirror=false", "tick_kimg=0.2", "snap=1000"]
 
 
@@ -60,7 +62,8 @@ def sbatch_and_wait(slurm: LocalSlurm, cwd: Path, *args: str, env: dict | None =
 def dataset(slurm, work) -> Path:
     """`sbatch slurm/preprocess.sh` as a 2-task array; the last task writes dataset.json."""
     count = make_image_folder(work / "raw", count=40)
-    sbatch_and_wait(slurm, work, "--array=0-1", "--cpus-per-task=1", script("preprocess"), "--source", "raw",
+    # no --cpus-per-task: the scripts ask for nothing a small node lacks
+    sbatch_and_wait(slurm, work, "--array=0-1", script("preprocess"), "--source", "raw",
                     "--dest", "data", "--resolution", "16", "--min-size", "8", "--shard-size", "8",
                     log_pattern="preprocess-*.out")
     info = json.loads((work / "data" / "dataset.json").read_text())
@@ -78,7 +81,36 @@ def test_train_two_nodes(slurm, dataset, work):
                            f"data={dataset}", *TINY, "kimg=0.4", log_pattern="twonodes-*.out")
     assert "2 node(s) x 1 process(es)" in logs and "training twonodes: 2 process(es)" in logs
     assert "training complete" in logs
-    assert latest_snapshot(work / "runs" / "twonodes" / "checkpoints") is not None
+    assert RunDir(work / "runs" / "twonodes").latest() is not None
+
+
+def test_sbatch_from_another_folder_with_a_relative_script_path(slurm, dataset, work):
+    """Slurm runs a copy of the script from its spool folder; it finds common.sh from the submitted path."""
+    elsewhere = work / "elsewhere" / "deeper"
+    elsewhere.mkdir(parents=True)
+    relative = os.path.relpath(REPO / "slurm" / "train.sh", elsewhere)
+    logs = sbatch_and_wait(slurm, elsewhere, "--cpus-per-task=2", "--job-name=moved", relative, f"data={dataset}",
+                           f"outdir={work / 'runs'}", *TINY, "kimg=0.1", log_pattern="moved-*.out")
+    assert "training complete" in logs and RunDir(work / "runs" / "moved").latest() is not None
+
+
+def test_a_config_error_under_train_sh_ends_at_once_with_exit_2(slurm, dataset, work):
+    job = slurm.sbatch("--cpus-per-task=2", "--job-name=badcfg", script("train"), f"data={dataset}", "batchsize=4",
+                       cwd=work, env={**JOB_ENV, "PROCS_PER_NODE": "2"})
+    assert slurm.wait_job(job) == ["FAILED"]
+    log = (work / f"badcfg-{job}.out").read_text()
+    assert slurm.job_state(job)["ExitCode"] == "2:0", log
+    assert log.count("error: unknown config key(s) batchsize") == 1 and "Traceback" not in log, log
+    assert "no training process started" in log
+
+
+def test_submit_refuses_a_job_no_node_can_hold(slurm, work):
+    out = subprocess.run([sys.executable, "-m", "jobs.submit", "preprocess", "--cluster", "slurm", "--cpus", "16",
+                          "--folder", "submitit-big", "--", "--source", "raw", "--dest", "x", "--resolution", "16"],
+                         cwd=work, capture_output=True, text=True, env={**slurm.env, **JOB_ENV}, timeout=120)
+    assert out.returncode == 2 and "Slurm would never start this job (" in out.stderr, out.stderr
+    assert "Requested node configuration is not available" in out.stderr and "--cpus" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 def test_train_preempted_requeued_resumes_then_evaluate_and_sample(slurm, dataset, work):
@@ -86,12 +118,14 @@ def test_train_preempted_requeued_resumes_then_evaluate_and_sample(slurm, datase
     snapshot, requeue, resume at the same kimg, finish. An evaluation waits on it with --dependency=afterok; then
     a 2-task sampling array writes the same PNGs as one local process."""
     env = {**JOB_ENV, "PROCS_PER_NODE": "2"}
+    # resume=none: a requeued run must still resume its own snapshots, never start over on top of them
     job = slurm.sbatch("--cpus-per-task=2", "--job-name=pre", script("train"), f"data={dataset}", *TINY,
-                       "kimg=3", cwd=work, env=env)
+                       "kimg=3", "resume=none", cwd=work, env=env)
     log = work / f"pre-{job}.out"
     slurm.wait_for(lambda: log.is_file() and "tick 2 " in log.read_text(), 180, "training to reach tick 2")
     slurm.run("scancel", "--signal=USR1", "--batch", str(job))
     slurm.start_requeued_now(job)
+    first_run = {p: p.read_bytes() for _, p in RunDir(work / "runs/pre").snapshots()}
 
     evaluation = slurm.sbatch(f"--dependency=afterok:{job}", "--cpus-per-task=2", script("evaluate"),
                               "--run", "runs/pre", "--metrics", "swd", "--device", "cpu", cwd=work, env=JOB_ENV)
@@ -101,13 +135,16 @@ def test_train_preempted_requeued_resumes_then_evaluate_and_sample(slurm, datase
     resumed = re.findall(r"resumed from \S+ at kimg (\d+\.\d+)", text)
     assert len(stopped) == 1 and resumed == stopped, text[-4000:]
     assert 0 < float(stopped[0]) < 3 and "training complete" in text
+    assert all(p.read_bytes() == data for p, data in first_run.items()) and len(first_run) >= 2
+    # a normal requeue does not read like a crash
+    assert "Traceback" not in text and "Killed" not in text and "stopped by signal SIGTERM" in text, text[-3000:]
     assert float(json.loads((work / "runs/pre/stats.jsonl").read_text().splitlines()[-1])["kimg"]) == 3.0
 
     assert slurm.wait_job(evaluation) == ["COMPLETED"], read_logs(work, f"evaluate-{evaluation}.out")
     rows = [json.loads(line) for line in (work / "runs/pre/metric-swd.jsonl").read_text().splitlines()]
     assert rows and all(np.isfinite(r["value"]) for r in rows)
 
-    checkpoint = latest_snapshot(work / "runs/pre/checkpoints")
+    checkpoint = RunDir(work / "runs/pre").latest()
     sbatch_and_wait(slurm, work, "--array=0-1", "--cpus-per-task=1", script("sample"), "--checkpoint",
                     str(checkpoint), "--outdir", "samples", "--seeds", "0-9", "--workers", "1",
                     log_pattern="sample-*.out")
@@ -119,6 +156,12 @@ def test_train_preempted_requeued_resumes_then_evaluate_and_sample(slurm, datase
     assert [p.name for p in array] == [f"seed{s:04d}.png" for s in range(10)] == [p.name for p in local]
     for a, b in zip(array, local, strict=True):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    # a grid is one file: in an array, task 0 writes it and the other task has nothing to do
+    logs = sbatch_and_wait(slurm, work, "--array=0-1", "--job-name=grid", script("sample"), "--checkpoint",
+                           str(checkpoint), "--outdir", "grid", "--seeds", "0-3", "--grid", "2x2",
+                           log_pattern="grid-*.out")
+    assert [p.name for p in (work / "grid").iterdir()] == ["grid0000.png"]
+    assert logs.count("wrote 1 grid sheet(s)") == 1 and "task 1 rank 0: nothing to do" in logs
 
 
 def submit(work: Path, slurm: LocalSlurm, *args: str) -> str:
@@ -161,4 +204,4 @@ def test_submit_local_runs_the_same_job(work, dataset):
            "--", f"data={dataset}", "outdir=runs", "run_name=local", *TINY, "kimg=0.2"]
     out = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env={**os.environ, **JOB_ENV}, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "(local)" in out.stdout and latest_snapshot(work / "runs" / "local" / "checkpoints") is not None
+    assert "(local)" in out.stdout and RunDir(work / "runs" / "local").latest() is not None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,10 +18,11 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from stylegan.checkpoint import latest_snapshot, list_snapshots, load_checkpoint
+from stylegan.checkpoint import load_checkpoint
 from stylegan.config import load_config
 from stylegan.errors import UserError
-from tests.conftest import REPO, TINY_TRAIN, Fixture
+from stylegan.rundir import RunDir
+from tests.conftest import REPO, TINY_TRAIN, Fixture, run_job
 from tests.image_folder import preprocess_folder
 from tests.nvidia_pickles import write_nvidia_pickle
 
@@ -48,13 +51,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread everywhere: the same 
 
 
 def train(args: list[str], nproc: int = 1, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] \
-        if nproc > 1 else [sys.executable]
-    result = subprocess.run([*launcher, "-m", "jobs.train", *args], cwd=REPO, capture_output=True, text=True,
-                            timeout=timeout, env=ENV)
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+    return run_job("train", *args, nproc=nproc, check=check, timeout=timeout)
 
 
 def stats(run_dir: Path) -> list[dict]:
@@ -70,16 +67,18 @@ def test_two_process_gloo_run_writes_everything_and_matches_one_process(same_ima
     assert "4 x 2 round(s) x 1" in one.stdout
     run = tmp_path / "two"
     assert (run / "config.yaml").is_file() and "tick 0 kimg 0.0" in (run / "log.txt").read_text()
-    assert [k for k, _ in list_snapshots(run / "checkpoints")] == [0, 1]
-    assert (run / "fakes000001.png").is_file()
+    assert [n for n, _ in RunDir(run).snapshots()] == [8, 608, 1200]  # tick 0 ends after the first step
+    assert (run / "fakes000001.200.png").is_file()
     # Same losses step by step (one tick per step) and the same final weights: N ranks == 1 rank + accumulation.
     s1, s2 = stats(tmp_path / "one"), stats(run)
     assert len(s1) == len(s2) > 100
     for a, b in zip(s1[:20], s2[:20], strict=True):
+        assert set(a) == set(b) and ("pl_penalty" in a) == (a["tick"] % 2 == 0)  # Greg every pl_interval=2 steps
         for key in ("loss_G", "loss_D", "pl_penalty", "r1_penalty", "augment_p"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["tick"], key)
-    w1 = load_checkpoint(latest_snapshot(tmp_path / "one" / "checkpoints"))
-    w2 = load_checkpoint(latest_snapshot(run / "checkpoints"))
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["tick"], key)
+    w1 = load_checkpoint(RunDir(tmp_path / "one").latest())
+    w2 = load_checkpoint(RunDir(run).latest())
     for net in ("G", "D"):
         for k, v in w1[net].items():
             assert torch.allclose(v, w2[net][k], rtol=1e-3, atol=1e-4), (net, k)
@@ -117,40 +116,45 @@ def test_a_dead_rank_fails_fast_and_torchrun_restarts_from_the_snapshot(same_ima
             "-m", "jobs.train", f"data={same_images}", f"outdir={tmp_path}", "run_name=dead", *TINY, "batch=8",
             "kimg=1.2", "tick_kimg=0.1", "snap=1", "dist_timeout_s=900"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-    ckpts = tmp_path / "dead" / "checkpoints"
+    run = RunDir(tmp_path / "dead")
     deadline = time.time() + 120
-    while time.time() < deadline and not list_snapshots(ckpts):
+    while time.time() < deadline and not run.snapshots():
         time.sleep(0.05)
     time.sleep(1.0)
     os.kill(worker_pids(proc.pid)[1], signal.SIGKILL)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     assert "resumed from" in out and out.count("training complete") == 1, out[-3000:]
-    assert load_checkpoint(latest_snapshot(ckpts))["progress"]["cur_nimg"] == 1200
+    assert load_checkpoint(run.latest())["progress"]["cur_nimg"] == 1200
 
 
 def test_sigterm_checkpoints_and_resume_continues_with_identical_weights(same_images, tmp_path):
-    """Resuming is the default (resume: auto): rerunning the same command continues the run."""
-    common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8", "tick_kimg=0.04", "snap=1000"]
+    """A run that has snapshots resumes from them whatever `resume` says (`resume` only picks a new run's starting
+    weights): rerunning the same command, resume=none included, continues the run and never overwrites it."""
+    common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8", "tick_kimg=0.04", "snap=1000",
+              "resume=none"]
     train([*common, "run_name=straight", "kimg=2"])
     args = [sys.executable, "-m", "jobs.train", *common, "run_name=cut", "kimg=2"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
-    ckpts = tmp_path / "cut" / "checkpoints"
+    run = RunDir(tmp_path / "cut")
+    ckpts = run.checkpoints
     deadline = time.time() + 120
-    while time.time() < deadline and not list_snapshots(ckpts):
+    while time.time() < deadline and not run.snapshots():
         time.sleep(0.05)
     time.sleep(1.0)  # a few hundred images past the first snapshot
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 3, out
     assert "stopping on signal 15" in out
-    cut = load_checkpoint(latest_snapshot(ckpts))
+    first_run = run.snapshots()
+    cut = load_checkpoint(run.latest())
     stopped_at = cut["progress"]["cur_nimg"]
-    assert 0 < stopped_at < 2000
+    assert 0 < stopped_at < 2000 and [n for n, _ in first_run] == [8, stopped_at]
     resumed = train(args[3:])
     assert f"resumed from {ckpts}" in resumed.stdout and f"at kimg {stopped_at / 1000:.3f}" in resumed.stdout
-    final = load_checkpoint(latest_snapshot(ckpts))
-    straight = load_checkpoint(latest_snapshot(tmp_path / "straight" / "checkpoints"))
+    assert run.snapshots()[:2] == first_run and load_checkpoint(first_run[1][1])["progress"] == cut["progress"]
+    final = load_checkpoint(run.latest())
+    straight = load_checkpoint(RunDir(tmp_path / "straight").latest())
     assert final["progress"]["cur_nimg"] == straight["progress"]["cur_nimg"]
     for net in ("G", "D", "G_ema"):
         for k, v in straight[net].items():
@@ -164,29 +168,63 @@ def test_nan_is_skipped_reported_and_rolled_back(same_images, tmp_path):
     assert "rolled back to" in result.stdout
     last = stats(tmp_path / "nan")[-1]
     assert last["nonfinite_steps"] == 3 and last["rollbacks"] == 1
-    ckpt = load_checkpoint(latest_snapshot(tmp_path / "nan" / "checkpoints"))
+    ckpt = load_checkpoint(RunDir(tmp_path / "nan").latest())
     assert all(torch.isfinite(v).all() for v in ckpt["G"].values())
     events = EventAccumulator(str(tmp_path / "nan"))
     events.Reload()
     assert events.Scalars("Faults/nonfinite_steps")[-1].value == 3
 
 
-def test_resume_from_official_pickle_including_another_resolution(tmp_path):
+def test_fine_tuning_from_an_official_pickle_at_another_resolution(tmp_path):
+    """NVIDIA's --resume semantics: G, D and G_ema from the pickle (G_ema kept, no EMA ramp-up), ADA over 100 kimg;
+    the transfer report names what starts random, and freezing such a layer is warned about."""
     fx = Fixture("uncond32")
     G, D = fx.networks()
-    pkl = write_nvidia_pickle(tmp_path / "official.pkl", G, D, fx.meta["G_kwargs"], fx.meta["D_kwargs"])
+    G_ema = copy.deepcopy(G)
+    with torch.no_grad():
+        for p in G_ema.parameters():
+            p.add_(1.0)  # G_ema differs from G, as in a real snapshot
+    pkl = write_nvidia_pickle(tmp_path / "official.pkl", G, D, fx.meta["G_kwargs"], fx.meta["D_kwargs"], G_ema=G_ema)
     data = make_dataset(tmp_path / "d", identical=False)
     arch = ["z_dim=64", "w_dim=64", "map_layers=2", "channel_base=512", "channel_max=64", "mbstd_group=4",
             "workers=1", "batch=4", "kimg=0.008", "tick_kimg=0.004"]
-    result = train([f"data={data}", f"outdir={tmp_path}", "run_name=ft", "resolution=16", f"resume={pkl}", *arch])
-    assert "G: copied" in result.stdout and "(100%)" in result.stdout  # every 16x16 G tensor is in the 32x32 one
-    assert "D: copied" in result.stdout and "kept initial values for: b16.fromrgb" in result.stdout
-    ckpt = load_checkpoint(latest_snapshot(tmp_path / "ft" / "checkpoints"))
-    assert ckpt["G_kwargs"]["img_resolution"] == 16
-    bad = train([f"data={data}", f"outdir={tmp_path}", "run_name=bad", "resolution=16", f"resume={pkl}",
-                 *arch[:3], "channel_base=128", "channel_max=16", *arch[5:], "transfer_min_fraction=0.9"],
-                check=False)
-    assert bad.returncode == 2 and "tensors match this architecture" in bad.stderr
+    result = train([f"data={data}", f"outdir={tmp_path}", "run_name=ft", "resolution=16", f"resume={pkl}",
+                    "freezed=1", *arch])
+    assert "G: copied 48/48 tensors; source tensors left behind: 16 of blocks above this resolution, 0 other" \
+        in result.stdout  # every 16x16 G tensor is in the 32x32 one
+    assert "D: start random (not in the source): b16.fromrgb.weight, b16.fromrgb.bias" in result.stdout
+    assert "ada_kimg 100, ema_rampup 0" in result.stdout
+    assert "WARNING: freezed=1 freezes D layers that start from random weights and stay random: b16.fromrgb" \
+        in result.stderr
+    ckpt = load_checkpoint(RunDir(tmp_path / "ft").latest())
+    assert ckpt["G_kwargs"]["img_resolution"] == 16 and ckpt["config"]["ada_kimg"] == 100
+    # two steps of EMA with a 10 kimg half-life: G_ema is still the pickle's G_ema, not its G
+    w = "synthesis.b16.conv1.weight"
+    assert torch.allclose(ckpt["G_ema"][w], G_ema.state_dict()[w], atol=0.02)
+    assert not torch.allclose(ckpt["G_ema"][w], G.state_dict()[w], atol=0.5)
+
+
+@pytest.mark.parametrize("change,match", [
+    (["channel_base=128", "channel_max=16"], "tensors differ in shape .*Set channel_base=512 channel_max=64"),
+    (["map_layers=1"], "its mapping network has 2 layers, the config's 1.*Set map_layers=2"),
+])
+def test_a_mismatched_transfer_is_refused_in_one_line(tmp_path, change, match):
+    fx = Fixture("uncond32")
+    pkl = write_nvidia_pickle(tmp_path / "official.pkl", *fx.networks(), fx.meta["G_kwargs"], fx.meta["D_kwargs"])
+    data = make_dataset(tmp_path / "d", identical=False)
+    args = [f"data={data}", f"outdir={tmp_path}", "resolution=16", f"resume={pkl}", "z_dim=64", "w_dim=64",
+            "map_layers=2", "channel_base=512", "channel_max=64", "workers=1", "batch=4", "kimg=0.004", *change]
+    bad = train([*args, "run_name=bad"], check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert re.search(match, bad.stderr) and "transfer_partial=true" in bad.stderr, bad.stderr
+    partial = train([*args, "run_name=partial", "transfer_partial=true"])
+    assert "start random (other shape)" in partial.stdout or "unused source tensors" in partial.stdout
+
+
+def test_a_missing_resume_file_names_the_key_and_the_way_out(tmp_path, same_images):
+    result = train([f"data={same_images}", f"outdir={tmp_path}", "resume=nowhere/ffhq.pkl", *TINY], check=False)
+    assert result.returncode == 2, result.stderr
+    assert "nowhere/ffhq.pkl: no such file (config key 'resume'" in result.stderr and "resume=none" in result.stderr
 
 
 @pytest.mark.parametrize("overrides,match", [

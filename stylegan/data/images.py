@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import struct
 import warnings
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from stylegan.imagefiles import encode_png
 
 TRANSFORMS = ("center-crop", "center-crop-wide", "pad", "stretch")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -29,8 +29,8 @@ class ImageOptions:
     max_pixels: int = 16384 * 16384  # larger declared sizes are rejected as decompression bombs
     background: tuple[int, int, int] = (255, 255, 255)
     pixel_hash: bool = False  # hash decoded pixels, for --dedup
-    # zlib level of the stored PNGs. 0 (stored, still lossless, see encode_png): about 10x faster to encode and 4x
-    # faster to decode than level 1 for ~40% more bytes; decoding is on the training hot path (benchmarks/RESULTS.md).
+    # zlib level of the stored PNGs. 0 (stored, still lossless, see encode_png) encodes and decodes much faster than
+    # level 1 for larger files; decoding is on the training hot path (figures: benchmarks/RESULTS.md).
     png_level: int = 0
 
 
@@ -108,26 +108,6 @@ def fit_square(img: Image.Image, opts: ImageOptions) -> Image.Image:
         canvas.paste(img, ((s - w) // 2, (s - h) // 2))
         return canvas.resize((r, r), Image.LANCZOS)
     raise ValueError(f"unknown transform {opts.transform!r}; choose from {', '.join(TRANSFORMS)}")
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def encode_png(rgb: np.ndarray, level: int) -> bytes:
-    """uint8 HxWx3 -> PNG bytes. Level 0 is written here with the "None" row filter: Pillow always chooses a row
-    filter per row, which costs more than the rest of the encode and gains nothing when zlib stores the bytes
-    uncompressed, and makes every reader undo it (0.35 vs 1.9 ms to encode, 0.4 vs 0.7 ms to decode, 256x256)."""
-    if level > 0:
-        out = io.BytesIO()
-        Image.fromarray(rgb).save(out, format="PNG", compress_level=level)
-        return out.getvalue()
-    h, w, _ = rgb.shape
-    rows = np.zeros((h, 1 + w * 3), np.uint8)  # a leading 0 per row: filter type None
-    rows[:, 1:] = rgb.reshape(h, w * 3)
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, adaptive filtering, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 0))
-            + _png_chunk(b"IEND", b""))
 
 
 def process_image(data: bytes, opts: ImageOptions) -> Processed:

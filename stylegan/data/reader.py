@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import random
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from PIL import Image
 
 from stylegan.cluster import STOP_SIGNALS
 from stylegan.errors import UserError
+from stylegan.fileio import sha256_file
 
 
 def load_dataset_info(data_dir: str | Path, resolution: int | None = None) -> dict:
@@ -40,9 +42,45 @@ def load_dataset_info(data_dir: str | Path, resolution: int | None = None) -> di
                         f"{resolution} is needed; preprocess again with --resolution {resolution} or set "
                         f"resolution: {info['resolution']} in the config")
     for shard in info["shards"]:
-        if not (path.parent / shard["name"]).is_file():
+        shard_path = path.parent / shard["name"]
+        if not shard_path.is_file():
             raise UserError(f"{path}: lists shard {shard['name']} which does not exist in {path.parent}")
+        if shard.get("bytes") is not None and shard_path.stat().st_size != shard["bytes"]:
+            raise UserError(f"{shard_path}: {shard_path.stat().st_size} bytes where dataset.json promises "
+                            f"{shard['bytes']} (truncated or replaced): restore it, or preprocess again")
+    if info.get("total_images", 0) < 1:
+        raise UserError(f"{path}: the dataset has no usable images ({info.get('rejected', 0)} rejected, "
+                        f"{len(info.get('exclude', []))} excluded as duplicates): check the rejected-*.jsonl files")
     return info
+
+
+def verify_shards(data_dir: str | Path, info: dict) -> None:
+    """Every shard's sha256 against dataset.json (reads them all): before statistics that will be cached."""
+    for shard in info["shards"]:
+        path = Path(data_dir) / shard["name"]
+        if sha256_file(path) != shard["sha256"]:
+            raise UserError(f"{path}: its content differs from what dataset.json records (sha256): restore the "
+                            "shard, or preprocess again")
+
+
+class ShardError(Exception):
+    """A sample that cannot be read, named by its shard and key (raised in DataLoader workers)."""
+
+
+def _damaged_tar(exn: Exception) -> bool:
+    """webdataset's handler for tar reading errors (it appends the shard's URL to the exception's args)."""
+    where = next((a for a in reversed(exn.args) if isinstance(a, str) and a.endswith(".tar")), "a shard")
+    raise ShardError(f"{where}: cannot be read as a tar shard ({type(exn).__name__}); restore it, or preprocess "
+                     "again") from None
+
+
+def named_errors(batches: Iterator) -> Iterator:
+    """Pass batches through; a worker's ShardError becomes one UserError line naming the shard (the DataLoader
+    re-raises it wrapped in the worker's traceback)."""
+    try:
+        yield from batches
+    except ShardError as e:
+        raise UserError(str(e).strip().splitlines()[-1].split("ShardError: ", 1)[-1]) from None
 
 
 def _shard_urls(data_dir: Path, info: dict) -> list[str]:
@@ -56,14 +94,19 @@ class _Decode:
         self.label_count, self.xflip = label_count, xflip
 
     def __call__(self, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        with Image.open(io.BytesIO(sample["png"])) as im:
-            img = torch.from_numpy(np.array(im if im.mode == "RGB" else im.convert("RGB")))  # HWC, one copy
+        try:
+            with Image.open(io.BytesIO(sample["png"])) as im:
+                img = torch.from_numpy(np.array(im if im.mode == "RGB" else im.convert("RGB")))  # HWC, one copy
+            label_index = json.loads(sample["json"])["label"] if self.label_count else None
+        except Exception as e:  # PIL and json raise many types for damaged members
+            raise ShardError(f"{sample.get('__url__', '?')}: sample {sample.get('__key__', '?')} is damaged "
+                             f"({type(e).__name__}: {e}); restore the shard, or preprocess again") from None
         if self.xflip and random.random() < 0.5:
             img = img.flip(1)
         img = img.permute(2, 0, 1)  # a view: the batch collation makes it contiguous
         label = torch.zeros(self.label_count)
         if self.label_count:
-            label[json.loads(sample["json"])["label"]] = 1
+            label[label_index] = 1
         return img, label
 
 
@@ -103,7 +146,7 @@ def training_pipeline(data_dir: str | Path, *, rank: int = 0, world: int = 1, se
     info = load_dataset_info(data_dir, resolution)
     return wds.DataPipeline(
         wds.ResampledShards(_shard_urls(data_dir, info), worker_seed=_WorkerSeed(seed, rank), deterministic=True),
-        wds.tarfile_to_samples(),
+        wds.tarfile_to_samples(handler=_damaged_tar),
         wds.select(_NotExcluded(info.get("exclude", []))),
         wds.shuffle(shuffle, initial=min(shuffle, 100)),
         wds.map(_Decode(info.get("label_count", 0), xflip)),
@@ -119,7 +162,7 @@ def eval_pipeline(data_dir: str | Path, *, rank: int = 0, world: int = 1,
         wds.SimpleShardList(_shard_urls(data_dir, info)),
         _RankSplit(rank, world),
         wds.split_by_worker,
-        wds.tarfile_to_samples(),
+        wds.tarfile_to_samples(handler=_damaged_tar),
         wds.select(_NotExcluded(info.get("exclude", []))),
         wds.map(_Decode(info.get("label_count", 0), xflip=False)),
     )
@@ -150,3 +193,10 @@ def make_loader(pipeline: wds.DataPipeline, batch_size: int, workers: int = 2,
                                        drop_last=drop_last, persistent_workers=workers > 0,
                                        prefetch_factor=4 if workers > 0 else None,
                                        worker_init_fn=OutliveJobSignals() if workers > 0 else None)
+
+
+def device_batches(loader: torch.utils.data.DataLoader, device: torch.device) -> Iterator[tuple[torch.Tensor,
+                                                                                               torch.Tensor]]:
+    """Endless (images in [-1, 1] as float32, labels) batches on `device` from a training loader."""
+    for img, c in named_errors(loader):
+        yield (img.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1, c.to(device, non_blocking=True))

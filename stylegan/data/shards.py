@@ -22,7 +22,7 @@ from pathlib import Path
 
 from stylegan.cluster import task_range
 from stylegan.data.images import ImageOptions, Processed, Rejected, process_image
-from stylegan.data.sources import InputItem, list_inputs, read_items
+from stylegan.data.sources import InputItem, Unusable, list_inputs, read_items
 from stylegan.errors import UserError
 from stylegan.fileio import atomic_write, sha256_file, write_text_atomic
 from stylegan.progress import Progress
@@ -42,6 +42,7 @@ class PreprocessConfig:
     workers: int = 1
     dedup: bool = False
     labels: dict[str, int] = field(default_factory=dict, repr=False)
+    max_file_bytes: int = 256 << 20  # larger inputs (or archive members) are rejected, never read whole
 
 
 def load_labels(path: Path) -> dict[str, int]:
@@ -74,9 +75,12 @@ def _fingerprint(cfg: PreprocessConfig, items: list[InputItem]) -> str:
     return h.hexdigest()
 
 
-def _process(args: tuple[bytes, ImageOptions]) -> Processed | str:
+def _process(args: tuple[bytes | Unusable, ImageOptions]) -> Processed | str:
+    data, opts = args
+    if isinstance(data, Unusable):
+        return data.reason
     try:
-        return process_image(*args)
+        return process_image(data, opts)
     except Rejected as e:
         return str(e)
 
@@ -132,8 +136,8 @@ def _write_shard(cfg: PreprocessConfig, name: str, first: int, items: list[Input
             _tar_member(tar, f"{key}.png", result.png)
             _tar_member(tar, f"{key}.json", json.dumps(meta).encode())
             samples.append([key, result.pixel_sha256])
-    return {"name": name, "count": len(samples), "sha256": sha256_file(path), "samples": samples,
-            "rejected": rejected}
+    return {"name": name, "count": len(samples), "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "samples": samples, "rejected": rejected}
 
 
 def run_task(cfg: PreprocessConfig) -> dict:
@@ -141,9 +145,11 @@ def run_task(cfg: PreprocessConfig) -> dict:
     if not 0 <= cfg.task < cfg.num_tasks:
         raise UserError(f"--task-index {cfg.task} is outside 0..{cfg.num_tasks - 1} (--num-tasks {cfg.num_tasks})")
     cfg.dest.mkdir(parents=True, exist_ok=True)
-    items = list_inputs(cfg.sources)
+    items, unusable = list_inputs(cfg.sources)
     if not items:
-        raise UserError(f"no image files found in {', '.join(map(str, cfg.sources))}")
+        raise UserError(f"no usable image files in {', '.join(map(str, cfg.sources))}"
+                        + (f" ({len(unusable)} unusable, e.g. {unusable[0].where}: {unusable[0].reason})"
+                           if unusable else ""))
     fingerprint = _fingerprint(cfg, items)
     manifest = _load_manifest(cfg, fingerprint)
     start, end = task_range(len(items), cfg.task, cfg.num_tasks)
@@ -157,7 +163,7 @@ def run_task(cfg: PreprocessConfig) -> dict:
     pool = multiprocessing.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 and todo else None
     try:
         for name, first, chunk in todo:
-            jobs = ((data, cfg.image) for data in read_items(cfg.sources, chunk))
+            jobs = ((data, cfg.image) for data in read_items(cfg.sources, chunk, cfg.max_file_bytes))
             results = pool.imap(_process, jobs, chunksize=4) if pool else map(_process, jobs)
             manifest["shards"][name] = _write_shard(cfg, name, first, chunk, results, progress)
             write_text_atomic(_manifest_path(cfg.dest, cfg.task), json.dumps(manifest))
@@ -166,7 +172,9 @@ def run_task(cfg: PreprocessConfig) -> dict:
             pool.close()
             pool.join()
     progress.close()
-    rejected = [r for c in chunks for r in manifest["shards"][c[0]]["rejected"]]
+    # the listing is the same in every task: task 0 reports what could not even be listed
+    manifest["unlisted"] = [{"source": u.where, "reason": u.reason} for u in unusable] if cfg.task == 0 else []
+    rejected = manifest["unlisted"] + [r for c in chunks for r in manifest["shards"][c[0]]["rejected"]]
     with atomic_write(cfg.dest / f"rejected-{cfg.task:04d}.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rejected)
     manifest["complete"] = True
@@ -206,9 +214,11 @@ def finalize(dest: Path, required: bool = False) -> dict | None:
         "channels": 3,
         "total_images": sum(s["count"] for s in shards),
         "label_count": manifests[0]["label_count"],
-        "rejected": sum(len(s["rejected"]) for m in manifests for s in m["shards"].values()),
+        "rejected": sum(len(s["rejected"]) for m in manifests for s in m["shards"].values())
+        + sum(len(m.get("unlisted", [])) for m in manifests),
         "num_tasks": num_tasks,
-        "shards": [{"name": s["name"], "count": s["count"], "sha256": s["sha256"]} for s in shards],
+        "shards": [{"name": s["name"], "count": s["count"], "sha256": s["sha256"], "bytes": s.get("bytes")}
+                   for s in shards],
         "exclude": duplicates if manifests[0]["dedup"] else [],
     }
     info["total_images"] -= len(info["exclude"])

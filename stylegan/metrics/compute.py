@@ -1,13 +1,15 @@
 """Compute a metric for one generator against a preprocessed dataset, with real statistics cached per dataset.
 
 Metric names: `fid50k_full`, `kid50k_full` (50k generated vs all real images), `fid<N>k` / `kid<N>k` (N thousand
-generated), and `swd` (weight-free). Generation and feature extraction are split over ranks and gathered.
+generated), and the weight-free `swd` and `diversity` (generated over real, stylegan.metrics.diversity).
+Generation and feature extraction are split over ranks and gathered.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,13 +19,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from stylegan.data.reader import eval_pipeline, load_dataset_info, make_loader
+from stylegan.data.reader import eval_pipeline, load_dataset_info, make_loader, named_errors, verify_shards
 from stylegan.errors import UserError
 from stylegan.fileio import write_bytes_atomic
-from stylegan.metrics import distances, swd
+from stylegan.imagefiles import to_uint8
+from stylegan.metrics import distances, diversity, swd
 from stylegan.metrics.detector import Detector, find_detector
 from stylegan.networks import Generator
-from stylegan.seeds import seed_latents, to_uint8
+from stylegan.seeds import seed_latents
 
 SWD_IMAGES = 2048
 SWD_MAX_DESCRIPTORS = 32768  # per pyramid level; a random subset keeps the cache small
@@ -32,22 +35,28 @@ SWD_MAX_DESCRIPTORS = 32768  # per pyramid level; a random subset keeps the cach
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
-    kind: str  # fid | kid | swd
+    kind: str  # fid | kid | swd | div
     num_gen: int
+
+    @property
+    def weight_free(self) -> bool:
+        return self.kind in ("swd", "div")
 
 
 def parse_metric(name: str) -> MetricSpec:
     if name == "swd":
         return MetricSpec(name, "swd", SWD_IMAGES)
+    if name == "diversity":
+        return MetricSpec(name, "div", diversity.IMAGES)
     m = re.fullmatch(r"(fid|kid)(\d+)k(_full)?", name)
     if not m:
-        raise UserError(f"unknown metric '{name}': use fid50k_full, kid50k_full, fid<N>k, kid<N>k or swd")
+        raise UserError(f"unknown metric '{name}': use fid50k_full, kid50k_full, fid<N>k, kid<N>k, swd or diversity")
     return MetricSpec(name, m.group(1), int(m.group(2)) * 1000)
 
 
 def detector_for(specs: list[MetricSpec], explicit: str | None, device: torch.device) -> Detector | None:
-    """The detector the metrics need: None when all are weight-free (swd), so no weights are looked for."""
-    return Detector(find_detector(explicit), device) if any(s.kind != "swd" for s in specs) else None
+    """The detector the metrics need: None when all are weight-free, so no weights are looked for."""
+    return Detector(find_detector(explicit), device) if not all(s.weight_free for s in specs) else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -65,10 +74,14 @@ def _extract(spec: MetricSpec, detector: Detector | None, seed: int) -> Callable
     if spec.kind == "swd":
         gen = torch.Generator().manual_seed(seed)
         return lambda imgs: swd.patch_descriptors(imgs.cpu(), gen)
+    if spec.kind == "div":
+        return lambda imgs: diversity.descriptors(imgs).cpu()
     return lambda imgs: detector(imgs).cpu().numpy()
 
 
 def _combine(spec: MetricSpec, chunks: list) -> object:
+    if spec.kind == "div":
+        return torch.cat(chunks)
     if spec.kind != "swd":
         return np.concatenate(chunks)
     levels = [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
@@ -89,10 +102,12 @@ def real_features(data_dir: Path, spec: MetricSpec, detector: Detector | None, d
     if path.is_file():
         stored = torch.load(path, weights_only=True)["features"]
         return (stored.numpy() if isinstance(stored, torch.Tensor) else stored), True
-    limit = SWD_IMAGES if spec.kind == "swd" else None
+    limit = spec.num_gen if spec.weight_free else None
     extract = _extract(spec, detector, seed=rank)
+    verify_shards(data_dir, json.loads(info_bytes))  # statistics of damaged shards would be cached for good
     chunks, seen = [], 0
-    for imgs, _ in make_loader(eval_pipeline(data_dir, rank=rank, world=world), batch_size=batch, workers=2):
+    for imgs, _ in named_errors(make_loader(eval_pipeline(data_dir, rank=rank, world=world), batch_size=batch,
+                                            workers=2)):
         if limit is not None and seen >= limit // world:
             break
         chunks.append(extract(imgs.to(device)))
@@ -131,10 +146,12 @@ def compute_metric(G: Generator, data_dir: Path, spec: MetricSpec, detector: Det
     """(value, real statistics came from the cache). Every rank calls it; every rank gets the value."""
     info = load_dataset_info(data_dir, G.img_resolution)
     real, cached = real_features(data_dir, spec, detector, device, rank, world, batch)
-    num_gen = spec.num_gen if spec.kind != "swd" else min(SWD_IMAGES, info["total_images"])
+    num_gen = min(spec.num_gen, info["total_images"]) if spec.weight_free else spec.num_gen
     fake = fake_features(G, spec, num_gen, detector, device, rank, world, batch)
     if spec.kind == "swd":
         return swd.swd(real, fake), cached
+    if spec.kind == "div":
+        return diversity.diversity_ratio(real, fake), cached
     if spec.kind == "kid":
         return distances.kernel_inception_distance(real, fake), cached
     return distances.frechet_distance(*distances.gaussian_stats(real), *distances.gaussian_stats(fake)), cached

@@ -7,15 +7,15 @@ run by our own network (`inception.FIDInceptionV3`). `python -m jobs.fetch_weigh
 
 from __future__ import annotations
 
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from stylegan.checkpoint import torch_load
 from stylegan.errors import UserError
-from stylegan.fileio import sha256_file, sha256_matches
+from stylegan.fileio import cache_dir, sha256_file, sha256_matches
 from stylegan.metrics.inception import load_fid_inception
 
 
@@ -35,10 +35,6 @@ WEIGHTS = {
                               "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                               "pt_inception-2015-12-05-6726825d.pth", "6726825d"),
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("STYLEGAN_CACHE", Path.home() / ".cache" / "stylegan"))
 
 
 def check_sha256(digest: str, expected: str | None, source: str) -> None:
@@ -78,15 +74,17 @@ class Detector:
         known = {w.name: w.sha256 for w in WEIGHTS.values()}
         check_sha256(self.sha256, known.get(path.name), str(path))
         self.torchscript = _is_torchscript(path)
+        fix = "get them again with `python -m jobs.fetch_weights --force`"
         try:
             if self.torchscript:
                 self.module = torch.jit.load(str(path), map_location=device).eval()
             else:
-                self.module = load_fid_inception(torch.load(path, map_location="cpu", weights_only=True),
-                                                 str(path)).to(device)
-        except (RuntimeError, ValueError, AttributeError, EOFError) as e:
+                self.module = load_fid_inception(torch_load(path, "Inception weights"), str(path)).to(device)
+        except UserError as e:
+            raise UserError(f"{e}; {fix}") from None
+        except Exception as e:  # torch.jit.load and load_state_dict raise many types for damaged files
             raise UserError(f"{path}: neither a TorchScript detector nor pytorch-fid Inception weights "
-                            f"({str(e).splitlines()[0]}); get them with `python -m jobs.fetch_weights`") from None
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:150]}); {fix}") from None
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

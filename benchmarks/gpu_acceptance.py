@@ -1,0 +1,236 @@
+"""The GPU acceptance run: every GPU path users run, with the shipped preset, on this machine's GPUs.
+
+    python -m benchmarks.gpu_acceptance [--workdir DIR] [--gpus N] [--only train ...] [--code CHECKOUT]
+CI has no GPU and CPU kernels forgive what CUDA kernels do not, so every change to code that runs on a GPU is
+checked with this before the issue it serves is called resolved (record the output in benchmarks/RESULTS.md).
+
+What runs, as subprocesses of the real jobs:
+  * configs/textures64.yaml fine-tuning from an NVIDIA-format pickle of FFHQ config-f's shape (1024x1024, random
+    weights, written by the tests' own pickle builder) on procedural textures at 64x64, ADA with p = 0.2 from the
+    first step (so R1 and path length go through every augmentation): on 1 GPU with a SIGTERM after a snapshot, the
+    resume at the same kimg and the end; then under torchrun over all GPUs;
+  * jobs.evaluate --compile: swd, and fid with an Inception detector built from random weights;
+  * jobs.sample --compile: seeds at truncation 0.7, a grid, a latent walk (GIF + MP4), style mixing;
+  * jobs.convert: the pickle to .pt and a snapshot to .safetensors, sampled again to the same pixels.
+One line per check (PASS/FAIL and its figure), a summary last; exit 1 if any check failed. `--code` runs the jobs
+of another checkout (e.g. an older commit) against the same checks, to show what they catch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from stylegan.metrics.inception import FIDInceptionV3
+from stylegan.networks import Discriminator, Generator
+from stylegan.rundir import RunDir
+from tests.nvidia_pickles import write_nvidia_pickle
+
+REPO = Path(__file__).resolve().parents[1]
+FFHQ_G = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3, mapping_kwargs=dict(num_layers=8),
+              channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256)
+FFHQ_D = dict(c_dim=0, img_resolution=1024, img_channels=3, channel_base=32768, channel_max=512, num_fp16_res=4,
+              conv_clamp=256, epilogue_kwargs=dict(mbstd_group_size=4))
+EXIT_WITHIN_S = 30.0
+
+
+class Acceptance:
+    def __init__(self, work: Path, code: Path, gpus: int):
+        self.work, self.code, self.gpus = work, code, gpus
+        self.results: list[dict] = []
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
+                    "PYTHONPATH": os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+    def check(self, name: str, ok: bool, figure: str) -> bool:
+        self.results.append({"check": name, "ok": bool(ok), "figure": figure})
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {figure}", flush=True)
+        return ok
+
+    def job(self, name: str, args: list[str], launcher: list[str] | None = None, timeout: float = 540
+            ) -> subprocess.CompletedProcess:
+        """Run `python -m jobs.<name> args` (or under `launcher`) from the checkout under test; output kept."""
+        cmd = [*(launcher or [sys.executable]), "-m", f"jobs.{name}", *args]
+        start = time.time()
+        try:
+            result = subprocess.run(cmd, cwd=self.code, env=self.env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            text = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")  # noqa: E731
+            result = subprocess.CompletedProcess(cmd, 124, text(e.stdout), f"{text(e.stderr)}\ntimed out ({timeout} s)")
+        result.seconds = time.time() - start
+        (self.work / "logs").mkdir(exist_ok=True)
+        (self.work / "logs" / f"{name}-{len(self.results)}.log").write_text(result.stdout + result.stderr)
+        return result
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    def prepare(self, images: int) -> tuple[Path, Path]:
+        data, pkl = self.work / "data", self.work / "ffhq-config-f.pkl"
+        if not (data / "dataset.json").is_file():
+            self.job("make_textures", ["--count", str(images), "--resolution", "64", "--dest", str(self.work / "tex")])
+            self.job("preprocess", ["--source", str(self.work / "tex"), "--dest", str(data), "--resolution", "64"])
+        if not pkl.is_file():
+            torch.manual_seed(0)
+            G, D = Generator(**FFHQ_G).eval(), Discriminator(**FFHQ_D).eval()
+            write_nvidia_pickle(pkl, G, D, FFHQ_G, FFHQ_D, augment_p=0.0)
+        return data, pkl
+
+    def train_args(self, data: Path, pkl: Path, name: str, kimg: float) -> list[str]:
+        return ["--config", str(self.code / "configs" / "textures64.yaml"), f"data={data}", f"resume={pkl}",
+                f"outdir={self.work / 'runs'}", f"run_name={name}", f"kimg={kimg}", "tick_kimg=0.5", "snap=1",
+                "aug_p=0.2", "workers=4"]
+
+    def exit_delay(self, run: RunDir, exited: float) -> float:
+        return exited - run.latest().stat().st_mtime
+
+    def train_one_gpu(self, data: Path, pkl: Path) -> RunDir | None:
+        run = RunDir(self.work / "runs" / "gpu1")
+        shutil.rmtree(run.path, ignore_errors=True)  # a fresh run each time (the data and the pickle are kept)
+        args = [sys.executable, "-m", "jobs.train", *self.train_args(data, pkl, "gpu1", 2.0)]
+        start = time.time()
+        proc = subprocess.Popen(args, cwd=self.code, env={**self.env, "CUDA_VISIBLE_DEVICES": "0"},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        while proc.poll() is None and not [n for n, _ in run.snapshots() if n > 0] and time.time() - start < 480:
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=300)
+        exited = time.time()
+        (self.work / "logs").mkdir(exist_ok=True)
+        (self.work / "logs" / "train-gpu1-a.log").write_text(out)
+        first_tick = re.search(r"tick 0 kimg .* time (\S+)", out)
+        error = next((line for line in out.splitlines() if re.match(r"\w*(Error|Exception)\b", line)), "")
+        if not self.check("train 1 GPU, ADA p>0, R1 + path length, snapshot, SIGTERM", proc.returncode == 3
+                          and "stopping on signal 15" in out,
+                          f"exit {proc.returncode}, {exited - start:.0f} s, first tick after "
+                          f"{first_tick.group(1) if first_tick else '-'}; first error: {error[:300]!r}"):
+            return None
+        g = re.search(r"G: copied (\d+)/(\d+) tensors", out)
+        d_random = re.search(r"D: start random \(not in the source\): (.*)", out)
+        self.check("transfer from the config-f pickle", g and g.group(1) == g.group(2) and d_random
+                   and d_random.group(1) == "b64.fromrgb.weight, b64.fromrgb.bias" and "WARNING" not in out,
+                   f"G {g.group(0) if g else '?'}, D random: {d_random.group(1) if d_random else '?'}")
+        stopped = run.snapshots()[-1][0]
+        self.check("exit after the signal-time snapshot", self.exit_delay(run, exited) <= EXIT_WITHIN_S,
+                   f"{self.exit_delay(run, exited):.1f} s after it was written")
+        resumed = self.job("train", self.train_args(data, pkl, "gpu1", 2.0)[:])
+        exited = time.time()
+        rows = [json.loads(line) for line in run.stats.read_text().splitlines()]
+        regs = [r for r in rows if "r1_penalty" in r and "pl_penalty" in r]
+        self.check("resume at the same kimg, run to the end", resumed.returncode == 0
+                   and f"at kimg {stopped / 1000:.3f}" in resumed.stdout and "training complete" in resumed.stdout,
+                   f"exit {resumed.returncode}, resumed at {stopped / 1000:.3f} kimg, {resumed.seconds:.0f} s")
+        self.check("R1 and path length ran with augment p > 0", bool(regs) and all(
+            np.isfinite([r["r1_penalty"], r["pl_penalty"], r["loss_G"], r["loss_D"]]).all() for r in regs)
+            and min(r["augment_p"] for r in rows) > 0,
+            f"{len(regs)} ticks with both, p {rows[0]['augment_p']:.3f} -> {rows[-1]['augment_p']:.3f}, "
+            f"sec/kimg last tick {rows[-1]['sec_per_kimg']:.2f}, peak {rows[-1]['gpumem_gb']:.1f} GB")
+        self.check("exit after the last snapshot", self.exit_delay(run, exited) <= EXIT_WITHIN_S,
+                   f"{self.exit_delay(run, exited):.1f} s")
+        return run
+
+    def train_all_gpus(self, data: Path, pkl: Path) -> None:
+        run = RunDir(self.work / "runs" / f"gpu{self.gpus}x")
+        shutil.rmtree(run.path, ignore_errors=True)
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={self.gpus}"]
+        result = self.job("train", self.train_args(data, pkl, run.path.name, 1.5), launcher)
+        exited = time.time()
+        ok = result.returncode == 0 and "training complete" in result.stdout
+        rows = [json.loads(line) for line in run.stats.read_text().splitlines()] if run.stats.is_file() else []
+        self.check(f"torchrun over {self.gpus} GPU(s)", ok and len(rows) >= 3,
+                   f"exit {result.returncode}, {result.seconds:.0f} s, sec/kimg last tick "
+                   f"{rows[-1]['sec_per_kimg']:.2f}" if rows else f"exit {result.returncode}: "
+                   f"{result.stderr.strip()[-300:]!r}")
+        if ok:
+            self.check(f"torchrun over {self.gpus} GPU(s): exit after the last snapshot",
+                       self.exit_delay(run, exited) <= EXIT_WITHIN_S, f"{self.exit_delay(run, exited):.1f} s")
+
+    def evaluate(self, run: RunDir) -> None:
+        detector = self.work / "random-inception.pth"
+        torch.manual_seed(0)
+        torch.save(FIDInceptionV3().state_dict(), detector)
+        result = self.job("evaluate", ["--run", str(run.path), "--metrics", "swd,fid2k", "--compile", "--detector",
+                                       str(detector)])
+        swd, fid = run.results("swd"), run.results("fid2k")
+        self.check("evaluate --compile (swd, fid2k with a random-weight detector)", result.returncode == 0
+                   and len(swd) == len(fid) == len(run.snapshots()) and all(np.isfinite(r["value"]) for r in swd + fid),
+                   f"{len(swd)} snapshots, {result.seconds:.0f} s, swd {[round(r['value'], 1) for r in swd]}")
+
+    def sample(self, run: RunDir, pkl: Path) -> None:
+        out, snap = self.work / "samples", str(run.latest())
+        shutil.rmtree(out, ignore_errors=True)
+        common = ["--checkpoint", snap, "--trunc", "0.7", "--compile"]
+        seeds = self.job("sample", [*common, "--outdir", str(out / "seeds"), "--seeds", "0-1999", "--png-level", "0"])
+        pngs = sorted((out / "seeds").rglob("seed*.png"))
+        self.check("sample --compile seeds (psi 0.7)", seeds.returncode == 0 and len(pngs) == 2000
+                   and np.asarray(Image.open(pngs[-1])).shape == (64, 64, 3),
+                   f"{len(pngs)} PNGs, {seeds.seconds:.0f} s")
+        grid = self.job("sample", [*common, "--outdir", str(out / "grid"), "--seeds", "0-63", "--grid", "8x8"])
+        self.check("sample --compile grid", grid.returncode == 0 and Image.open(out / "grid" / "grid0000.png").size
+                   == (512, 512), f"{grid.seconds:.0f} s")
+        walk = self.job("sample", [*common, "--outdir", str(out / "walk"), "--walk", "0,1,2,0", "--frames", "8"])
+        self.check("sample --compile walk (GIF + MP4)", walk.returncode == 0 and (out / "walk" / "walk.gif").is_file()
+                   and (out / "walk" / "walk.mp4").stat().st_size > 0, f"{walk.seconds:.0f} s")
+        mix = self.job("sample", [*common, "--outdir", str(out / "mix"), "--style-mix", "1,2,3", "4,5,6"])
+        self.check("sample --compile style mixing", mix.returncode == 0 and Image.open(out / "mix" / "style-mix.png")
+                   .size == (256, 256), f"{mix.seconds:.0f} s")
+        converted = self.job("convert", ["--source", str(pkl), "--dest", str(self.work / "ffhq.pt")])
+        exported = self.job("convert", ["--source", snap, "--dest", str(self.work / "net.safetensors")])
+        again = self.job("sample", ["--checkpoint", str(self.work / "net.safetensors"), "--trunc", "0.7", "--outdir",
+                                    str(out / "again"), "--seeds", "1999"])
+        diff = -1
+        if again.returncode == 0:  # eager here, compiled above: the fp16 blocks may round differently by 1/255
+            diff = int(np.abs(np.asarray(Image.open(out / "again" / "0001" / "seed1999.png"), np.int16)
+                              - np.asarray(Image.open(pngs[-1]), np.int16)).max())
+        self.check("convert (.pkl -> .pt, snapshot -> .safetensors), same pixels", converted.returncode == 0
+                   and exported.returncode == 0 and 0 <= diff <= 1,
+                   f"max difference {diff}/255; {converted.stdout.strip()[-100:]!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default="/tmp/gpu-acceptance")
+    parser.add_argument("--gpus", type=int, default=torch.cuda.device_count())
+    parser.add_argument("--images", type=int, default=500, help="textures in the dataset")
+    parser.add_argument("--only", nargs="+", choices=("train", "torchrun", "evaluate", "sample"),
+                        default=["train", "torchrun", "evaluate", "sample"])
+    parser.add_argument("--code", default=str(REPO), help="checkout whose jobs run (default: this one)")
+    parser.add_argument("--json", help="write the checks to this file")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("error: no CUDA device: this is the GPU acceptance run (the CPU paths are the test suite's)")
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    acc = Acceptance(work, Path(args.code).resolve(), args.gpus)
+    print(f"GPU acceptance: {torch.cuda.get_device_name()} x {args.gpus}, torch {torch.__version__}, code "
+          f"{acc.code}", flush=True)
+    data, pkl = acc.prepare(args.images)
+    run = acc.train_one_gpu(data, pkl) if "train" in args.only else None
+    if "torchrun" in args.only:
+        acc.train_all_gpus(data, pkl)
+    if run is not None and "evaluate" in args.only:
+        acc.evaluate(run)
+    if run is not None and "sample" in args.only:
+        acc.sample(run, pkl)
+    failed = [r for r in acc.results if not r["ok"]]
+    print(f"RESULT gpu_acceptance: {len(acc.results) - len(failed)}/{len(acc.results)} checks passed in "
+          f"{time.time() - start:.0f} s on {torch.cuda.get_device_name()} x {args.gpus}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(acc.results, indent=1))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Does our trainer learn as well as NVIDIA's? Both on the same data with the same settings, side by side.
+
+    python -m benchmarks.parity prepare --workdir W [--official PATH] [--images 2500] [--res 64]
+    python -m benchmarks.parity launch  --workdir W [--official PATH] --kimg 150 --seeds 0 1 --gpus 0 1 2 3
+    python -m benchmarks.parity wait    --workdir W [--timeout 540]
+    python -m benchmarks.parity report  --workdir W [--out DIR]
+`launch` starts every run in its own process session (they outlive the command that started them), one GPU per
+run: ours for each seed, and NVIDIA's trainer for each seed when --official names its code (NVlabs/stylegan3,
+`--cfg=stylegan2`, an outside program: ../shared/notes/official-reference.md; never part of this project). The
+settings are the official reference's: 64x64 textures (jobs.make_textures), batch 32, channel_base 16384, 2 mapping
+layers, lr 0.0025, R1 gamma 0.0002 * res^2 / batch, x-flips, ADA, a tick every 4 kimg and a snapshot every 5 ticks.
+`report` scores every snapshot of every run with our SWD and our diversity metric (generated over real structure
+spread; stylegan.metrics.diversity), and writes parity.md (tables), parity.svg (SWD and diversity by kimg, one line
+per run) and parity-fakes.png (each run's last fakes grid, side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.plot import figure
+from stylegan.checkpoint import load_generator
+from stylegan.imagefiles import save_png
+from stylegan.metrics.compute import compute_metric, parse_metric
+
+REPO = Path(__file__).resolve().parents[1]
+TICK_KIMG, SNAP_TICKS, BATCH = 4, 5, 32
+
+
+def settings(res: int) -> dict:
+    return {"batch": BATCH, "cbase": 16384, "map": 2, "lr": 0.0025, "gamma": 0.0002 * res * res / BATCH}
+
+
+def prepare(work: Path, official: Path | None, images: int, res: int) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tex = work / "textures"
+    if not tex.is_dir():
+        subprocess.run([sys.executable, "-m", "jobs.make_textures", "--count", str(images), "--resolution", str(res),
+                        "--dest", str(tex)], cwd=REPO, env=env, check=True)
+    if not (work / "data" / "dataset.json").is_file():
+        subprocess.run([sys.executable, "-m", "jobs.preprocess", "--source", str(tex), "--dest", str(work / "data"),
+                        "--resolution", str(res)], cwd=REPO, env=env, check=True)
+    if official is not None and not (work / "official-data.zip").is_file():
+        subprocess.run([sys.executable, "dataset_tool.py", f"--source={tex}", f"--dest={work / 'official-data.zip'}",
+                        f"--resolution={res}x{res}"], cwd=official, env=official_env(official), check=True)
+
+
+def official_env(official: Path) -> dict:
+    """The official code needs a `pkg_resources` stand-in with torch 2.11 (official-reference.md): `shim/`."""
+    path = os.pathsep.join([str(official / "shim"), str(official), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+
+
+def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], gpus: list[str], res: int) -> None:
+    s = settings(res)
+    runs = []
+    for seed in seeds:
+        runs.append({"name": f"ours-s{seed}", "cwd": str(REPO), "env": {"PYTHONUNBUFFERED": "1"}, "cmd": [
+            sys.executable, "-m", "jobs.train", f"data={work / 'data'}", f"outdir={work / 'runs'}",
+            f"run_name=ours-s{seed}", f"resolution={res}", f"batch={s['batch']}", f"channel_base={s['cbase']}",
+            f"map_layers={s['map']}", f"glr={s['lr']}", f"dlr={s['lr']}", f"r1_gamma={s['gamma']}", "mirror=true",
+            "aug=ada", f"kimg={kimg}", f"tick_kimg={TICK_KIMG}", f"snap={SNAP_TICKS}", f"seed={seed}", "workers=3"]})
+        if official is not None:
+            runs.append({"name": f"official-s{seed}", "cwd": str(official), "env": official_env(official), "cmd": [
+                sys.executable, "train.py", f"--outdir={work / 'runs' / f'official-s{seed}'}", "--cfg=stylegan2",
+                f"--data={work / 'official-data.zip'}", "--gpus=1", f"--batch={s['batch']}", f"--gamma={s['gamma']}",
+                f"--cbase={s['cbase']}", f"--map-depth={s['map']}", f"--glr={s['lr']}", f"--dlr={s['lr']}",
+                "--mirror=1", "--aug=ada", "--metrics=none", f"--kimg={int(kimg)}", f"--tick={TICK_KIMG}",
+                f"--snap={SNAP_TICKS}", f"--seed={seed}"]})
+    if len(runs) > len(gpus):
+        sys.exit(f"error: {len(runs)} runs need {len(runs)} GPUs; --gpus lists {len(gpus)}")
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    for run, gpu in zip(runs, gpus, strict=False):
+        log = open(work / "logs" / f"{run['name']}.log", "w")  # noqa: SIM115 - the child keeps it
+        env = {**os.environ, **run["env"], "CUDA_VISIBLE_DEVICES": gpu}
+        proc = subprocess.Popen(run["cmd"], cwd=run["cwd"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        run.update(gpu=gpu, pid=proc.pid, started=time.time())
+        print(f"started {run['name']} on GPU {gpu} (pid {proc.pid})", flush=True)
+    (work / "parity.json").write_text(json.dumps({"runs": runs, "kimg": kimg, "res": res, "settings": s}, indent=1))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+TICK = re.compile(r"tick\s+(\d+)\s+kimg\s+([\d.]+).*?sec/kimg\s+([\d.]+)")
+
+
+def ticks(log: Path) -> list[tuple[float, float]]:
+    """(kimg, sec/kimg) of every tick line, ours and official alike."""
+    return [(float(m.group(2)), float(m.group(3))) for m in TICK.finditer(log.read_text(errors="replace"))]
+
+
+def wait(work: Path, timeout: float) -> bool:
+    runs = json.loads((work / "parity.json").read_text())["runs"]
+    deadline = time.time() + timeout
+    while True:
+        running = [r for r in runs if alive(r["pid"])]
+        for r in runs:
+            t = ticks(work / "logs" / f"{r['name']}.log")
+            print(f"{r['name']}: {'running' if r in running else 'done'}, kimg {t[-1][0] if t else 0:.1f}, "
+                  f"sec/kimg {t[-1][1] if t else 0:.2f}", flush=True)
+        if not running or time.time() > deadline:
+            return not running
+        time.sleep(min(60.0, max(deadline - time.time(), 1.0)))
+
+
+def snapshots(work: Path, name: str) -> list[tuple[float, Path]]:
+    """(kimg, network file) of a run: ours `network-snapshot-<stamp>.pt`, NVIDIA's `network-snapshot-<kimg>.pkl`."""
+    found = []
+    for path in (work / "runs").glob(f"{name}/**/network-snapshot-*"):
+        m = re.match(r"network-snapshot-(\d+(?:\.\d+)?)\.(pt|pkl)$", path.name)
+        if m:
+            found.append((float(m.group(1)), path))
+    return sorted(found)
+
+
+def last_fakes(work: Path, name: str) -> Path | None:
+    grids = sorted(p for p in (work / "runs").glob(f"{name}/**/fakes*.png") if "init" not in p.name)
+    return grids[-1] if grids else None
+
+
+def report(work: Path, out: Path) -> None:
+    info = json.loads((work / "parity.json").read_text())
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    specs = [parse_metric("swd"), parse_metric("diversity")]
+    rows: dict[str, dict[float, dict]] = {}
+    for run in info["runs"]:
+        rows[run["name"]] = {}
+        for kimg, path in snapshots(work, run["name"]):
+            G = load_generator(path, device)
+            rows[run["name"]][kimg] = {s.name: compute_metric(G, work / "data", s, None, device, batch=128)[0]
+                                       for s in specs}
+            print(f"{run['name']} kimg {kimg:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                            rows[run["name"]][kimg].items()), flush=True)
+    names = list(rows)
+    kimgs = sorted({round(k) for r in rows.values() for k in r})
+    nearest = lambda run, k: min(rows[run], key=lambda x: abs(x - k), default=None)  # noqa: E731
+    lines = [f"Settings: {json.dumps(info['settings'])}, {info['res']}x{info['res']}, {info['kimg']:g} kimg.", ""]
+    for metric in ("swd", "diversity"):
+        lines += [f"| kimg | {' | '.join(names)} |", "| --- " * (len(names) + 1) + "|"]
+        for k in kimgs:
+            cells = [f"{rows[n][nearest(n, k)][metric]:.3f}" if rows[n] and abs(nearest(n, k) - k) < 2 else "-"
+                     for n in names]
+            lines.append(f"| {k} ({metric}) | {' | '.join(cells)} |")
+        lines.append("")
+    speed = {r["name"]: ticks(work / "logs" / f"{r['name']}.log") for r in info["runs"]}
+    lines.append("Speed (sec/kimg, median of the ticks after the first): " + ", ".join(
+        f"{n} {np.median([s for _, s in t[1:]]):.2f}" for n, t in speed.items() if len(t) > 1))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "parity.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    series = lambda metric: {n: [(k, v[metric]) for k, v in sorted(rows[n].items())] for n in names if rows[n]}  # noqa: E731
+    (out / "parity.svg").write_text(figure([
+        (series("swd"), f"SWD x1e3 by kimg, {info['res']}x{info['res']} textures, ADA (lower is better)", "kimg"),
+        (series("diversity"), "diversity, generated over real (1 = as varied as the data)", "kimg")]))
+    grids = [(n, last_fakes(work, n)) for n in names]
+    images = [np.asarray(Image.open(p).convert("RGB").resize((384, 384))) for _, p in grids if p is not None]
+    if images:
+        save_png(np.concatenate(images, axis=1), out / "parity-fakes.png")
+        (out / "parity-fakes.txt").write_text(" | ".join(f"{n}: {p}" for n, p in grids) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=("prepare", "launch", "wait", "report"))
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--official", help="a copy of NVlabs/stylegan3 (with the note's three local edits)")
+    parser.add_argument("--images", type=int, default=2500)
+    parser.add_argument("--res", type=int, default=64)
+    parser.add_argument("--kimg", type=float, default=150)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--gpus", nargs="+", default=[str(i) for i in range(max(torch.cuda.device_count(), 1))])
+    parser.add_argument("--timeout", type=float, default=540, help="wait: give up after this many seconds")
+    parser.add_argument("--out", help="report: where the table and figures go (default: the workdir)")
+    args = parser.parse_args()
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    official = Path(args.official).resolve() if args.official else None
+    if args.step == "prepare":
+        prepare(work, official, args.images, args.res)
+    elif args.step == "launch":
+        launch(work, official, args.kimg, args.seeds, args.gpus, args.res)
+    elif args.step == "wait":
+        sys.exit(0 if wait(work, args.timeout) else 3)
+    else:
+        report(work, Path(args.out) if args.out else work)
+
+
+if __name__ == "__main__":
+    main()

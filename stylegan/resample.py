@@ -1,0 +1,87 @@
+"""Image resampling for the augmentation pipeline, twice differentiable on every device.
+
+R1 differentiates D's output twice with respect to the reals, and the reals pass through the augmentation's
+geometric resampling. PyTorch's CUDA `grid_sample` has no double backward (its CPU kernel has one, so CPU-only tests
+never notice), so the bilinear sampling here is an autograd function of our own: it is linear in the image, so its
+backward is its adjoint and the adjoint's backward is the sampling again, on any device, to any order.
+
+The 2x up- and down-sampling use the sym6 wavelet's low-pass filter, as the official augmentation does: up then
+down is an exact identity (the filter is orthogonal), so only the geometric transform itself changes the image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Daubechies' symlet 6 decomposition low-pass filter (published coefficients; the same as PyWavelets' 'sym6').
+SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
+        0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
+        -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148)
+# Output pixels beyond each border that the 2x filters read (half their length at 1x): pad and crop by this much.
+FILTER_PAD = len(SYM6) // 4
+_TAP_PAD = len(SYM6) // 2 - 1  # conv padding that centres the 12-tap filter between the two 2x samples
+# sym6 is not symmetric: its centroid is 5.10 taps, not 5.5, so upsample2x moves the image this many input pixels
+# left and up (and downsample2x back). Resampling other than by translation must undo it (tested on flips).
+PHASE_SHIFT = (_TAP_PAD + 0.5 - sum(k * t for k, t in enumerate(SYM6)) / sum(SYM6)) / 2
+
+
+class _Sample(torch.autograd.Function):
+    """Bilinear sampling of `img` at `grid` (normalised, align_corners=False, zeros outside). The grid is a
+    constant: augmentation parameters are random draws, never trained."""
+
+    @staticmethod
+    def forward(ctx, img: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(grid)
+        ctx.img_shape = img.shape
+        return torch.grid_sampler_2d(img, grid, 0, 0, False)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (grid,) = ctx.saved_tensors
+        return _SampleAdjoint.apply(grad, grid, ctx.img_shape), None
+
+
+class _SampleAdjoint(torch.autograd.Function):
+    """The transpose of _Sample: scatters `grad` back onto an image of `img_shape`."""
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, grid: torch.Tensor, img_shape: torch.Size) -> torch.Tensor:
+        ctx.save_for_backward(grid)
+        # The kernel takes the input only for its shape when the grid's gradient is not asked for.
+        blank = grad.new_zeros(img_shape)
+        grad_img, _ = torch.ops.aten.grid_sampler_2d_backward(grad, blank, grid, 0, 0, False, [True, False])
+        return grad_img
+
+    @staticmethod
+    def backward(ctx, grad2: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (grid,) = ctx.saved_tensors
+        return _Sample.apply(grad2, grid), None, None
+
+
+def grid_sample(img: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """`F.grid_sample(img, grid, 'bilinear', 'zeros', align_corners=False)`, differentiable in `img` to any
+    order on CPU and CUDA alike."""
+    return _Sample.apply(img, grid)
+
+
+def _taps(x: torch.Tensor, horizontal: bool) -> torch.Tensor:
+    f = torch.tensor(SYM6, dtype=x.dtype, device=x.device)
+    f = (f / f.sum()).reshape(1, 1, 1, -1) if horizontal else (f / f.sum()).reshape(1, 1, -1, 1)
+    return f.repeat(x.shape[1], 1, 1, 1)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """2x up-sampling: zero insertion and the sym6 low-pass (gain 2 per axis), one axis at a time. Output pixel
+    j sits at input coordinate (j + 0.5) / 2, so both images cover the same extent."""
+    c = x.shape[1]
+    x = F.conv_transpose2d(x, _taps(x, True) * 2, stride=(1, 2), padding=(0, _TAP_PAD), groups=c)
+    return F.conv_transpose2d(x, _taps(x, False) * 2, stride=(2, 1), padding=(_TAP_PAD, 0), groups=c)
+
+
+def downsample2x(x: torch.Tensor) -> torch.Tensor:
+    """The adjoint of upsample2x, halved: the sym6 low-pass and every second pixel. downsample2x(upsample2x(x))
+    is x, exactly, away from the borders (FILTER_PAD pixels)."""
+    c = x.shape[1]
+    x = F.conv2d(x, _taps(x, True), stride=(1, 2), padding=(0, _TAP_PAD), groups=c)
+    return F.conv2d(x, _taps(x, False), stride=(2, 1), padding=(_TAP_PAD, 0), groups=c)

@@ -1,0 +1,103 @@
+"""A training run's folder: the one place that knows where each of its files lives.
+
+    <outdir>/<run_name>/
+        config.yaml                   the resolved training config
+        log.txt, stats.jsonl          progress lines and per-tick statistics
+        events.out.tfevents.*         TensorBoard (training and evaluation write separate files)
+        fakes<stamp>.png              the fakes grid of each snapshot
+        checkpoints/network-snapshot-<stamp>.pt
+        metric-<name>.jsonl           evaluation results, one row per (snapshot, metric)
+        .lock-<snapshot>-<metric>     an evaluator's claim (stylegan.fileio locks)
+A stamp is the image count as kimg with three decimals (`001234.567`): unique per snapshot and sorting in training
+order. Snapshots written before stamps had decimals (`network-snapshot-001234.pt`) are still found.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from stylegan.errors import UserError
+from stylegan.fileio import TMP_PREFIX, held_lock, write_text_atomic
+
+SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6,})(?:\.(\d{3}))?\.pt$")
+
+
+def stamp(nimg: int) -> str:
+    return f"{nimg // 1000:06d}.{nimg % 1000:03d}"
+
+
+def snapshot_nimg(path: str | Path) -> int | None:
+    """The image count in a snapshot's file name; None when the name is not a snapshot's."""
+    m = SNAPSHOT_RE.match(Path(path).name)
+    return int(m.group(1)) * 1000 + int(m.group(2) or 0) if m else None
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.config = self.path / "config.yaml"
+        self.log = self.path / "log.txt"
+        self.stats = self.path / "stats.jsonl"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def snapshot(self, nimg: int) -> Path:
+        return self.checkpoints / f"network-snapshot-{stamp(nimg)}.pt"
+
+    def fakes(self, nimg: int) -> Path:
+        return self.path / f"fakes{stamp(nimg)}.png"
+
+    def snapshots(self) -> list[tuple[int, Path]]:
+        """Complete snapshots as (image count, path), oldest first. Unfinished writes have temp names, which never
+        match, so they are never listed."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = [(n, p) for p in self.checkpoints.iterdir() if (n := snapshot_nimg(p)) is not None]
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        snaps = self.snapshots()
+        return snaps[-1][1] if snaps else None
+
+    def prune(self, keep: int) -> list[Path]:
+        """Delete all but the newest `keep` snapshots (keep <= 0: keep all). Returns what was deleted."""
+        old = [p for _, p in self.snapshots()[:-keep]] if keep > 0 else []
+        for p in old:
+            p.unlink(missing_ok=True)
+        return old
+
+    def saved_config(self) -> dict:
+        return yaml.safe_load(self.config.read_text()) or {} if self.config.is_file() else {}
+
+    def metric_file(self, metric: str) -> Path:
+        return self.path / f"metric-{metric}.jsonl"
+
+    def results(self, metric: str) -> list[dict]:
+        path = self.metric_file(metric)
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    def append_result(self, metric: str, row: dict) -> None:
+        path = self.metric_file(metric)
+        with held_lock(path.with_name(path.name + ".lock")):
+            old = path.read_text() if path.is_file() else ""
+            write_text_atomic(path, old + json.dumps(row) + "\n")
+
+    def claim_path(self, snapshot: Path, metric: str) -> Path:
+        return self.path / f".lock-{snapshot.stem}-{metric}"
+
+    def check_new_run(self) -> None:
+        """A run without snapshots starts only in a folder that holds nothing but what a run writes before its
+        first tick (a start that failed): never over another run's statistics, fakes, metrics or other files."""
+        startup = ("config.yaml", "log.txt", "checkpoints", "events.out.tfevents", TMP_PREFIX)
+        if not self.path.is_dir():
+            return
+        other = sorted(p.name for p in self.path.iterdir() if not p.name.startswith(startup))
+        if other:
+            raise UserError(f"{self.path}: holds another run's files ({', '.join(other[:4])}) but no snapshot to "
+                            "resume from; choose another run_name or outdir, or delete that folder to start over")

@@ -1,0 +1,363 @@
+"""Hostile and broken inputs, built here: each ends in one `error:` line with exit code 2 (or is listed as rejected),
+within a memory cap, and nothing runs or is silently wrong."""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylegan.checkpoint import save_checkpoint
+from stylegan.networks import Discriminator, Generator
+from stylegan.rundir import RunDir
+from tests.conftest import REPO, TINY_TRAIN, Fixture, tiny_discriminator_kwargs, tiny_generator_kwargs
+from tests.image_folder import preprocess_folder
+from tests.nvidia_pickles import Persistent, stub_nvidia_modules, write_nvidia_pickle
+
+CAP_MB = 1024  # every case runs with at most this much more address space than the job's imports took
+
+CAPPED = """
+import resource, sys
+from jobs.cli import main
+import stylegan.training, stylegan.sampling, stylegan.data.shards  # imports first: they are not the input's cost
+vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + {cap} * 2 ** 20, resource.RLIM_INFINITY))
+main(sys.argv[1:])
+"""
+
+
+def job(*args: str, cap_mb: int = CAP_MB, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`stylegan <job> args...` in a subprocess whose memory is capped."""
+    return subprocess.run([sys.executable, "-c", CAPPED.format(cap=cap_mb), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pickles
+
+def nvidia_like(path: Path, G_state: dict, G_kwargs: dict | None = None, modules: dict | None = None) -> Path:
+    """A file shaped like an NVIDIA PyTorch pickle whose G record holds what the test puts there."""
+    with stub_nvidia_modules():
+        G = Persistent("Generator", {"_parameters": collections.OrderedDict(G_state), "_buffers": {},
+                                     "_modules": modules or {}, "_init_kwargs": G_kwargs or {}}, "raise SystemExit")
+        path.write_bytes(pickle.dumps({"G": G, "D": G, "G_ema": G}))
+    return path
+
+
+class Reduce:
+    """Pickles as `fn(*args)`: how a forged file calls the admitted functions with arguments of its choosing."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def expanding(depth: int = 40) -> list:
+    nested: list = [0]
+    for _ in range(depth):
+        nested = [nested, nested]  # pickled once per level; walked naively, 2**depth leaves
+    return nested
+
+
+def storage_of(t: torch.Tensor):
+    return Reduce(torch.storage._load_from_bytes, _storage_bytes(t))
+
+
+def _storage_bytes(t: torch.Tensor) -> bytes:
+    buf = io.BytesIO()
+    torch.save(t.untyped_storage(), buf)
+    return buf.getvalue()
+
+
+def shared_modules(depth: int = 30) -> dict:
+    with stub_nvidia_modules():
+        leaf = Persistent("L", {"_parameters": {"w": torch.zeros(1000)}}, "")
+        for _ in range(depth):
+            leaf = Persistent("M", {"_parameters": {}, "_modules": {"a": leaf, "b": leaf}}, "")
+    return {"m": leaf}
+
+
+def _deep_kwargs(path: Path, n: int) -> None:
+    value: list = []
+    for _ in range(n):
+        value = [value]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20 * n)
+    try:
+        nvidia_like(path, {}, {"z_dim": 4, "deep": value})
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+RECONSTRUCT = getattr(np, "_core", np.core).multiarray._reconstruct
+
+HOSTILE_PICKLES = {
+    "expanding references": (lambda p: nvidia_like(p, {}, {"z_dim": 4, "bomb": expanding()}), "larger than"),
+    "declared 5 GB of bytes": (lambda p: p.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 5 << 30) + b"x" * 64
+                                                       + b"."), "declares 5,368,709,120 bytes"),
+    "declared 40 GB array": (lambda p: p.write_bytes(pickle.dumps(Reduce(RECONSTRUCT, np.ndarray, (10 ** 10,), b"f"))),
+                             "not an NVIDIA network pickle"),
+    "zero-stride tensor view": (lambda p: nvidia_like(p, {"weight": Reduce(
+        torch._utils._rebuild_tensor_v2, storage_of(torch.zeros(4)), 0, (60000, 60000), (0, 0), False,
+        collections.OrderedDict())}), "not a contiguous part of its storage"),
+    "shared module records": (lambda p: nvidia_like(p, {}, {}, shared_modules()), "not a network pickle"),
+    "deep nesting": (lambda p: _deep_kwargs(p, 3000), "nested deeper"),
+    "a string for a tensor": (lambda p: nvidia_like(p, {"weight": "not a tensor"}), "where a plain tensor belongs"),
+    "state set on a parameter": (lambda p: nvidia_like(p, {"weight": Reduce(
+        torch._utils._rebuild_parameter_with_state, torch.zeros(2), False, collections.OrderedDict(),
+        {"detach": 1})}), "parameter with hooks or state"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_PICKLES))
+def test_hostile_pickles_are_refused_in_one_line_within_the_memory_cap(tmp_path, case):
+    make, match = HOSTILE_PICKLES[case]
+    path = tmp_path / "net.pkl"
+    make(path)
+    assert path.stat().st_size < 1 << 20  # each under 1 MB
+    one_line_error(job("convert", "--source", str(path), "--dest", str(tmp_path / "out.pt")), match, str(path))
+    assert not (tmp_path / "out.pt").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+def tiny_checkpoint(**changes) -> dict:
+    torch.manual_seed(0)
+    G, D = Generator(**tiny_generator_kwargs()), Discriminator(**tiny_discriminator_kwargs())
+    ckpt = {"format": 1, "G_kwargs": tiny_generator_kwargs(), "D_kwargs": tiny_discriminator_kwargs(),
+            "G": G.state_dict(), "D": D.state_dict(), "G_ema": G.state_dict()}
+    ckpt.update(changes)
+    return ckpt
+
+
+def nan_state() -> dict:
+    state = Generator(**tiny_generator_kwargs()).state_dict()
+    state["synthesis.b8.conv1.weight"][0, 0, 0, 0] = float("nan")
+    return state
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"G_kwargs": {**tiny_generator_kwargs(), "z_dim": 40_000_000}}, "does not fit its architecture arguments"),
+    ({"G_kwargs": {**tiny_generator_kwargs(), "img_resolution": 12}}, "bad G_kwargs"),
+    ({"G_ema": "a string"}, "'G_ema' is not a state dict of tensors"),
+    ({"G_ema": nan_state()}, "G_ema has non-finite values (NaN or inf) in synthesis.b8.conv1.weight"),
+])
+def test_hostile_checkpoints_are_refused_before_allocating(tmp_path, change, match):
+    path = tmp_path / "net.pt"
+    save_checkpoint(path, tiny_checkpoint(**change))
+    one_line_error(job("sample", "--checkpoint", str(path), "--outdir", str(tmp_path / "out"), "--seeds", "0"),
+                   match, str(path))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))  # no black images
+
+
+def test_broken_safetensors_metadata(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "g.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path), metadata={"format": "1", "G_kwargs": "{not json"})
+    one_line_error(job("sample", "--checkpoint", str(path), "--outdir", str(tmp_path), "--seeds", "0"),
+                   "corrupt safetensors file or metadata (JSONDecodeError")
+
+
+def test_a_damaged_detector_never_advises_unsafe_loading(tmp_path):
+    detector = tmp_path / "inception.pth"
+    detector.write_bytes(pickle.dumps(Reduce(os.getcwd)))  # a pickle torch's weights-only loader refuses
+    G = Generator(**tiny_generator_kwargs())
+    save_checkpoint(tmp_path / "g.pt", tiny_checkpoint(G_ema=G.state_dict()))
+    data = preprocess_folder(_images(tmp_path / "img", 8), tmp_path / "data")
+    line = one_line_error(job("evaluate", "--checkpoint", str(tmp_path / "g.pt"), "--data", str(data), "--metrics",
+                              "fid1k", "--detector", str(detector)), str(detector), "fetch_weights")
+    assert "weights_only=False" not in line
+
+
+def _images(folder: Path, count: int, size: int = 16) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(str(folder)))
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+TRAIN = [*TINY_TRAIN, "batch=4", "kimg=0.012", "tick_kimg=0.004", "snap=1"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hostile-data")
+    return preprocess_folder(_images(root / "img", 24), root / "data", 16, "--shard-size", "8")
+
+
+def train(data: Path, outdir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return job("train", f"data={data}", f"outdir={outdir}", "run_name=r", *TRAIN, *extra, timeout=600)
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda c: c.pop("G_opt"), "it lacks G_opt (not a training snapshot); move it out of"),
+    (lambda c: c["D"].update({"b16.conv0.weight": torch.zeros(3, 3, 3, 3)}),
+     "cannot resume from it: its D does not fit"),
+    (lambda c: c["G"].update({"mapping.fc0.bias": torch.full_like(c["G"]["mapping.fc0.bias"], float("inf"))}),
+     "G has non-finite values"),
+])
+def test_resuming_from_a_damaged_snapshot_says_how_to_go_on(tmp_path, dataset, damage, match):
+    assert train(dataset, tmp_path).returncode == 0
+    run = RunDir(tmp_path / "r")
+    ckpt = torch.load(run.latest(), weights_only=True)
+    damage(ckpt)
+    save_checkpoint(run.latest(), ckpt)
+    one_line_error(train(dataset, tmp_path, "kimg=0.02"), match, str(run.latest()))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Image folders and archives
+
+def rejected(dest: Path) -> list[dict]:
+    return [json.loads(line) for p in sorted(dest.glob("rejected-*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def preprocess(*args: str, cap_mb: int = CAP_MB) -> subprocess.CompletedProcess:
+    return job("preprocess", "--resolution", "16", "--workers", "1", *args, cap_mb=cap_mb)
+
+
+def test_bad_names_unreadable_files_links_and_loops_are_listed_and_the_rest_goes_on(tmp_path):
+    src = _images(tmp_path / "src", 6)
+    os.close(os.open(os.fsencode(src) + b"/latin1-\xe9.png", os.O_CREAT | os.O_WRONLY))  # not UTF-8
+    os.symlink("/proc/self/mem", src / "unreadable.png")  # a regular file whose read fails (EIO), even as root
+    os.symlink(".", src / "loop")  # a folder that contains itself
+    os.symlink("missing.png", src / "dangling.png")
+    result = preprocess("--source", str(src), "--dest", str(tmp_path / "data"))
+    assert result.returncode == 0, result.stderr
+    info = json.loads((tmp_path / "data" / "dataset.json").read_text())
+    reasons = {Path(r["source"]).name: r["reason"] for r in rejected(tmp_path / "data")}
+    assert info["total_images"] == 6 and info["rejected"] == len(reasons) == 4, reasons
+    assert "not valid UTF-8" in reasons["latin1-\\xe9.png"] and "unreadable (OSError" in reasons["unreadable.png"]
+    assert "symbolic link loop" in reasons["loop"] and "not a regular file" in reasons["dangling.png"]
+
+
+def test_members_with_the_same_name_are_both_kept(tmp_path):
+    images = [np.full((16, 16, 3), v, np.uint8) for v in (10, 200)]
+    encoded = []
+    for img in images:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        encoded.append(buf.getvalue())
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as z, pytest.warns(UserWarning, match="Duplicate name"):
+        for data in encoded:
+            z.writestr("same.png", data)
+    with tarfile.open(tmp_path / "b.tar", "w") as t:
+        for data in encoded:
+            info = tarfile.TarInfo("same.png")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("link.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "same.png"
+        t.addfile(link)
+    result = preprocess("--source", str(tmp_path / "a.zip"), str(tmp_path / "b.tar"), "--dest", str(tmp_path / "d"))
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(next((tmp_path / "d").glob("shard-*.tar"))) as shard:
+        means = sorted(int(np.asarray(Image.open(shard.extractfile(m))).mean()) for m in shard
+                       if m.name.endswith("png"))
+    assert means == [10, 10, 200, 200]  # each archive's first and second member, none twice
+    assert [r["reason"] for r in rejected(tmp_path / "d")] == ["archive member is a link or device, not a file"]
+
+
+def test_bombs_are_read_only_up_to_the_limit(tmp_path):
+    """A ~1 MB zip whose member inflates to 1 GB, and a 6 GB sparse file named .png: listed as too large, with
+    the memory cap far below what reading either would take."""
+    src = _images(tmp_path / "src", 3)
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as z, z.open("bomb.png", "w") as f:
+        chunk = b"\0" * (1 << 20)
+        for _ in range(1024):
+            f.write(chunk)
+    assert (tmp_path / "bomb.zip").stat().st_size < 2 << 20
+    with open(src / "sparse.png", "wb") as f:
+        f.truncate(6 << 30)
+    result = preprocess("--source", str(src), str(tmp_path / "bomb.zip"), "--dest", str(tmp_path / "d"),
+                        cap_mb=1024)
+    assert result.returncode == 0, result.stderr[-2000:]
+    reasons = sorted(r["reason"] for r in rejected(tmp_path / "d"))
+    assert reasons == ["larger than the 256 MB limit per input (--max-file-mb)"] * 2
+    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["total_images"] == 3
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shards, runs and evaluation
+
+def copy_dataset(src: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for p in src.iterdir():
+        if not p.name.startswith("stats-"):
+            (dest / p.name).write_bytes(p.read_bytes())
+    return dest
+
+
+def test_a_truncated_shard_is_refused_by_training_and_evaluation(tmp_path, dataset):
+    data = copy_dataset(dataset, tmp_path / "data")
+    shard = sorted(data.glob("shard-*.tar"))[1]
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[:len(whole) // 2])
+    one_line_error(train(data, tmp_path), str(shard), "truncated or replaced")
+    save_checkpoint(tmp_path / "g.pt", tiny_checkpoint())
+    evaluate = ("evaluate", "--checkpoint", str(tmp_path / "g.pt"), "--data", str(data), "--metrics", "swd")
+    one_line_error(job(*evaluate), str(shard))
+    assert not list(data.glob("stats-*"))  # nothing cached from the short shard
+    shard.write_bytes(whole[:-512] + b"\1" * 512)  # the same size, other bytes (the tar's zero padding)
+    one_line_error(job(*evaluate), str(shard), "differs from what dataset.json records")
+    shard.write_bytes(whole)
+    assert job(*evaluate).returncode == 0
+
+
+def test_a_damaged_member_names_its_shard(tmp_path, dataset):
+    data = copy_dataset(dataset, tmp_path / "data")
+    shard = sorted(data.glob("shard-*.tar"))[0]
+    raw = bytearray(shard.read_bytes())
+    start = raw.index(b"IDAT") + 8
+    raw[start:start + 64] = b"\xff" * 64  # same size: the start-up check passes, decoding fails
+    shard.write_bytes(bytes(raw))
+    one_line_error(train(data, tmp_path), str(shard), "is damaged")
+
+
+def test_a_dataset_with_every_sample_excluded_fails_at_once(tmp_path, dataset):
+    data = copy_dataset(dataset, tmp_path / "data")
+    info = json.loads((data / "dataset.json").read_text())
+    info["exclude"] = [f"{i:09d}" for i in range(info["total_images"])]
+    info["total_images"] = 0
+    (data / "dataset.json").write_text(json.dumps(info))
+    one_line_error(train(data, tmp_path), "no usable images")
+
+
+def test_a_nan_checkpoint_never_becomes_black_images_and_a_diverging_run_stops(tmp_path, dataset):
+    fx = Fixture("uncond32")
+    G, D = fx.networks()
+    with torch.no_grad():
+        G.synthesis.b32.conv1.weight[0, 0, 0, 0] = float("nan")
+    pkl = write_nvidia_pickle(tmp_path / "nan.pkl", G, D, fx.meta["G_kwargs"], fx.meta["D_kwargs"])
+    one_line_error(job("sample", "--checkpoint", str(pkl), "--outdir", str(tmp_path / "s"), "--seeds", "0"),
+                   "non-finite")
+    result = train(dataset, tmp_path, "inject_nan_steps=[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]",
+                   "nan_rollback=2", "kimg=0.08")
+    one_line_error(result, "training diverged", "again after 2 rollbacks")
+    assert "training complete" not in result.stdout
