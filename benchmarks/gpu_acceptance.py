@@ -217,7 +217,11 @@ def main() -> None:
     print(f"GPU acceptance: {torch.cuda.get_device_name()} x {args.gpus}, torch {torch.__version__}, code "
           f"{acc.code}", flush=True)
     data, pkl = acc.prepare(args.images)
-    run = acc.train_one_gpu(data, pkl) if "train" in args.only else None
+    run = RunDir(work / "runs" / "gpu1")  # --only evaluate/sample: a run left by an earlier call
+    if "train" in args.only:
+        run = acc.train_one_gpu(data, pkl)
+    elif run.latest() is None and {"evaluate", "sample"} & set(args.only):
+        sys.exit(f"error: {run.path} has no snapshot: run the train part first (--only train)")
     if "torchrun" in args.only:
         acc.train_all_gpus(data, pkl)
     if run is not None and "evaluate" in args.only:
