@@ -63,6 +63,15 @@ def broadcast_module(module: torch.nn.Module) -> None:
             dist.broadcast(t.data, src=0)
 
 
+def gather_lists(items: list) -> list:
+    """Every rank's list, concatenated in rank order, on every rank (one list as it is without a process group)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        out: list = [None] * dist.get_world_size()
+        dist.all_gather_object(out, items)
+        return [x for part in out for x in part]
+    return items
+
+
 def broadcast_object(obj: object) -> object:
     """Rank 0's value of `obj` on every rank."""
     if dist.is_initialized() and dist.get_world_size() > 1:

@@ -17,9 +17,10 @@ from stylegan.networks import Discriminator, Generator
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("STYLEGAN_FIXTURES", REPO.parent / "shared" / "fixtures"))
 FIXTURE_NAMES = ["uncond32", "cond16"]
-# The network of the CPU training tests (16x16, a few channels); each test file adds its schedule.
+# The network of the CPU training tests (16x16, a few channels); each test file adds its schedule. No augmentation:
+# the tests that check it (N ranks = 1 rank, exact resume, the demo) ask for ADA; elsewhere it only costs CPU time.
 TINY_TRAIN = ["resolution=16", "z_dim=32", "w_dim=32", "channel_base=256", "channel_max=32", "map_layers=2",
-              "mbstd_group=2", "workers=1"]
+              "mbstd_group=2", "workers=1", "aug=noaug"]
 
 
 def run_job(name: str, *args: str, check: bool = True, env: dict | None = None, timeout: float = 600,

@@ -31,11 +31,11 @@ def test_textures_are_deterministic_and_varied(tmp_path):
 @pytest.mark.slow
 def test_short_demo_produces_every_output_and_learns(tmp_path):
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "jobs.demo", "--outdir", str(out), "--kimg", "3", "--count",
+    result = subprocess.run([sys.executable, "-m", "jobs.demo", "--outdir", str(out), "--kimg", "2", "--count",
                              "600"], cwd=REPO, capture_output=True, text=True, timeout=1200,
                             env={**os.environ, "STYLEGAN_CACHE": str(tmp_path / "no-detector")})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for stage in ("make textures", "preprocess (2 tasks)", "train 3 kimg", "evaluate snapshots (swd)",
+    for stage in ("make textures", "preprocess (2 tasks)", "train 2 kimg", "evaluate snapshots (swd)",
                   "seed grid", "100 seeds", "latent walk"):
         assert f"{stage}" in result.stdout
     assert f"tensorboard --logdir {out / 'runs'}" in result.stdout
@@ -45,7 +45,7 @@ def test_short_demo_produces_every_output_and_learns(tmp_path):
     rows = sorted((json.loads(x) for x in (run / "metric-swd.jsonl").read_text().splitlines()),
                   key=lambda r: r["kimg"])
     snapshots = RunDir(run).snapshots()
-    assert [r["snapshot"] for r in rows] == [p.name for _, p in snapshots] and len(snapshots) == 3  # every one once
+    assert [r["snapshot"] for r in rows] == [p.name for _, p in snapshots] and len(snapshots) == 2  # every one once
     assert f"(progress: {run / 'log.txt'})" in result.stdout and "    tick 1 kimg" in result.stdout  # live progress
     assert rows[-1]["value"] < 0.85 * rows[0]["value"], rows  # it learns: SWD clearly falls from the start
     assert len(list((out / "samples" / "seeds").rglob("seed*.png"))) == 100

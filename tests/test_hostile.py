@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -332,12 +333,15 @@ def test_a_truncated_shard_is_refused_by_training_and_evaluation(tmp_path, datas
 
 def test_a_damaged_member_names_its_shard(tmp_path, dataset):
     data = copy_dataset(dataset, tmp_path / "data")
-    shard = sorted(data.glob("shard-*.tar"))[0]
-    raw = bytearray(shard.read_bytes())
-    start = raw.index(b"IDAT") + 8
-    raw[start:start + 64] = b"\xff" * 64  # same size: the start-up check passes, decoding fails
-    shard.write_bytes(bytes(raw))
-    one_line_error(train(data, tmp_path), str(shard), "is damaged")
+    for shard in data.glob("shard-*.tar"):  # every member, so the first batch meets one whatever the shuffle
+        raw = bytearray(shard.read_bytes())
+        at = 0
+        while (at := raw.find(b"IDAT", at)) >= 0:
+            raw[at + 8:at + 72] = b"\xff" * 64  # same size: the start-up check passes, decoding fails
+            at += 72
+        shard.write_bytes(bytes(raw))
+    line = one_line_error(train(data, tmp_path))
+    assert re.search(r"shard-\d{4}-\d{5}\.tar: sample \d{9} is damaged", line), line
 
 
 def test_a_dataset_with_every_sample_excluded_fails_at_once(tmp_path, dataset):

@@ -29,15 +29,20 @@ def official_pickle(fixture, tmp_path):
 
 
 @torch.no_grad()
-def test_imported_networks_give_official_outputs(fixture, official_pickle):
-    path, marker = official_pickle
+def assert_official_outputs(fixture, path) -> dict:
+    """The networks of an imported file give the official reference's images and D logits; returns the file."""
     ckpt = load_nvidia_pickle(path)
     G, D = build_generator(ckpt, "G_ema", path).eval(), build_discriminator(ckpt, path).eval()
     img = G(fixture.tensor("z"), fixture.tensor("c"), truncation_psi=0.7, noise_mode="const")
     assert (img - fixture.tensor("img_psi07_const")).abs().max() <= 1e-4
     assert (D(fixture.tensor("d_input"), fixture.tensor("c")) - fixture.tensor("d_logits")).abs().max() <= 1e-4
-    assert ckpt["augment"]["p"] == pytest.approx(0.25)
-    assert ckpt["G_kwargs"]["channel_base"] == fixture.meta["G_kwargs"]["channel_base"]
+    assert ckpt["G_kwargs"]["channel_base"] == fixture.meta["G_kwargs"]["channel_base"]  # TF: 2 * fmap_base
+    return ckpt
+
+
+def test_imported_networks_give_official_outputs(fixture, official_pickle):
+    path, marker = official_pickle
+    assert assert_official_outputs(fixture, path)["augment"]["p"] == pytest.approx(0.25)
     assert not marker.exists(), "module_src was executed"
 
 
@@ -116,15 +121,9 @@ def tf_pickle(fixture, tmp_path):
     return write_tf_pickle(tmp_path / "network-tf.pkl", nets), marker
 
 
-@torch.no_grad()
 def test_tf_pickles_give_the_networks_they_were_made_from(fixture, tf_pickle):
     path, marker = tf_pickle
-    ckpt = load_nvidia_pickle(path)
-    G, D = build_generator(ckpt, "G_ema", path).eval(), build_discriminator(ckpt, path).eval()
-    img = G(fixture.tensor("z"), fixture.tensor("c"), truncation_psi=0.7, noise_mode="const")
-    assert (img - fixture.tensor("img_psi07_const")).abs().max() <= 1e-4
-    assert (D(fixture.tensor("d_input"), fixture.tensor("c")) - fixture.tensor("d_logits")).abs().max() <= 1e-4
-    assert ckpt["G_kwargs"]["channel_base"] == fixture.meta["G_kwargs"]["channel_base"]  # 2 * TF's fmap_base
+    assert_official_outputs(fixture, path)
     assert not marker.exists(), "build_module_src was executed"
 
 

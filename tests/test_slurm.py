@@ -120,7 +120,7 @@ def test_train_preempted_requeued_resumes_then_evaluate_and_sample(slurm, datase
     env = {**JOB_ENV, "PROCS_PER_NODE": "2"}
     # resume=none: a requeued run must still resume its own snapshots, never start over on top of them
     job = slurm.sbatch("--cpus-per-task=2", "--job-name=pre", script("train"), f"data={dataset}", *TINY,
-                       "kimg=3", "resume=none", cwd=work, env=env)
+                       "kimg=1.2", "resume=none", cwd=work, env=env)
     log = work / f"pre-{job}.out"
     slurm.wait_for(lambda: log.is_file() and "tick 2 " in log.read_text(), 180, "training to reach tick 2")
     slurm.run("scancel", "--signal=USR1", "--batch", str(job))
@@ -134,11 +134,11 @@ def test_train_preempted_requeued_resumes_then_evaluate_and_sample(slurm, datase
     stopped = re.findall(r"stopping on signal 15 at kimg (\d+\.\d+)", text)
     resumed = re.findall(r"resumed from \S+ at kimg (\d+\.\d+)", text)
     assert len(stopped) == 1 and resumed == stopped, text[-4000:]
-    assert 0 < float(stopped[0]) < 3 and "training complete" in text
+    assert 0 < float(stopped[0]) < 1.2 and "training complete" in text
     assert all(p.read_bytes() == data for p, data in first_run.items()) and len(first_run) >= 2
     # a normal requeue does not read like a crash
     assert "Traceback" not in text and "Killed" not in text and "stopped by signal SIGTERM" in text, text[-3000:]
-    assert float(json.loads((work / "runs/pre/stats.jsonl").read_text().splitlines()[-1])["kimg"]) == 3.0
+    assert float(json.loads((work / "runs/pre/stats.jsonl").read_text().splitlines()[-1])["kimg"]) == 1.2
 
     assert slurm.wait_job(evaluation) == ["COMPLETED"], read_logs(work, f"evaluate-{evaluation}.out")
     rows = [json.loads(line) for line in (work / "runs/pre/metric-swd.jsonl").read_text().splitlines()]
@@ -186,7 +186,7 @@ def test_submit_train_preempted_requeues_itself(slurm, dataset, work):
     requeued job resumes and finishes."""
     out = submit(work, slurm, "train", "--cluster", "slurm", "--cpus", "2", "--folder", "submitit-train",
                  "--time", "00:20:00", "--", f"data={dataset}", "outdir=runs", "run_name=submitted", *TINY,
-                 "kimg=3")
+                 "kimg=1.2")
     job = int(re.search(r"submitted train job (\d+)", out).group(1))
     log = work / "submitit-train" / f"{job}_0_log.out"
     slurm.wait_for(lambda: log.is_file() and "tick 2 " in log.read_text(), 180, "training to reach tick 2")

@@ -26,7 +26,8 @@ from tests.conftest import REPO, TINY_TRAIN, Fixture, run_job
 from tests.image_folder import preprocess_folder
 from tests.nvidia_pickles import write_nvidia_pickle
 
-TINY = [*TINY_TRAIN, "aug=ada", "ada_kimg=1", "r1_interval=4", "pl_interval=2", "mirror=false"]
+TINY = [*TINY_TRAIN, "r1_interval=4", "pl_interval=2", "mirror=false"]
+ADA = ["aug=ada", "ada_kimg=1"]  # p moves within a few steps: the augmentation state is part of what must agree
 
 
 def make_dataset(root: Path, identical: bool) -> Path:
@@ -59,19 +60,19 @@ def stats(run_dir: Path) -> list[dict]:
 
 
 def test_two_process_gloo_run_writes_everything_and_matches_one_process(same_images, tmp_path):
-    common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8", "batch_gpu=4", "kimg=1.2",
-              "tick_kimg=0.008", "snap=75"]
+    common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, *ADA, "batch=8", "batch_gpu=4", "kimg=0.4",
+              "tick_kimg=0.008", "snap=25"]
     two = train([*common, "run_name=two"], nproc=2)
     one = train([*common, "run_name=one"])
     assert "2 process(es)" in two.stdout and "4 x 1 round(s) x 2" in two.stdout
     assert "4 x 2 round(s) x 1" in one.stdout
     run = tmp_path / "two"
     assert (run / "config.yaml").is_file() and "tick 0 kimg 0.0" in (run / "log.txt").read_text()
-    assert [n for n, _ in RunDir(run).snapshots()] == [8, 608, 1200]  # tick 0 ends after the first step
-    assert (run / "fakes000001.200.png").is_file()
+    assert [n for n, _ in RunDir(run).snapshots()] == [8, 208, 400]  # tick 0 ends after the first step
+    assert (run / "fakes000000.400.png").is_file()
     # Same losses step by step (one tick per step) and the same final weights: N ranks == 1 rank + accumulation.
     s1, s2 = stats(tmp_path / "one"), stats(run)
-    assert len(s1) == len(s2) > 100
+    assert len(s1) == len(s2) >= 40
     for a, b in zip(s1[:20], s2[:20], strict=True):
         assert set(a) == set(b) and ("pl_penalty" in a) == (a["tick"] % 2 == 0)  # Greg every pl_interval=2 steps
         for key in ("loss_G", "loss_D", "pl_penalty", "r1_penalty", "augment_p"):
@@ -114,7 +115,7 @@ def test_a_dead_rank_fails_fast_and_torchrun_restarts_from_the_snapshot(same_ima
     timeout, and torchrun (--max-restarts) starts both again, which resume from the last snapshot and finish."""
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--max-restarts=1",
             "-m", "jobs.train", f"data={same_images}", f"outdir={tmp_path}", "run_name=dead", *TINY, "batch=8",
-            "kimg=1.2", "tick_kimg=0.1", "snap=1", "dist_timeout_s=900"]
+            "kimg=0.6", "tick_kimg=0.1", "snap=1", "dist_timeout_s=900"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     run = RunDir(tmp_path / "dead")
     deadline = time.time() + 120
@@ -125,16 +126,16 @@ def test_a_dead_rank_fails_fast_and_torchrun_restarts_from_the_snapshot(same_ima
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     assert "resumed from" in out and out.count("training complete") == 1, out[-3000:]
-    assert load_checkpoint(run.latest())["progress"]["cur_nimg"] == 1200
+    assert load_checkpoint(run.latest())["progress"]["cur_nimg"] == 600
 
 
 def test_sigterm_checkpoints_and_resume_continues_with_identical_weights(same_images, tmp_path):
     """A run that has snapshots resumes from them whatever `resume` says (`resume` only picks a new run's starting
     weights): rerunning the same command, resume=none included, continues the run and never overwrites it."""
-    common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8", "tick_kimg=0.04", "snap=1000",
+    common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, *ADA, "batch=8", "tick_kimg=0.04", "snap=1000",
               "resume=none"]
-    train([*common, "run_name=straight", "kimg=2"])
-    args = [sys.executable, "-m", "jobs.train", *common, "run_name=cut", "kimg=2"]
+    train([*common, "run_name=straight", "kimg=1"])
+    args = [sys.executable, "-m", "jobs.train", *common, "run_name=cut", "kimg=1"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     run = RunDir(tmp_path / "cut")
     ckpts = run.checkpoints
@@ -149,7 +150,7 @@ def test_sigterm_checkpoints_and_resume_continues_with_identical_weights(same_im
     first_run = run.snapshots()
     cut = load_checkpoint(run.latest())
     stopped_at = cut["progress"]["cur_nimg"]
-    assert 0 < stopped_at < 2000 and [n for n, _ in first_run] == [8, stopped_at]
+    assert 0 < stopped_at < 1000 and [n for n, _ in first_run] == [8, stopped_at]
     resumed = train(args[3:])
     assert f"resumed from {ckpts}" in resumed.stdout and f"at kimg {stopped_at / 1000:.3f}" in resumed.stdout
     assert run.snapshots()[:2] == first_run and load_checkpoint(first_run[1][1])["progress"] == cut["progress"]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from stylegan.data.reader import eval_pipeline, load_dataset_info, make_loader, named_errors, verify_shards
+from stylegan.distributed import gather_lists
 from stylegan.errors import UserError
 from stylegan.fileio import write_bytes_atomic
 from stylegan.imagefiles import to_uint8
@@ -61,14 +61,6 @@ def detector_for(specs: list[MetricSpec], explicit: str | None, device: torch.de
 
 # ----------------------------------------------------------------------------------------------------------------
 # Features of real and generated images.
-
-def _gather(chunks: list) -> list:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        out: list = [None] * dist.get_world_size()
-        dist.all_gather_object(out, chunks)
-        return [c for part in out for c in part]
-    return chunks
-
 
 def _extract(spec: MetricSpec, detector: Detector | None, seed: int) -> Callable[[torch.Tensor], object]:
     if spec.kind == "swd":
@@ -112,7 +104,7 @@ def real_features(data_dir: Path, spec: MetricSpec, detector: Detector | None, d
             break
         chunks.append(extract(imgs.to(device)))
         seen += len(imgs)
-    features = _combine(spec, _gather(chunks))
+    features = _combine(spec, gather_lists(chunks))
     if rank == 0:
         buf = io.BytesIO()
         stored = torch.from_numpy(features) if isinstance(features, np.ndarray) else features
@@ -138,7 +130,7 @@ def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector |
             c[torch.arange(batch), torch.tensor([i % G.c_dim for i in padded])] = 1
         imgs = to_uint8(G(z.to(device), c.to(device), noise_mode="random")[:len(idx)]).permute(0, 3, 1, 2)
         chunks.append(extract(imgs))
-    return _combine(spec, _gather(chunks))
+    return _combine(spec, gather_lists(chunks))
 
 
 def compute_metric(G: Generator, data_dir: Path, spec: MetricSpec, detector: Detector | None,
