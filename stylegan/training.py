@@ -48,6 +48,9 @@ from stylegan.runlog import RunLog, TickStats
 from stylegan.sampling import fakes_grid, grid_latents
 from stylegan.transfer import fine_tune
 
+RESUME_MISSING = ("config key 'resume': point it at an existing .pkl, .pt or .safetensors file, or set resume=none "
+                  "to train from scratch")
+
 
 @dataclass
 class Phase:
@@ -112,8 +115,7 @@ def check_run(cfg: TrainConfig, world: int) -> str:
         G_kwargs, D_kwargs = cfg.generator_kwargs(c_dim), cfg.discriminator_kwargs(c_dim)
         with torch.device("meta"):  # shapes only: transfer_weights compares shapes before it copies anything
             G, D = Generator(**G_kwargs), Discriminator(**D_kwargs)
-        ckpt = load_any(cfg.resume, missing="config key 'resume': point it at an existing .pkl, .pt or .safetensors "
-                        "file, or set resume=none to train from scratch")
+        ckpt = load_any(cfg.resume, missing=RESUME_MISSING)
         report = types.SimpleNamespace(log=print, warn=lambda text: print(f"WARNING: {text}"))
         fine_tune(ckpt, cfg.resume, G, G, D, G_kwargs, D_kwargs, cfg.transfer_partial, report)
         start = f"weights of {cfg.resume}"
@@ -233,8 +235,7 @@ class Trainer:
         """Weights of `resume` (G, G_ema and D as they are there), else random; warn of random frozen layers."""
         cfg, not_transferred = self.cfg, self.D.layer_names()
         if cfg.fine_tuning:
-            ckpt = load_any(cfg.resume, missing="config key 'resume': point it at an existing .pkl, .pt or "
-                            ".safetensors file, or set resume=none to train from scratch")
+            ckpt = load_any(cfg.resume, missing=RESUME_MISSING)
             not_transferred = fine_tune(ckpt, cfg.resume, self.G, self.G_ema, self.D, self.G_kwargs, self.D_kwargs,
                                         cfg.transfer_partial, self.runlog)
             self.runlog.log(f"fine-tuning from {cfg.resume}: ada_kimg {cfg.ada_kimg:g}, ema_rampup {cfg.ema_rampup:g}")
