@@ -3,9 +3,12 @@
     python -m benchmarks.parity prepare --workdir W [--official PATH] [--images 2500] [--res 64]
     python -m benchmarks.parity launch  --workdir W [--official PATH] --kimg 150 --seeds 0 1 --gpus 0 1 2 3
     python -m benchmarks.parity wait    --workdir W [--timeout 540]
+    python -m benchmarks.parity score   --workdir W --run NAME [--follow]
     python -m benchmarks.parity report  --workdir W [--out DIR]
 `launch` starts every run in its own process session (they outlive the command that started them), one GPU per
-run: ours for each seed, and NVIDIA's trainer for each seed when --official names its code (NVlabs/stylegan3,
+run, each followed by a scorer on its GPU (`score --run NAME --follow`) that scores snapshots as they appear, so
+`report` has little left to do: ours for each seed, and NVIDIA's trainer for each seed when --official names its
+code (NVlabs/stylegan3,
 `--cfg=stylegan2`, an outside program: ../shared/notes/official-reference.md; never part of this project). The
 settings are the official reference's: 64x64 textures (jobs.make_textures), batch 32, channel_base 16384, 2 mapping
 layers, lr 0.0025, R1 gamma 0.0002 * res^2 / batch, x-flips, ADA, a tick every 4 kimg and a snapshot every 5 ticks.
@@ -31,6 +34,7 @@ from PIL import Image
 
 from benchmarks.plot import figure
 from stylegan.checkpoint import load_generator
+from stylegan.fileio import write_text_atomic
 from stylegan.imagefiles import save_png
 from stylegan.metrics.compute import compute_metric, parse_metric
 
@@ -82,13 +86,21 @@ def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], gpu
         sys.exit(f"error: {len(runs)} runs need {len(runs)} GPUs; --gpus lists {len(gpus)}")
     (work / "logs").mkdir(parents=True, exist_ok=True)
     for run, gpu in zip(runs, gpus, strict=False):
-        log = open(work / "logs" / f"{run['name']}.log", "w")  # noqa: SIM115 - the child keeps it
-        env = {**os.environ, **run["env"], "CUDA_VISIBLE_DEVICES": gpu}
-        proc = subprocess.Popen(run["cmd"], cwd=run["cwd"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        run.update(gpu=gpu, pid=proc.pid, started=time.time())
-        print(f"started {run['name']} on GPU {gpu} (pid {proc.pid})", flush=True)
+        run.update(gpu=gpu, pid=start(run["cmd"], run["cwd"], run["env"], gpu, work / "logs" / f"{run['name']}.log"),
+                   started=time.time())
+        print(f"started {run['name']} on GPU {gpu} (pid {run['pid']})", flush=True)
     (work / "parity.json").write_text(json.dumps({"runs": runs, "kimg": kimg, "res": res, "settings": s}, indent=1))
+    for run in runs:
+        scorer = [sys.executable, "-m", "benchmarks.parity", "score", f"--workdir={work}", f"--run={run['name']}",
+                  "--follow"]
+        start(scorer, str(REPO), {"PYTHONUNBUFFERED": "1"}, run["gpu"], work / "logs" / f"score-{run['name']}.log")
+
+
+def start(cmd: list[str], cwd: str, env: dict, gpu: str, log_path: Path) -> int:
+    """Start `cmd` on one GPU in its own process session, so it outlives the command that started it."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env, "CUDA_VISIBLE_DEVICES": gpu}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True).pid
 
 
 def alive(pid: int) -> bool:
@@ -136,29 +148,56 @@ def last_fakes(work: Path, name: str) -> Path | None:
     return grids[-1] if grids else None
 
 
-def report(work: Path, out: Path) -> None:
-    info = json.loads((work / "parity.json").read_text())
+def score(work: Path, name: str, follow: bool) -> dict[float, dict]:
+    """SWD and diversity of every snapshot of run `name`, kept in scores/<name>.json; with `follow`, until the run
+    has ended and its last snapshot is scored."""
+    run = next(r for r in json.loads((work / "parity.json").read_text())["runs"] if r["name"] == name)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     specs = [parse_metric("swd"), parse_metric("diversity")]
-    rows: dict[str, dict[float, dict]] = {}
-    for run in info["runs"]:
-        rows[run["name"]] = {}
-        for kimg, path in snapshots(work, run["name"]):
-            G = load_generator(path, device)
-            rows[run["name"]][kimg] = {s.name: compute_metric(G, work / "data", s, None, device, batch=128)[0]
-                                       for s in specs}
-            print(f"{run['name']} kimg {kimg:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in
-                                                            rows[run["name"]][kimg].items()), flush=True)
+    path = work / "scores" / f"{name}.json"
+    scores = {float(k): v for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
+    while True:
+        running = alive(run["pid"])
+        # NVIDIA's trainer writes its pickles in place: a file still growing is left for the next pass
+        todo = [(k, p) for k, p in snapshots(work, name) if k not in scores and time.time() - p.stat().st_mtime > 10]
+        for kimg, snapshot in todo:
+            G = load_generator(snapshot, device)
+            scores[kimg] = {s.name: compute_metric(G, work / "data", s, None, device, batch=128)[0] for s in specs}
+            print(f"{name} kimg {kimg:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores[kimg].items()), flush=True)
+            write_text_atomic(path, json.dumps(scores, indent=1))
+        if not follow or (not running and not todo):
+            return scores
+        time.sleep(20)
+
+
+def verdict(values: dict[str, float | None], metric: str) -> str:
+    """The issue's test: SWD of each of ours at most the worst official seed's; diversity within 10% of theirs."""
+    ours = [v for n, v in values.items() if n.startswith("ours") and v is not None]
+    official = [v for n, v in values.items() if n.startswith("official") and v is not None]
+    if not ours or not official:
+        return "-"
+    if metric == "swd":
+        return "within or better" if max(ours) <= max(official) else f"worse by {max(ours) - max(official):.1f}"
+    gap = max(abs(o / float(np.mean(official)) - 1) for o in ours)
+    return f"within 10% ({gap:.1%})" if gap <= 0.1 else f"off by {gap:.1%}"
+
+
+def report(work: Path, out: Path) -> None:
+    info = json.loads((work / "parity.json").read_text())
+    rows = {run["name"]: score(work, run["name"], follow=False) for run in info["runs"]}
     names = list(rows)
     kimgs = sorted({round(k) for r in rows.values() for k in r})
-    nearest = lambda run, k: min(rows[run], key=lambda x: abs(x - k), default=None)  # noqa: E731
+    def at(run: str, k: int, metric: str) -> float | None:
+        near = min(rows[run], key=lambda x: abs(x - k), default=None)
+        return rows[run][near][metric] if near is not None and abs(near - k) < 2 else None
+
     lines = [f"Settings: {json.dumps(info['settings'])}, {info['res']}x{info['res']}, {info['kimg']:g} kimg.", ""]
     for metric in ("swd", "diversity"):
-        lines += [f"| kimg | {' | '.join(names)} |", "| --- " * (len(names) + 1) + "|"]
+        lines += [f"| kimg | {' | '.join(names)} | ours against official |", "| --- " * (len(names) + 2) + "|"]
         for k in kimgs:
-            cells = [f"{rows[n][nearest(n, k)][metric]:.3f}" if rows[n] and abs(nearest(n, k) - k) < 2 else "-"
-                     for n in names]
-            lines.append(f"| {k} ({metric}) | {' | '.join(cells)} |")
+            values = {n: at(n, k, metric) for n in names}
+            cells = [f"{v:.3f}" if v is not None else "-" for v in values.values()]
+            lines.append(f"| {k} ({metric}) | {' | '.join(cells)} | {verdict(values, metric)} |")
         lines.append("")
     speed = {r["name"]: ticks(work / "logs" / f"{r['name']}.log") for r in info["runs"]}
     lines.append("Speed (sec/kimg, median of the ticks after the first): " + ", ".join(
@@ -179,7 +218,7 @@ def report(work: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("prepare", "launch", "wait", "report"))
+    parser.add_argument("step", choices=("prepare", "launch", "wait", "score", "report"))
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--official", help="a copy of NVlabs/stylegan3 (with the note's three local edits)")
     parser.add_argument("--images", type=int, default=2500)
@@ -188,6 +227,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--gpus", nargs="+", default=[str(i) for i in range(max(torch.cuda.device_count(), 1))])
     parser.add_argument("--timeout", type=float, default=540, help="wait: give up after this many seconds")
+    parser.add_argument("--run", help="score: the run whose snapshots to score")
+    parser.add_argument("--follow", action="store_true", help="score: keep scoring until the run has ended")
     parser.add_argument("--out", help="report: where the table and figures go (default: the workdir)")
     args = parser.parse_args()
     work = Path(args.workdir).resolve()
@@ -199,6 +240,8 @@ def main() -> None:
         launch(work, official, args.kimg, args.seeds, args.gpus, args.res)
     elif args.step == "wait":
         sys.exit(0 if wait(work, args.timeout) else 3)
+    elif args.step == "score":
+        score(work, args.run, args.follow)
     else:
         report(work, Path(args.out) if args.out else work)
 
