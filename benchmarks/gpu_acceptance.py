@@ -60,17 +60,22 @@ class Acceptance:
 
     def job(self, name: str, args: list[str], launcher: list[str] | None = None, timeout: float = 540
             ) -> subprocess.CompletedProcess:
-        """Run `python -m jobs.<name> args` (or under `launcher`) from the checkout under test; output kept."""
+        """Run `python -m jobs.<name> args` (or under `launcher`) from the checkout under test. Its output streams
+        into logs/<name>-<n>.out and .err, so a run cut short from outside still leaves what it printed."""
         cmd = [*(launcher or [sys.executable]), "-m", f"jobs.{name}", *args]
-        start = time.time()
-        try:
-            result = subprocess.run(cmd, cwd=self.code, env=self.env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as e:
-            text = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")  # noqa: E731
-            result = subprocess.CompletedProcess(cmd, 124, text(e.stdout), f"{text(e.stderr)}\ntimed out ({timeout} s)")
+        logs = self.work / "logs"
+        logs.mkdir(exist_ok=True)
+        n = len(list(logs.glob(f"{name}-*.out")))  # numbered on, so a later `--only` call keeps earlier logs
+        out, err = (logs / f"{name}-{n}.{ext}" for ext in ("out", "err"))
+        start, code = time.time(), 124
+        with open(out, "w") as out_file, open(err, "w") as err_file:
+            try:
+                code = subprocess.run(cmd, cwd=self.code, env=self.env, stdout=out_file, stderr=err_file,
+                                      timeout=timeout).returncode
+            except subprocess.TimeoutExpired:
+                err_file.write(f"\ntimed out ({timeout} s)\n")
+        result = subprocess.CompletedProcess(cmd, code, *(f.read_text(errors="replace") for f in (out, err)))
         result.seconds = time.time() - start
-        (self.work / "logs").mkdir(exist_ok=True)
-        (self.work / "logs" / f"{name}-{len(self.results)}.log").write_text(result.stdout + result.stderr)
         return result
 
     # ------------------------------------------------------------------------------------------------------------
@@ -98,17 +103,17 @@ class Acceptance:
         run = RunDir(self.work / "runs" / "gpu1")
         shutil.rmtree(run.path, ignore_errors=True)  # a fresh run each time (the data and the pickle are kept)
         args = [sys.executable, "-m", "jobs.train", *self.train_args(data, pkl, "gpu1", 2.0)]
-        start = time.time()
-        proc = subprocess.Popen(args, cwd=self.code, env={**self.env, "CUDA_VISIBLE_DEVICES": "0"},
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        while proc.poll() is None and not [n for n, _ in run.snapshots() if n > 0] and time.time() - start < 480:
-            time.sleep(0.2)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=300)
-        exited = time.time()
-        (self.work / "logs").mkdir(exist_ok=True)
-        (self.work / "logs" / "train-gpu1-a.log").write_text(out)
+        start, log = time.time(), self.work / "logs" / "train-gpu1-a.log"
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "w") as log_file:
+            proc = subprocess.Popen(args, cwd=self.code, env={**self.env, "CUDA_VISIBLE_DEVICES": "0"},
+                                    stdout=log_file, stderr=subprocess.STDOUT)
+            while proc.poll() is None and not [n for n, _ in run.snapshots() if n > 0] and time.time() - start < 480:
+                time.sleep(0.2)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=300)
+        exited, out = time.time(), log.read_text(errors="replace")
         first_tick = re.search(r"tick 0 kimg .* time (\S+)", out)
         error = next((line for line in out.splitlines() if re.match(r"\w*(Error|Exception)\b", line)), "")
         if not self.check("train 1 GPU, ADA p>0, R1 + path length, snapshot, SIGTERM", proc.returncode == 3
@@ -124,7 +129,7 @@ class Acceptance:
         stopped = run.snapshots()[-1][0]
         self.check("exit after the signal-time snapshot", self.exit_delay(run, exited) <= EXIT_WITHIN_S,
                    f"{self.exit_delay(run, exited):.1f} s after it was written")
-        resumed = self.job("train", self.train_args(data, pkl, "gpu1", 2.0)[:])
+        resumed = self.job("train", self.train_args(data, pkl, "gpu1", 2.0))
         exited = time.time()
         rows = [json.loads(line) for line in run.stats.read_text().splitlines()]
         regs = [r for r in rows if "r1_penalty" in r and "pl_penalty" in r]
