@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from stylegan.cluster import SIGNAL_LEAD_S, rendezvous_port
 from tests.conftest import REPO
 
 SCRIPTS = sorted([*REPO.glob("slurm/*.sh"), *REPO.glob("docker/*.sh"), *REPO.glob("tests/*.sh"), REPO / ".ci/run"])
@@ -31,3 +32,15 @@ def test_entrypoint_runs_jobs_by_name_and_other_commands_as_given():
     out = subprocess.run(["docker/entrypoint.sh", sys.executable, "-c", "print('as given')"], cwd=REPO,
                          capture_output=True, text=True)
     assert out.stdout == "as given\n"
+
+
+def test_the_shell_twins_of_the_launcher_policy_agree_with_stylegan_cluster():
+    """#SBATCH lines and the batch shell cannot import Python: train.sh restates the signal lead and the port rule,
+    and this holds them to stylegan/cluster.py."""
+    script = (REPO / "slurm" / "train.sh").read_text()
+    assert f"#SBATCH --signal=B:USR1@{SIGNAL_LEAD_S}\n" in script
+    port_line = next(line for line in script.splitlines() if line.startswith("rdzv_port="))
+    for job_id in (1, 19999, 20000, 4242424):
+        port = subprocess.run(["bash", "-c", f"{port_line}\necho \"$rdzv_port\""], capture_output=True, text=True,
+                              env={"SLURM_JOB_ID": str(job_id), "PATH": "/usr/bin:/bin"}, check=True).stdout
+        assert int(port) == rendezvous_port(job_id)
