@@ -158,8 +158,10 @@ def score(work: Path, name: str, follow: bool) -> dict[float, dict]:
     scores = {float(k): v for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
     while True:
         running = alive(run["pid"])
-        # NVIDIA's trainer writes its pickles in place: a file still growing is left for the next pass
-        todo = [(k, p) for k, p in snapshots(work, name) if k not in scores and time.time() - p.stat().st_mtime > 10]
+        # NVIDIA's trainer writes its pickles in place: while it runs, a file still growing is left for the next
+        # pass; once it has ended, every file is whole (its last snapshot may be seconds old)
+        todo = [(k, p) for k, p in snapshots(work, name)
+                if k not in scores and (not running or time.time() - p.stat().st_mtime > 10)]
         for kimg, snapshot in todo:
             G = load_generator(snapshot, device)
             scores[kimg] = {s.name: compute_metric(G, work / "data", s, None, device, batch=128)[0] for s in specs}
