@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylegan.resample import FILTER_PAD, PHASE_SHIFT, downsample2x, grid_sample, upsample2x
+from stylegan.resample import FILTER_PAD, PHASE_SHIFT, downsample_matrix, grid_sample, pad_upsample_matrix
 
 # Which transforms each pipeline enables (the official names).
 PIPES = {
@@ -67,39 +67,32 @@ def _rotate3d(axis: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 
 def _diag(sx: float, sy: float, like: torch.Tensor) -> torch.Tensor:
-    return torch.diag(torch.tensor([sx, sy, 1.0], dtype=like.dtype, device=like.device))
+    m = torch.eye(3, dtype=like.dtype, device=like.device)
+    m[0, 0], m[1, 1] = sx, sy  # filled on the device: a tensor built from a host list would wait for the GPU
+    return m
 
 
 def apply_geometric(img: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Resample `img` through `g` ([n, 3, 3], output -> input in normalised [-1, 1] coordinates).
 
-    Works in pixels centred on the image: reflect-pad the input by what the batch's transforms reach (one host
-    sync, as the official pipeline), 2x up-sample, sample an output FILTER_PAD pixels larger than the image at 2x,
-    2x down-sample and crop. A batch of identity transforms is returned as it is (the chain would be an identity).
+    Works in pixels centred on the image: reflect-pad the input as far as reflection goes (size - 1 pixels: what
+    the official pipeline pads at most, and enough for any transform, so no host sync measures the reach and every
+    call has the same shapes), 2x up-sample, sample an output FILTER_PAD pixels larger than the image at 2x, 2x
+    down-sample and crop. Padding and filtering along each axis are one matrix each (`stylegan.resample`).
     """
     n, c, h, w = img.shape
-    dev, pad = img.device, FILTER_PAD
+    pad = FILTER_PAD
+    upsampled = pad_upsample_matrix(h, h - 1, img).mT @ img @ pad_upsample_matrix(w, w - 1, img)
     g_px = _diag(w / 2, h / 2, g) @ g @ _diag(2 / w, 2 / h, g)
-    cx, cy = w / 2 + pad, h / 2 + pad
-    corners = torch.tensor([[-cx, cx, cx, -cx], [-cy, -cy, cy, cy], [1.0, 1.0, 1.0, 1.0]], dtype=g.dtype, device=dev)
-    reach = g_px @ corners  # where the corners of the (padded) output come from in the input
-    wanted = torch.stack([-reach[:, 0].amin() - w / 2, -reach[:, 1].amin() - h / 2, reach[:, 0].amax() - w / 2,
-                          reach[:, 1].amax() - h / 2, (g - torch.eye(3, dtype=g.dtype, device=dev)).abs().amax()])
-    *margins, change = wanted.tolist()
-    if change == 0:
-        return img
-    # The up-sampling filter reads FILTER_PAD more input pixels, bilinear sampling one more; reflect allows < size.
-    mx0, my0, mx1, my1 = (min(max(math.ceil(m) + pad + 1, 0), size - 1) for m, size in zip(margins, (w, h, w, h),
-                                                                                          strict=True))
-    padded = F.pad(img, [mx0, mx1, my0, my1], mode="reflect")
     out_h, out_w = 2 * (h + 2 * pad), 2 * (w + 2 * pad)
-    to_padded, phase = _diag(1, 1, g), _diag(1, 1, g)
-    to_padded[0, 2], to_padded[1, 2] = (mx0 - mx1) / 2 - PHASE_SHIFT, (my0 - my1) / 2 - PHASE_SHIFT
-    phase[0, 2] = phase[1, 2] = PHASE_SHIFT
-    theta = _diag(2 / padded.shape[3], 2 / padded.shape[2], g) @ to_padded @ g_px @ phase @ _diag(cx, cy, g)
+    # The 2x filters' phase (PHASE_SHIFT) moves the image; undo it on both sides of the transform.
+    shift, unshift = _diag(1, 1, g), _diag(1, 1, g)
+    shift[0, 2] = shift[1, 2] = PHASE_SHIFT
+    unshift[0, 2] = unshift[1, 2] = -PHASE_SHIFT
+    theta = _diag(1 / (1.5 * w - 1), 1 / (1.5 * h - 1), g) @ unshift @ g_px @ shift @ _diag(w / 2 + pad, h / 2 + pad, g)
     grid = F.affine_grid(theta[:, :2, :].to(img.dtype), [n, c, out_h, out_w], align_corners=False)
-    out = downsample2x(grid_sample(upsample2x(padded), grid))
-    return out[:, :, pad:pad + h, pad:pad + w]
+    sampled = grid_sample(upsampled, grid)
+    return downsample_matrix(out_h, img)[:, pad:pad + h].mT @ sampled @ downsample_matrix(out_w, img)[:, pad:pad + w]
 
 
 class AugmentPipe(nn.Module):
@@ -157,7 +150,7 @@ class AugmentPipe(nn.Module):
         # Colour: a 4x4 matrix on homogeneous RGB.
         if on & set(PIPES["color"]) and c == 3:
             m = _eye(n, 4, dev)
-            luma = torch.tensor([1.0, 1.0, 1.0, 0.0], device=dev) / math.sqrt(3)
+            luma = F.pad(torch.full([3], 1 / math.sqrt(3), device=dev), [0, 1])
             if "brightness" in on:
                 b = torch.where(self._gate(n, dev, p), torch.randn(n, device=dev) * BRIGHTNESS_STD, zero)
                 t = _eye(n, 4, dev)

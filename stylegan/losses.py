@@ -8,6 +8,7 @@ multiplies lazily applied regularisers by their interval (the official `gain`). 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -43,21 +44,23 @@ def run_G(G: Generator, z: torch.Tensor, c: torch.Tensor, style_mixing: float,
     return G.synthesis(ws), ws
 
 
-def run_D(D: Discriminator, img: torch.Tensor, c: torch.Tensor, augment: AugmentPipe | None) -> torch.Tensor:
-    if augment is not None:
-        img = augment(img)
-    return D(img, c)
+def augmented(D: Discriminator, augment: AugmentPipe | None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """D as every phase calls it: on augmented images. One function, so that it compiles as one graph."""
+    if augment is None:
+        return D
+    return lambda img, c: D(augment(img), c)
 
 
 class StyleGAN2Loss:
-    """The phases' losses. `G_main`/`D_main` may be compiled versions of `G`/`D` (same parameters); the
-    regularisers differentiate twice and always call the eager modules."""
+    """The phases' losses. `G_main`/`D_main` may be compiled versions of `G` and `augmented(D, augment)` (same
+    parameters); the regularisers differentiate twice and always call the eager modules."""
 
     def __init__(self, G: Generator, D: Discriminator, augment: AugmentPipe | None, cfg: LossConfig,
-                 G_main: Generator | None = None, D_main: Discriminator | None = None):
+                 G_main: Generator | None = None, D_main: Callable | None = None):
         self.G, self.D, self.augment, self.cfg = G, D, augment, cfg
         self.G_main = G_main if G_main is not None else G
-        self.D_main = D_main if D_main is not None else D
+        self.D_aug = augmented(D, augment)
+        self.D_main = D_main if D_main is not None else self.D_aug
         self.pl_mean = torch.zeros([], device=G.mapping.fc0.weight.device)
 
     def running(self, phase: str) -> list[torch.Tensor]:
@@ -71,7 +74,7 @@ class StyleGAN2Loss:
 
     def Gmain(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
         img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing)
-        loss = F.softplus(-run_D(self.D_main, img, c, self.augment)).mean()
+        loss = F.softplus(-self.D_main(img, c)).mean()
         return loss, {"loss_G": loss}
 
     def Greg(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
@@ -89,15 +92,15 @@ class StyleGAN2Loss:
     def Dmain(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
         with torch.no_grad():
             img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing, update_emas=True)
-        fake_loss = F.softplus(run_D(self.D_main, img, c, self.augment)).mean()
-        real_logits = run_D(self.D_main, real.detach(), real_c, self.augment)
+        fake_loss = F.softplus(self.D_main(img, c)).mean()
+        real_logits = self.D_main(real.detach(), real_c)
         loss = fake_loss + F.softplus(-real_logits).mean()
         return loss, {"loss_D": loss, "real_sign": real_logits.detach().sign().mean()}
 
     def Dreg(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
         """R1 = gamma/2 * |grad_x D(augment(x))|^2 on reals."""
         real = real.detach().requires_grad_(True)
-        logits = run_D(self.D, real, real_c, self.augment)
+        logits = self.D_aug(real, real_c)
         (grads,) = torch.autograd.grad(outputs=[logits.sum()], inputs=[real], create_graph=True)
         loss = grads.square().sum([1, 2, 3]).mean() * (self.cfg.r1_gamma / 2)
         return loss, {"r1_penalty": loss}

@@ -7,6 +7,8 @@ backward is its adjoint and the adjoint's backward is the sampling again, on any
 
 The 2x up- and down-sampling use the sym6 wavelet's low-pass filter, as the official augmentation does: up then
 down is an exact identity (the filter is orthogonal), so only the geometric transform itself changes the image.
+They are linear maps along each axis, so each is one small matrix per axis (reflect padding folded in) and an image
+is filtered by two matrix products: fixed shapes, no cuDNN grouped convolutions, differentiable to any order.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.04
 # Output pixels beyond each border that the 2x filters read (half their length at 1x): pad and crop by this much.
 FILTER_PAD = len(SYM6) // 4
 _TAP_PAD = len(SYM6) // 2 - 1  # conv padding that centres the 12-tap filter between the two 2x samples
-# sym6 is not symmetric: its centroid is 5.10 taps, not 5.5, so upsample2x moves the image this many input pixels
-# left and up (and downsample2x back). Resampling other than by translation must undo it (tested on flips).
+# sym6 is not symmetric: its centroid is 5.10 taps, not 5.5, so 2x up-sampling moves the image this many input pixels
+# left and up (and down-sampling back). Resampling other than by translation must undo it (tested on flips).
 PHASE_SHIFT = (_TAP_PAD + 0.5 - sum(k * t for k, t in enumerate(SYM6)) / sum(SYM6)) / 2
 
 
@@ -65,23 +67,23 @@ def grid_sample(img: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return _Sample.apply(img, grid)
 
 
-def _taps(x: torch.Tensor, horizontal: bool) -> torch.Tensor:
-    f = torch.tensor(SYM6, dtype=x.dtype, device=x.device)
-    f = (f / f.sum()).reshape(1, 1, 1, -1) if horizontal else (f / f.sum()).reshape(1, 1, -1, 1)
-    return f.repeat(x.shape[1], 1, 1, 1)
+def _taps(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    f = torch.tensor(SYM6, dtype=dtype).to(device, non_blocking=True)  # no wait for the GPU's queue
+    return (f / f.sum()).reshape(1, 1, -1)
 
 
-def upsample2x(x: torch.Tensor) -> torch.Tensor:
-    """2x up-sampling: zero insertion and the sym6 low-pass (gain 2 per axis), one axis at a time. Output pixel
-    j sits at input coordinate (j + 0.5) / 2, so both images cover the same extent."""
-    c = x.shape[1]
-    x = F.conv_transpose2d(x, _taps(x, True) * 2, stride=(1, 2), padding=(0, _TAP_PAD), groups=c)
-    return F.conv_transpose2d(x, _taps(x, False) * 2, stride=(2, 1), padding=(_TAP_PAD, 0), groups=c)
+def pad_upsample_matrix(size: int, pad: int, like: torch.Tensor) -> torch.Tensor:
+    """[size, 2 * (size + 2 * pad)]: `x @ M` reflect-pads the last axis of x by `pad` on both sides, then 2x
+    up-samples it (zero insertion and the sym6 low-pass, gain 2). Output sample j sits at padded input coordinate
+    (j + 0.5) / 2, so both cover the same extent. Built by sending each unit impulse through pad and filter."""
+    impulses = torch.eye(size, dtype=like.dtype, device=like.device).unsqueeze(1)
+    padded = F.pad(impulses, [pad, pad], mode="reflect")
+    taps = _taps(like.dtype, like.device) * 2
+    return F.conv_transpose1d(padded, taps, stride=2, padding=_TAP_PAD).squeeze(1)
 
 
-def downsample2x(x: torch.Tensor) -> torch.Tensor:
-    """The adjoint of upsample2x, halved: the sym6 low-pass and every second pixel. downsample2x(upsample2x(x))
-    is x, exactly, away from the borders (FILTER_PAD pixels)."""
-    c = x.shape[1]
-    x = F.conv2d(x, _taps(x, True), stride=(1, 2), padding=(0, _TAP_PAD), groups=c)
-    return F.conv2d(x, _taps(x, False), stride=(2, 1), padding=(_TAP_PAD, 0), groups=c)
+def downsample_matrix(size: int, like: torch.Tensor) -> torch.Tensor:
+    """[size, size // 2]: `x @ M` is the adjoint of 2x up-sampling, halved (the sym6 low-pass, every second
+    sample): down-sampling an up-sampled signal gives it back, exactly, FILTER_PAD samples away from its ends."""
+    impulses = torch.eye(size, dtype=like.dtype, device=like.device).unsqueeze(1)
+    return F.conv1d(impulses, _taps(like.dtype, like.device), stride=2, padding=_TAP_PAD).squeeze(1)

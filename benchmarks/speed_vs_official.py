@@ -1,0 +1,116 @@
+"""Training speed beside NVIDIA's trainer: both run as users run them, one after the other on the same GPU.
+
+    python -m benchmarks.speed_vs_official --workdir W --official PATH [--res 64 256] [--aug fixed noaug]
+        [--kimg 64=8 256=5] [--warm] [--ours-code PATH]
+For each resolution and augmentation setting, NVIDIA's `train.py --cfg=stylegan2` (an outside program:
+../shared/notes/official-reference.md) and our `jobs.train` train the parity settings (textures, batch 32,
+channel_base 16384, 2 mapping layers, mirror) for a few kimg with a tick every kimg. `fixed` is the ADA pipeline
+('bgc') at a constant p = 0.2 (where the parity runs' p was at 130-150 kimg; both trainers' cost no longer depends
+on p), `noaug` none. Reported per run: median sec/kimg of the ticks after the first, peak GPU memory from the tick
+lines, and start-up (launch to the first tick line: NVIDIA builds its CUDA ops, ours compiles; `--warm` runs ours a
+second time on the compile cache the first filled). `--ours-code` times another checkout of ours instead (before
+and after a change). Logs and results.json go to the workdir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.parity import REPO, official_env, prepare, settings, ticks
+
+AUG_P = 0.2
+
+
+def run_timed(name: str, cmd: list[str], cwd: Path, env: dict, logs: Path) -> dict:
+    """Run `cmd` to its end, its output to logs/<name>.log with each line's seconds since launch in front."""
+    start = time.time()
+    log_path = logs / f"{name}.log"
+    first_tick = None
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            elapsed = time.time() - start
+            if first_tick is None and line.lstrip().startswith("tick"):
+                first_tick = elapsed
+            log.write(f"{elapsed:8.1f} {line}")
+            log.flush()
+        rc = proc.wait()
+    text = log_path.read_text(errors="replace")
+    speeds = [s for _, s in ticks(log_path)[1:]]
+    mems = [float(m) for m in re.findall(r"gpumem\s+([\d.]+)", text)]
+    row = {"name": name, "rc": rc, "startup_s": first_tick, "wall_s": time.time() - start,
+           "sec_per_kimg": float(np.median(speeds)) if speeds else None, "ticks": len(speeds),
+           "peak_mem_gb": max(mems) if mems else None}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def official_cmd(official: Path, data: Path, out: Path, res: int, aug: str, kimg: int) -> list[str]:
+    s = settings(res)
+    return [sys.executable, "train.py", f"--outdir={out}", "--cfg=stylegan2", f"--data={data}", "--gpus=1",
+            f"--batch={s['batch']}", f"--gamma={s['gamma']}", f"--cbase={s['cbase']}", f"--map-depth={s['map']}",
+            f"--glr={s['lr']}", f"--dlr={s['lr']}", "--mirror=1", f"--aug={aug}", f"--p={AUG_P}", "--metrics=none",
+            f"--kimg={kimg}", "--tick=1", "--snap=1000"]
+
+
+def ours_cmd(data: Path, out: Path, name: str, res: int, aug: str, kimg: int) -> list[str]:
+    s = settings(res)
+    return [sys.executable, "-m", "jobs.train", f"data={data}", f"outdir={out}", f"run_name={name}",
+            f"resolution={res}", f"batch={s['batch']}", f"channel_base={s['cbase']}", f"map_layers={s['map']}",
+            f"glr={s['lr']}", f"dlr={s['lr']}", f"r1_gamma={s['gamma']}", "mirror=true", f"aug={aug}",
+            f"aug_p={AUG_P}", f"kimg={kimg}", "tick_kimg=1", "snap=1000", "workers=6"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--official", help="a copy of NVlabs/stylegan3 (with the note's local edits); none: ours only")
+    parser.add_argument("--ours-code", help="time this checkout of ours instead of this one")
+    parser.add_argument("--res", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--aug", nargs="+", default=["fixed", "noaug"], choices=("fixed", "noaug"))
+    parser.add_argument("--kimg", nargs="+", default=["64=8", "256=5"], help="RES=KIMG per resolution")
+    parser.add_argument("--images", nargs="+", default=["64=2500", "256=1000"], help="RES=COUNT")
+    parser.add_argument("--warm", action="store_true", help="run ours twice: cold, then on the filled cache")
+    args = parser.parse_args()
+    work = Path(args.workdir).resolve()
+    official = Path(args.official).resolve() if args.official else None
+    ours = Path(args.ours_code).resolve() if args.ours_code else REPO
+    kimg = {int(k): int(v) for k, v in (x.split("=") for x in args.kimg)}
+    images = {int(k): int(v) for k, v in (x.split("=") for x in args.images)}
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ours_env = {"PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([str(ours), os.environ.get("PYTHONPATH", "")]),
+                "STYLEGAN_CACHE": str(work / "cache")}
+    rows = []
+    for res in args.res:
+        rdir = work / f"r{res}"
+        prepare(rdir, official, images[res], res)
+        for aug in args.aug:
+            tag = f"{res}-{aug}"
+            for attempt in ("cold", "warm")[:2 if args.warm else 1]:
+                rows.append({"res": res, "aug": aug, "side": f"ours ({attempt})", **run_timed(
+                    f"ours-{tag}-{attempt}", ours_cmd(rdir / "data", rdir / "runs", f"ours-{tag}-{attempt}", res, aug,
+                                                      kimg[res]), ours, ours_env, logs)})
+            if official is not None:
+                rows.append({"res": res, "aug": aug, "side": "official", **run_timed(
+                    f"official-{tag}", official_cmd(official, rdir / "official-data.zip", rdir / "runs" / tag, res,
+                                                     aug, kimg[res]), official, official_env(official), logs)})
+            (work / "results.json").write_text(json.dumps(rows, indent=1))
+    print("| res | aug | side | sec/kimg | peak GB | start-up s |")
+    for r in rows:
+        print(f"| {r['res']} | {r['aug']} | {r['side']} | {r['sec_per_kimg'] or 0:.2f} | {r['peak_mem_gb'] or 0:.1f} | "
+              f"{r['startup_s'] or 0:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
