@@ -6,10 +6,11 @@ For each resolution and augmentation setting, NVIDIA's `train.py --cfg=stylegan2
 ../shared/notes/official-reference.md) and our `jobs.train` train the parity settings (textures, batch 32,
 channel_base 16384, 2 mapping layers, mirror) for a few kimg with a tick every kimg. `fixed` is the ADA pipeline
 ('bgc') at a constant p = 0.2 (where the parity runs' p was at 130-150 kimg; both trainers' cost no longer depends
-on p), `noaug` none. Reported per run: median sec/kimg of the ticks after the first, peak GPU memory from the tick
-lines, and start-up (launch to the first tick line: NVIDIA builds its CUDA ops, ours compiles; `--warm` runs ours a
-second time on the compile cache the first filled). `--ours-code` times another checkout of ours instead (before
-and after a change). Logs and results.json go to the workdir.
+on p), `noaug` none. Reported per run: median sec/kimg of the ticks after the first, peak GPU memory of those
+ticks (NVIDIA's peak resets each tick, ours is the run's), and start-up (launch to the first tick line: NVIDIA
+builds its CUDA ops, ours compiles; `--warm` runs ours a second time on the compile cache the first filled).
+`--ours-code` times another checkout of ours instead (before and after a change).
+Logs and results.json go to the workdir.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def run_timed(name: str, cmd: list[str], cwd: Path, env: dict, logs: Path) -> di
         rc = proc.wait()
     text = log_path.read_text(errors="replace")
     speeds = [s for _, s in ticks(log_path)[1:]]
-    mems = [float(m) for m in re.findall(r"gpumem\s+([\d.]+)", text)]
+    mems = [float(m) for m in re.findall(r"tick\s+[1-9]\d*\s.*?gpumem\s+([\d.]+)", text)]  # after the first tick
     row = {"name": name, "rc": rc, "startup_s": first_tick, "wall_s": time.time() - start,
            "sec_per_kimg": float(np.median(speeds)) if speeds else None, "ticks": len(speeds),
            "peak_mem_gb": max(mems) if mems else None}
