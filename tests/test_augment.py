@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from benchmarks.augment_fidelity import bilinear_1x, fidelity, grating
 from stylegan.augment import AugmentPipe, _rotate2d, _scale2d, _translate2d, apply_geometric
-from stylegan.losses import LossConfig, StyleGAN2Loss
+from stylegan.losses import LossConfig, StyleGAN2Loss, augmented
 from stylegan.networks import Discriminator, Generator
 from stylegan.resample import downsample_matrix, grid_sample, pad_upsample_matrix
 from tests.conftest import tiny_discriminator_kwargs, tiny_generator_kwargs
@@ -107,3 +107,12 @@ def test_rotation_keeps_mid_frequencies_better_than_bilinear(freq):
     src, ref = grating(64, freq, 0.0), grating(64, freq, theta)
     ours, plain = fidelity(apply_geometric(src, g), ref), fidelity(bilinear_1x(src, g), ref)
     assert ours[0] > 0.9 and ours[1] < plain[1] / 3  # error 3x smaller or better (benchmarks/RESULTS.md)
+
+
+def test_augmented_D_is_one_graph_with_no_host_sync():
+    # A host sync (.item(), .tolist(), shapes that depend on values) would break the graph: the augmentation
+    # then could not compile into D's graph, and each call would wait for the GPU (benchmarks/RESULTS.md).
+    D = Discriminator(**tiny_discriminator_kwargs())
+    explained = torch._dynamo.explain(augmented(D, AugmentPipe("bgc", p=0.5)))(torch.randn(4, 3, 16, 16),
+                                                                              torch.zeros(4, 0))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
