@@ -355,7 +355,7 @@ class Trainer:
             self.report_tick(time.time() - start_time, time.time() - tick_start_time,
                              self.progress["cur_nimg"] - tick_start_nimg, maintenance)
             if first_tick:
-                self.runlog.startup(time.time() - self.started)
+                self.runlog.startup(time.time() - self.started, compiled=self.loss.G_main is not self.G)
             first_tick = False
             maintenance_start = time.time()
             if stop or done or self.progress["cur_tick"] % cfg.snap == 0:
