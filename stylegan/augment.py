@@ -82,7 +82,9 @@ def apply_geometric(img: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """
     n, c, h, w = img.shape
     pad = FILTER_PAD
-    upsampled = pad_upsample_matrix(h, h - 1, img).mT @ img @ pad_upsample_matrix(w, w - 1, img)
+    up_h = pad_upsample_matrix(h, h - 1, img)
+    up_w = up_h if w == h else pad_upsample_matrix(w, w - 1, img)
+    upsampled = up_h.mT @ img @ up_w
     g_px = _diag(w / 2, h / 2, g) @ g @ _diag(2 / w, 2 / h, g)
     out_h, out_w = 2 * (h + 2 * pad), 2 * (w + 2 * pad)
     # The 2x filters' phase (PHASE_SHIFT) moves the image; undo it on both sides of the transform.
@@ -91,8 +93,9 @@ def apply_geometric(img: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     unshift[0, 2] = unshift[1, 2] = -PHASE_SHIFT
     theta = _diag(1 / (1.5 * w - 1), 1 / (1.5 * h - 1), g) @ unshift @ g_px @ shift @ _diag(w / 2 + pad, h / 2 + pad, g)
     grid = F.affine_grid(theta[:, :2, :].to(img.dtype), [n, c, out_h, out_w], align_corners=False)
-    sampled = grid_sample(upsampled, grid)
-    return downsample_matrix(out_h, img)[:, pad:pad + h].mT @ sampled @ downsample_matrix(out_w, img)[:, pad:pad + w]
+    down_h = downsample_matrix(out_h, img)[:, pad:pad + h]
+    down_w = down_h if w == h else downsample_matrix(out_w, img)[:, pad:pad + w]
+    return down_h.mT @ grid_sample(upsampled, grid) @ down_w
 
 
 class AugmentPipe(nn.Module):

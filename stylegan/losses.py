@@ -57,7 +57,7 @@ class StyleGAN2Loss:
 
     def __init__(self, G: Generator, D: Discriminator, augment: AugmentPipe | None, cfg: LossConfig,
                  G_main: Generator | None = None, D_main: Callable | None = None):
-        self.G, self.D, self.augment, self.cfg = G, D, augment, cfg
+        self.G, self.cfg = G, cfg
         self.G_main = G_main if G_main is not None else G
         self.D_aug = augmented(D, augment)
         self.D_main = D_main if D_main is not None else self.D_aug
