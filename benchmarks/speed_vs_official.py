@@ -1,7 +1,7 @@
 """Training speed beside NVIDIA's trainer: both run as users run them, one after the other on the same GPU.
 
     python -m benchmarks.speed_vs_official --workdir W --official PATH [--res 64 256] [--aug fixed noaug]
-        [--kimg 64=8 256=5] [--warm] [--ours-code PATH]
+        [--kimg 64=8 256=5] [--warm] [--ours-code PATH] [--gpus N] [--cache DIR]
 For each resolution and augmentation setting, NVIDIA's `train.py --cfg=stylegan2` (an outside program:
 ../shared/notes/official-reference.md) and our `jobs.train` train the parity settings (textures, batch 32,
 channel_base 16384, 2 mapping layers, mirror) for a few kimg with a tick every kimg. `fixed` is the ADA pipeline
@@ -9,7 +9,9 @@ channel_base 16384, 2 mapping layers, mirror) for a few kimg with a tick every k
 on p), `noaug` none. Reported per run: median sec/kimg of the ticks after the first, peak GPU memory of those
 ticks (NVIDIA's peak resets each tick, ours is the run's), and start-up (launch to the first tick line: NVIDIA
 builds its CUDA ops, ours compiles; `--warm` runs ours a second time on the compile cache the first filled).
-`--ours-code` times another checkout of ours instead (before and after a change).
+`--ours-code` times another checkout of ours instead (before and after a change). `--gpus N` runs both on N GPUs
+(ours through torchrun) with 32 images per GPU, for the scaling table; `--cache` names the compile cache (default
+the workdir's), so that runs can share one.
 Logs and results.json go to the workdir.
 """
 
@@ -56,18 +58,19 @@ def run_timed(name: str, cmd: list[str], cwd: Path, env: dict, logs: Path) -> di
     return row
 
 
-def official_cmd(official: Path, data: Path, out: Path, res: int, aug: str, kimg: int) -> list[str]:
+def official_cmd(official: Path, data: Path, out: Path, res: int, aug: str, kimg: int, gpus: int) -> list[str]:
     s = settings(res)
-    return [sys.executable, "train.py", f"--outdir={out}", "--cfg=stylegan2", f"--data={data}", "--gpus=1",
-            f"--batch={s['batch']}", f"--gamma={s['gamma']}", f"--cbase={s['cbase']}", f"--map-depth={s['map']}",
+    return [sys.executable, "train.py", f"--outdir={out}", "--cfg=stylegan2", f"--data={data}", f"--gpus={gpus}",
+            f"--batch={s['batch'] * gpus}", f"--gamma={s['gamma']}", f"--cbase={s['cbase']}", f"--map-depth={s['map']}",
             f"--glr={s['lr']}", f"--dlr={s['lr']}", "--mirror=1", f"--aug={aug}", f"--p={AUG_P}", "--metrics=none",
             f"--kimg={kimg}", "--tick=1", "--snap=1000"]
 
 
-def ours_cmd(data: Path, out: Path, name: str, res: int, aug: str, kimg: int) -> list[str]:
+def ours_cmd(data: Path, out: Path, name: str, res: int, aug: str, kimg: int, gpus: int) -> list[str]:
     s = settings(res)
-    return [sys.executable, "-m", "jobs.train", f"data={data}", f"outdir={out}", f"run_name={name}",
-            f"resolution={res}", f"batch={s['batch']}", f"channel_base={s['cbase']}", f"map_layers={s['map']}",
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"] if gpus > 1 else []
+    return [sys.executable, *launcher, "-m", "jobs.train", f"data={data}", f"outdir={out}", f"run_name={name}",
+            f"resolution={res}", f"batch={s['batch'] * gpus}", f"channel_base={s['cbase']}", f"map_layers={s['map']}",
             f"glr={s['lr']}", f"dlr={s['lr']}", f"r1_gamma={s['gamma']}", "mirror=true", f"aug={aug}",
             f"aug_p={AUG_P}", f"kimg={kimg}", "tick_kimg=1", "snap=1000", "workers=6"]
 
@@ -82,6 +85,8 @@ def main() -> None:
     parser.add_argument("--kimg", nargs="+", default=["64=8", "256=5"], help="RES=KIMG per resolution")
     parser.add_argument("--images", nargs="+", default=["64=2500", "256=1000"], help="RES=COUNT")
     parser.add_argument("--warm", action="store_true", help="run ours twice: cold, then on the filled cache")
+    parser.add_argument("--gpus", type=int, default=1)
+    parser.add_argument("--cache", help="$STYLEGAN_CACHE for ours (default WORKDIR/cache)")
     args = parser.parse_args()
     work = Path(args.workdir).resolve()
     official = Path(args.official).resolve() if args.official else None
@@ -91,26 +96,27 @@ def main() -> None:
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     ours_env = {"PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([str(ours), os.environ.get("PYTHONPATH", "")]),
-                "STYLEGAN_CACHE": str(work / "cache")}
+                "STYLEGAN_CACHE": str(Path(args.cache or work / "cache").resolve())}
     rows = []
     for res in args.res:
         rdir = work / f"r{res}"
         prepare(rdir, official, images[res], res)
         for aug in args.aug:
-            tag = f"{res}-{aug}"
+            tag = f"{res}-{aug}-{args.gpus}gpu"
             for attempt in ("cold", "warm")[:2 if args.warm else 1]:
-                rows.append({"res": res, "aug": aug, "side": f"ours ({attempt})", **run_timed(
+                rows.append({"res": res, "aug": aug, "gpus": args.gpus, "side": f"ours ({attempt})", **run_timed(
                     f"ours-{tag}-{attempt}", ours_cmd(rdir / "data", rdir / "runs", f"ours-{tag}-{attempt}", res, aug,
-                                                      kimg[res]), ours, ours_env, logs)})
+                                                      kimg[res], args.gpus), ours, ours_env, logs)})
             if official is not None:
-                rows.append({"res": res, "aug": aug, "side": "official", **run_timed(
+                rows.append({"res": res, "aug": aug, "gpus": args.gpus, "side": "official", **run_timed(
                     f"official-{tag}", official_cmd(official, rdir / "official-data.zip", rdir / "runs" / tag, res,
-                                                     aug, kimg[res]), official, official_env(official), logs)})
+                                                     aug, kimg[res], args.gpus), official, official_env(official),
+                    logs)})
             (work / "results.json").write_text(json.dumps(rows, indent=1))
-    print("| res | aug | side | sec/kimg | peak GB | start-up s |")
+    print("| res | aug | GPUs | side | sec/kimg | peak GB | start-up s |")
     for r in rows:
-        print(f"| {r['res']} | {r['aug']} | {r['side']} | {r['sec_per_kimg'] or 0:.2f} | {r['peak_mem_gb'] or 0:.1f} | "
-              f"{r['startup_s'] or 0:.0f} |")
+        print(f"| {r['res']} | {r['aug']} | {r['gpus']} | {r['side']} | {r['sec_per_kimg'] or 0:.2f} | "
+              f"{r['peak_mem_gb'] or 0:.1f} | {r['startup_s'] or 0:.0f} |")
 
 
 if __name__ == "__main__":

@@ -86,18 +86,46 @@ def build_phases(cfg: TrainConfig, G: Generator, D: Discriminator, frozen: list[
             and not (p.name == "Dreg" and cfg.r1_gamma == 0)]
 
 
-def average_and_step(phase: Phase, world: int) -> bool:
-    """Average the phase's gradients over ranks (one all-reduce) and step its optimizer if they are all finite.
-    Returns whether it stepped; the gradients are cleared either way."""
+def average_and_step(phase: Phase, world: int) -> torch.Tensor:
+    """Average the phase's gradients over ranks (one all-reduce) and step its optimizer if they are all finite,
+    decided on the device (fused Adam skips on `found_inf`), so the host never waits here. Returns that decision
+    as a device bool; the gradients are cleared either way."""
     params = [p for p in phase.params if p.grad is not None]
     flat = all_reduce_sum(torch.cat([p.grad.flatten() for p in params])) / world
-    finite = bool(torch.isfinite(flat).all())
-    if finite:
-        for p, g in zip(params, flat.split([p.numel() for p in params]), strict=True):
-            p.grad = g.reshape(p.shape)
-        phase.opt.step()
+    finite = torch.isfinite(flat).all()
+    for p, g in zip(params, flat.split([p.numel() for p in params]), strict=True):
+        p.grad = g.view(p.shape)
+    phase.opt.found_inf = (~finite).float()
+    phase.opt.step()
     phase.opt.zero_grad(set_to_none=True)
     return finite
+
+
+class LaggedFlags:
+    """A step's flags (non-finite, stop) read on the host one step later. The copy is queued behind the step's work,
+    and the host takes it only after queueing the next step, so the GPU always has work while the host waits."""
+
+    def __init__(self, device: torch.device):
+        cuda = device.type == "cuda"
+        self.buffer = torch.empty(2, pin_memory=cuda)
+        self.event = torch.cuda.Event() if cuda else None
+        self.step: int | None = None
+
+    def put(self, flags: torch.Tensor, step: int) -> None:
+        self.buffer.copy_(flags, non_blocking=True)
+        if self.event is not None:
+            self.event.record()
+        self.step = step
+
+    def take(self) -> tuple[int, bool, bool] | None:
+        """(step, non-finite, stop) of the last put, waiting for that step's work only; None if taken already."""
+        if self.step is None:
+            return None
+        if self.event is not None:
+            self.event.synchronize()
+        step, self.step = self.step, None
+        nonfinite, stop = self.buffer.tolist()
+        return step, bool(nonfinite), bool(stop)
 
 
 def check_run(cfg: TrainConfig, world: int) -> str:
@@ -254,9 +282,9 @@ class Trainer:
         seq = np.random.SeedSequence([self.cfg.seed, self.progress["batch_idx"], phase.index, global_round])
         return int(seq.generate_state(1, dtype=np.uint64)[0] % (2 ** 63))
 
-    def run_phase(self, phase: Phase, reals: list[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    def run_phase(self, phase: Phase, reals: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """One phase over the global batch: gradients of every round, averaged over ranks, then one optimizer step
-        if they are all finite. Returns whether the step was taken."""
+        if they are all finite. Returns whether the step was taken, a device bool."""
         for p in phase.params:
             p.requires_grad_(True)
         running = self.loss.running(phase.name)
@@ -284,31 +312,52 @@ class Trainer:
             t.copy_(all_reduce_sum(torch.stack(end).mean(0)) / self.env.world)
         return average_and_step(phase, self.env.world)
 
-    def step(self) -> None:
-        """One training iteration as the loop runs it: the phases due, EMA (or the non-finite bookkeeping and
-        rollback), the progress counters and the ADA adjustment. Benchmarks time exactly this."""
+    def step(self) -> torch.Tensor:
+        """One training iteration as the loop runs it: the phases due, EMA, the progress counters and the ADA
+        adjustment, all queued without waiting for the GPU. Returns whether every phase's gradients were finite, a
+        device bool (`settle` does the host's part). Benchmarks time exactly this."""
         cfg, reals = self.cfg, [next(self.reals) for _ in range(self.rounds)]
         due = [p for p in self.phases if self.progress["batch_idx"] % p.interval == 0]
-        if all([self.run_phase(phase, reals) for phase in due]):
-            self.faults["consecutive_nonfinite"] = self.faults["rollbacks_in_a_row"] = 0
-            self.update_ema()
-        else:
-            self.faults["nonfinite_steps"] += 1
-            self.faults["consecutive_nonfinite"] += 1
-            self.runlog.log(f"non-finite gradients at step {self.progress['batch_idx']}: step skipped "
-                            f"({self.faults['consecutive_nonfinite']} in a row)")
-            if self.faults["consecutive_nonfinite"] >= cfg.nan_rollback:
-                self.rollback()
+        finite = []
+        for phase in due:
+            with torch.profiler.record_function(phase.name):  # profiles show each phase by name
+                finite.append(self.run_phase(phase, reals))
+        finite = torch.stack(finite).all()
+        self.update_ema(finite)
         self.progress["cur_nimg"] += cfg.batch
         self.progress["batch_idx"] += 1
         if cfg.aug == "ada" and self.progress["batch_idx"] % cfg.ada_interval == 0:
             self.update_ada()
+        return finite
 
-    def update_ema(self) -> None:
-        beta = ema_beta(self.cfg, self.progress["cur_nimg"])
-        with torch.no_grad():  # one multi-tensor kernel each, not two launches per parameter
-            torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1 - beta)
-            torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
+    def settle(self, flags: LaggedFlags) -> bool:
+        """The host's part of the step whose flags `flags` holds, if any: count a skipped step, roll back after too
+        many. Returns whether a rank asked to stop."""
+        if (taken := flags.take()) is None:
+            return False
+        step, nonfinite, stop = taken
+        if not nonfinite:
+            self.faults["consecutive_nonfinite"] = self.faults["rollbacks_in_a_row"] = 0
+            return stop
+        self.faults["nonfinite_steps"] += 1
+        self.faults["consecutive_nonfinite"] += 1
+        self.runlog.log(f"non-finite gradients at step {step}: step skipped "
+                        f"({self.faults['consecutive_nonfinite']} in a row)")
+        if self.faults["consecutive_nonfinite"] >= self.cfg.nan_rollback:
+            self.rollback()
+        return stop
+
+    def update_ema(self, finite: torch.Tensor) -> None:
+        """G_ema moves towards G by 1 - beta, and takes G's buffers, only where the step was finite (the weight is 0
+        otherwise: decided on the device). Multi-tensor kernels, not launches per parameter."""
+        weight = finite * (1 - ema_beta(self.cfg, self.progress["cur_nimg"]))
+        with torch.no_grad():
+            ema, params = list(self.G_ema.parameters()), list(self.G.parameters())
+            delta = torch._foreach_sub(params, ema)
+            torch._foreach_mul_(delta, weight)
+            torch._foreach_add_(ema, delta)
+            ema_buffers = list(self.G_ema.buffers())
+            torch._foreach_lerp_(ema_buffers, list(self.G.buffers()), [finite.to(b.dtype) for b in ema_buffers])
 
     def update_ada(self) -> None:
         signs = all_reduce_sum(self.ada_signs.clone())
@@ -341,21 +390,28 @@ class Trainer:
     def train_loop(self) -> int:
         cfg, env = self.cfg, self.env
         start_time = tick_start_time = time.time()
+        setup_seconds = start_time - self.started
         tick_start_nimg, maintenance, first_tick = self.progress["cur_nimg"], 0.0, True
         self.runlog.log(f"training {cfg.run_name}: {env.world} process(es) on {self.device}, batch {cfg.batch} = "
                         f"{self.batch_gpu} x {self.rounds} round(s) x {env.world}, {cfg.kimg} kimg, run dir "
                         f"{self.rundir}")
+        flags = LaggedFlags(self.device)
         while True:
-            self.step()
-            # torch.full, not torch.tensor: a host-to-device copy would wait for the queued work a second time
-            stop = bool(all_reduce_max(torch.full([], float(self.stop.signum is not None), device=self.device)))
+            finite = self.step()
+            # torch.full, not torch.tensor: a host-to-device copy would wait for the queued work
+            signal = torch.full([], float(self.stop.signum is not None), device=self.device)
+            step_flags = all_reduce_max(torch.stack([(~finite).float(), signal]))
+            stop = self.settle(flags)
+            flags.put(step_flags, self.progress["batch_idx"] - 1)
             done = self.progress["cur_nimg"] >= cfg.kimg * 1000
             if not (done or stop or first_tick or self.progress["cur_nimg"] >= tick_start_nimg + cfg.tick_kimg * 1000):
                 continue
+            stop = self.settle(flags) or stop  # a tick reports (and may snapshot) settled steps only
             self.report_tick(time.time() - start_time, time.time() - tick_start_time,
                              self.progress["cur_nimg"] - tick_start_nimg, maintenance)
             if first_tick:
-                self.runlog.startup(time.time() - self.started, compiled=self.loss.G_main is not self.G)
+                self.runlog.startup(setup_seconds, time.time() - start_time,
+                                    compiled=self.loss.G_main is not self.G)
             first_tick = False
             maintenance_start = time.time()
             if stop or done or self.progress["cur_tick"] % cfg.snap == 0:
