@@ -67,5 +67,6 @@ def phase_times(events: list, steps: int) -> str:
             spans[e.name] += e.time_range.elapsed_us() / 1000 / steps
     return ", ".join(f"{n} {kernels[n]:.1f} / {spans[n]:.1f}" for n in PHASES)
 
+
 if __name__ == "__main__":
     main()

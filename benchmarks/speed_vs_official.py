@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--kimg", nargs="+", default=["64=8", "256=5"], help="RES=KIMG per resolution")
     parser.add_argument("--images", nargs="+", default=["64=2500", "256=1000"], help="RES=COUNT")
     parser.add_argument("--warm", action="store_true", help="run ours twice: cold, then on the filled cache")
-    parser.add_argument("--gpus", type=int, default=1)
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs per run, 32 images each (ours via torchrun)")
     parser.add_argument("--cache", help="$STYLEGAN_CACHE for ours (default WORKDIR/cache)")
     args = parser.parse_args()
     work = Path(args.workdir).resolve()

@@ -318,11 +318,11 @@ class Trainer:
         device bool (`settle` does the host's part). Benchmarks time exactly this."""
         cfg, reals = self.cfg, [next(self.reals) for _ in range(self.rounds)]
         due = [p for p in self.phases if self.progress["batch_idx"] % p.interval == 0]
-        finite = []
+        stepped = []
         for phase in due:
             with torch.profiler.record_function(phase.name):  # profiles show each phase by name
-                finite.append(self.run_phase(phase, reals))
-        finite = torch.stack(finite).all()
+                stepped.append(self.run_phase(phase, reals))
+        finite = torch.stack(stepped).all()
         self.update_ema(finite)
         self.progress["cur_nimg"] += cfg.batch
         self.progress["batch_idx"] += 1
@@ -356,8 +356,8 @@ class Trainer:
             delta = torch._foreach_sub(params, ema)
             torch._foreach_mul_(delta, weight)
             torch._foreach_add_(ema, delta)
-            ema_buffers = list(self.G_ema.buffers())
-            torch._foreach_lerp_(ema_buffers, list(self.G.buffers()), [finite.to(b.dtype) for b in ema_buffers])
+            ema_buffers = list(self.G_ema.buffers())  # float32, as the networks build them; a lerp by 1 copies exactly
+            torch._foreach_lerp_(ema_buffers, list(self.G.buffers()), [finite.float()] * len(ema_buffers))
 
     def update_ada(self) -> None:
         signs = all_reduce_sum(self.ada_signs.clone())
