@@ -94,9 +94,10 @@ class RunEvaluator:
                 lock.unlink(missing_ok=True)
 
     def training_finished(self) -> bool:
+        """Whether the newest snapshot is the run's last, by the image count its name carries: no file is read, so
+        a corrupt newest snapshot cannot stop the watcher (it is reported and skipped like any other)."""
         snaps = self.rundir.snapshots()
-        total = float(self.config.get("kimg", float("inf"))) * 1000
-        return bool(snaps) and load_checkpoint(snaps[-1][1]).get("progress", {}).get("cur_nimg", 0) >= total
+        return bool(snaps) and snaps[-1][0] >= float(self.config.get("kimg", float("inf"))) * 1000
 
     def run(self, watch: bool, poll_s: float = 30.0) -> None:
         while True:

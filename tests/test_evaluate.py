@@ -17,7 +17,9 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from stylegan.checkpoint import save_checkpoint
+from stylegan.distributed import DistEnv
 from stylegan.errors import UserError
+from stylegan.evaluation import RunEvaluator
 from stylegan.metrics import distances, diversity, swd
 from stylegan.metrics.compute import MetricSpec, parse_metric, real_features
 from stylegan.metrics.detector import WEIGHTS, Detector
@@ -156,6 +158,20 @@ def test_watcher_follows_a_training_run_and_two_evaluators_never_repeat(tmp_path
     steps = sorted(e.step for e in events.Scalars("Metrics/swd"))
     assert steps == [0, 2, 3]
     assert not list(run.glob(".lock-*"))
+
+
+def test_a_corrupt_newest_snapshot_does_not_stop_the_watcher(tmp_path, capsys):
+    """The watcher read the newest snapshot to learn whether training had finished, and died on a corrupt one."""
+    data = make_data(tmp_path / "d", 32, "smooth")
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text(f"data: {data}\nkimg: 1\n")
+    write_snapshot(run.checkpoints, Generator(**tiny_generator_kwargs()), 0)
+    (run.checkpoints / snapshot_name(1)).write_bytes(b"corrupt snapshot")
+    evaluator = RunEvaluator(run.path, ["swd"], None, None, DistEnv(0, 1, 0, torch.device("cpu")))
+    evaluator.run(watch=True, poll_s=0.1)
+    assert [r["snapshot"] for r in run.results("swd")] == [snapshot_name(0)]
+    assert f"skipping corrupt snapshot: {run.checkpoints / snapshot_name(1)}" in capsys.readouterr().out
 
 
 def test_a_killed_evaluators_claim_is_taken_over(tmp_path):
