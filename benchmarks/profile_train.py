@@ -101,10 +101,10 @@ def gpu_busy(events: list) -> tuple[float, dict[str, tuple[float, float]]]:
     for e in events:
         if e.device_type != DeviceType.CUDA:
             continue
-        if e.is_user_annotation:
-            ranges.get(e.name, []).append((e.time_range.start, e.time_range.end))
-        else:
+        if not e.is_user_annotation:
             kernels.append((e.time_range.start, e.time_range.end))
+        elif e.name in ranges:
+            ranges[e.name].append((e.time_range.start, e.time_range.end))
     merged: list[list[float]] = []
     for start, end in sorted(kernels):
         if merged and start <= merged[-1][1]:
