@@ -116,3 +116,25 @@ def test_augmented_D_is_one_graph_with_no_host_sync():
     explained = torch._dynamo.explain(augmented(D, AugmentPipe("bgc", p=0.5)))(torch.randn(4, 3, 16, 16),
                                                                               torch.zeros(4, 0))
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
+
+
+def test_compiled_graphs_sample_with_the_plain_op_and_match_eager():
+    # Our autograd function in a compiled graph makes AOTAutograd skip its cache (seconds of every warm start);
+    # compiled graphs are differentiated once, so they take the plain op, which must give the same values.
+    torch.manual_seed(2)
+    img = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    grid = torch.rand(2, 4, 7, 2, dtype=torch.float64) * 2.4 - 1.2
+    targets = []
+
+    def record(gm: torch.fx.GraphModule, example_inputs: list) -> torch.fx.GraphModule:
+        targets.extend(str(node.target) for node in gm.graph.nodes)
+        return gm
+
+    compiled = torch.compile(grid_sample, backend=record, fullgraph=True)(img, grid)
+    assert any("grid_sampler_2d" in t for t in targets) and not any("autograd_function" in t for t in targets)
+    eager = grid_sample(img, grid)
+    assert torch.equal(compiled, eager)
+    weights = torch.randn_like(eager)
+    (g_compiled,) = torch.autograd.grad((compiled * weights).sum(), img)
+    (g_eager,) = torch.autograd.grad((eager * weights).sum(), img)
+    assert torch.allclose(g_compiled, g_eager, rtol=0, atol=1e-12)
