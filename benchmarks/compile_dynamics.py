@@ -1,7 +1,8 @@
-"""Does the fast path train like the reference? The same run (seed, data, schedule) three ways: float32 eager
-(num_fp16_res=0), the official mixed precision eager, and mixed precision with compile=true, on the demo's
-procedural textures. Prints the G and D losses per tick over the first `--loss-kimg` and the weight-free metric
-(SWD) of a snapshot every kimg, side by side as markdown tables, and draws both as an SVG figure.
+"""Does the fast path train like the reference? The same run (seed, data, schedule) four ways: float32 eager
+(num_fp16_res=0), the official mixed precision eager, mixed precision with compile=true, and the same replayed as CUDA
+graphs (compile_mode=reduce-overhead), on the demo's procedural textures. Prints the G and D losses per tick over the
+first `--loss-kimg` and the weight-free metric (SWD) of a snapshot every kimg, side by side as markdown tables, and
+draws both as an SVG figure.
 
     python -m benchmarks.compile_dynamics [--res 64] [--kimg 10] [--tick 0.2] [--plot dynamics.svg] [key=value ...]
 """
@@ -21,7 +22,8 @@ from stylegan.rundir import RunDir
 from stylegan.training import Trainer
 
 VARIANTS = {"float32": ["num_fp16_res=0", "compile=false"], "mixed": ["compile=false"],
-            "mixed+compile": ["compile=true"]}
+            "mixed+compile": ["compile=true", "compile_mode=default"],
+            "mixed+cudagraphs": ["compile=true", "compile_mode=reduce-overhead"]}
 
 
 def train(data: Path, outdir: str, name: str, args: argparse.Namespace, extra: list[str]) -> tuple[list, list]:

@@ -84,11 +84,11 @@ def main() -> None:
 
 def compile_summary() -> str:
     """torch.compile's accounting of the first step: frames compiled, seconds in Dynamo's and Inductor's timed
-    stages (summed; stages nest, so they do not add up), and cache hits and misses."""
+    stages (summed; stages nest, so they do not add up), cache hits and misses, and graphs CUDA graphs skipped."""
     names, values = compile_times(repr="csv", aggregate=True)
     timers = sorted(((float(v), n) for n, v in zip(names, values, strict=True)), reverse=True)
     caches = {f"{group}.{k}": v for group in ("inductor", "aot_autograd") for k, v in counters[group].items()
-              if "cache" in k}
+              if "cache" in k or "cudagraph" in k}
     return (f"frames {dict(counters['frames'])}, graphs {counters['stats']['unique_graphs']}; "
             f"timers (s) {', '.join(f'{n} {v:.1f}' for v, n in timers[:12])}; caches {caches}")
 

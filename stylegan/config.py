@@ -87,6 +87,9 @@ class TrainConfig:
 
     # Speed
     compile: bool = True                # GPU: torch.compile Gmain/Dmain (benchmarks/RESULTS.md); CPU: eager
+    compile_mode: str = "default"       # or reduce-overhead: the compiled phases replay as CUDA graphs: 1.4-1.5x
+                                        # at 64x64, where launching kernels limits a step; at 256x256 +3% for
+                                        # 43 instead of 17 GB of GPU memory in use (benchmarks/RESULTS.md)
 
     # Fault handling
     nan_rollback: int = 5               # this many non-finite steps in a row: roll back to the last snapshot
@@ -104,6 +107,8 @@ class TrainConfig:
             raise UserError("config: batch must be >= 1 and batch_gpu >= 0")
         if len(self.betas) != 2:
             raise UserError("config: betas must be a list of two numbers, e.g. [0.0, 0.99]")
+        if self.compile_mode not in ("default", "reduce-overhead"):
+            raise UserError(f"config: compile_mode {self.compile_mode!r} must be default or reduce-overhead")
         if self.freezed < 0 or self.keep_snapshots < 0:
             raise UserError("config: freezed and keep_snapshots must be >= 0")
 

@@ -13,6 +13,7 @@ needs none). Two deliberate refinements, both world-size invariant and Adam-neut
 from __future__ import annotations
 
 import copy
+import functools
 import time
 import types
 from dataclasses import dataclass
@@ -61,16 +62,17 @@ class Phase:
     interval: int  # runs on steps that are a multiple of this
 
 
-def compiled_main_networks(G: Generator, D: Discriminator, augment: AugmentPipe | None, compile: bool) -> tuple:
+def compiled_main_networks(G: Generator, D: Discriminator, augment: AugmentPipe | None, compile: bool,
+                           mode: str = "default") -> tuple:
     """torch.compile'd G and augmented D for the Gmain and Dmain phases on a GPU (the same parameters; the
     augmentation compiles into D's graph); (None, None) for eager. CPU runs stay eager: Inductor's CPU backend fails
-    on these backward graphs (torch 2.13), CPUs gain little."""
+    on these backward graphs (torch 2.13), CPUs gain little. `mode` is torch.compile's."""
     if not compile or G.mapping.fc0.weight.device.type != "cuda":
         return None, None
     use_compile_cache()
-    G_main = types.SimpleNamespace(mapping=torch.compile(G.mapping, dynamic=False),
-                                   synthesis=torch.compile(G.synthesis, dynamic=False))
-    return G_main, torch.compile(augmented(D, augment), dynamic=False)
+    compiled = functools.partial(torch.compile, dynamic=False, mode=mode)
+    G_main = types.SimpleNamespace(mapping=compiled(G.mapping), synthesis=compiled(G.synthesis))
+    return G_main, compiled(augmented(D, augment))
 
 
 def build_phases(cfg: TrainConfig, G: Generator, D: Discriminator, frozen: list[str]) -> list[Phase]:
@@ -194,7 +196,8 @@ class Trainer:
         self.G_ema = copy.deepcopy(self.G).eval()
         self.augment = AugmentPipe(cfg.augpipe, cfg.aug_p).to(self.device) if cfg.aug != "noaug" else None
         self.loss = StyleGAN2Loss(self.G, self.D, self.augment, cfg.loss_config(),
-                                  *compiled_main_networks(self.G, self.D, self.augment, cfg.compile))
+                                  *compiled_main_networks(self.G, self.D, self.augment, cfg.compile,
+                                                         cfg.compile_mode))
         self.frozen = self.D.layer_names()[:cfg.freezed]
         self.phases = build_phases(cfg, self.G, self.D, self.frozen)
         self.G_opt, self.D_opt = self.phases[0].opt, self.phases[-1].opt
@@ -292,6 +295,8 @@ class Trainer:
         for rnd, (real, real_c) in enumerate(reals):
             for t, s in zip(running, start, strict=True):
                 t.copy_(s)
+            # The last round's graph outputs are consumed: CUDA graphs (compile_mode reduce-overhead) may reuse them
+            torch.compiler.cudagraph_mark_step_begin()
             torch.manual_seed(self.round_seed(phase, rnd))
             z = torch.randn(self.batch_gpu, self.G.z_dim, device=self.device)
             gen_c = real_c[torch.randperm(len(real_c), device=self.device)]
@@ -299,6 +304,10 @@ class Trainer:
             if phase.name == "Gmain" and self.progress["batch_idx"] in self.cfg.inject_nan_steps:
                 loss = loss * float("nan")
             (loss * (phase.interval / self.rounds)).backward()
+            if rnd == 0 and self.rounds > 1 and self.cfg.compile_mode == "reduce-overhead":
+                # later rounds add to these gradients: own them, or the next replay overwrites them
+                for p in phase.params:
+                    p.grad = p.grad.clone() if p.grad is not None else None
             self.stats.add(values)
             if phase.name == "Dmain":
                 self.ada_signs += torch.stack([values["real_sign"], torch.ones_like(values["real_sign"])])

@@ -237,6 +237,7 @@ def test_a_missing_resume_file_names_the_key_and_the_way_out(tmp_path, same_imag
     (["batch=4"], "'data' is required"),
     (["data=x", "resolution=48"], "power of two"),
     (["data=x", "aug=sometimes"], "aug 'sometimes'"),
+    (["data=x", "compile_mode=max"], "compile_mode 'max' must be default or reduce-overhead"),
 ])
 def test_bad_config_fails_cleanly(overrides, match):
     with pytest.raises(UserError, match=match.replace("(", r"\(").replace(")", r"\)")):
