@@ -1,7 +1,7 @@
 """Training speed beside NVIDIA's trainer: both run as users run them, one after the other on the same GPU.
 
     python -m benchmarks.speed_vs_official --workdir W --official PATH [--res 64 256] [--aug fixed noaug]
-        [--kimg 64=8 256=5] [--warm] [--ours-code PATH] [--gpus N] [--cache DIR]
+        [--kimg 64=8 256=5] [--warm] [--ours-code PATH] [--gpus N] [--cache DIR] [--set KEY=VALUE ...]
 For each resolution and augmentation setting, NVIDIA's `train.py --cfg=stylegan2` (an outside program:
 ../shared/notes/official-reference.md) and our `jobs.train` train the parity settings (textures, batch 32,
 channel_base 16384, 2 mapping layers, mirror) for a few kimg with a tick every kimg. `fixed` is the ADA pipeline
@@ -11,7 +11,7 @@ ticks (NVIDIA's peak resets each tick, ours is the run's), and start-up (launch 
 builds its CUDA ops, ours compiles; `--warm` runs ours a second time on the compile cache the first filled).
 `--ours-code` times another checkout of ours instead (before and after a change). `--gpus N` runs both on N GPUs
 (ours through torchrun) with 32 images per GPU, for the scaling table; `--cache` names the compile cache (default
-the workdir's), so that runs can share one.
+the workdir's), so that runs can share one; `--set` adds config values to ours (e.g. compile_mode=reduce-overhead).
 Logs and results.json go to the workdir.
 """
 
@@ -66,13 +66,14 @@ def official_cmd(official: Path, data: Path, out: Path, res: int, aug: str, kimg
             f"--kimg={kimg}", "--tick=1", "--snap=1000"]
 
 
-def ours_cmd(data: Path, out: Path, name: str, res: int, aug: str, kimg: int, gpus: int) -> list[str]:
+def ours_cmd(data: Path, out: Path, name: str, res: int, aug: str, kimg: int, gpus: int, extra: list[str]
+             ) -> list[str]:
     s = settings(res)
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"] if gpus > 1 else []
     return [sys.executable, *launcher, "-m", "jobs.train", f"data={data}", f"outdir={out}", f"run_name={name}",
             f"resolution={res}", f"batch={s['batch'] * gpus}", f"channel_base={s['cbase']}", f"map_layers={s['map']}",
             f"glr={s['lr']}", f"dlr={s['lr']}", f"r1_gamma={s['gamma']}", "mirror=true", f"aug={aug}",
-            f"aug_p={AUG_P}", f"kimg={kimg}", "tick_kimg=1", "snap=1000", "workers=6"]
+            f"aug_p={AUG_P}", f"kimg={kimg}", "tick_kimg=1", "snap=1000", "workers=6", *extra]
 
 
 def main() -> None:
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--warm", action="store_true", help="run ours twice: cold, then on the filled cache")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per run, 32 images each (ours via torchrun)")
     parser.add_argument("--cache", help="$STYLEGAN_CACHE for ours (default WORKDIR/cache)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config value for ours")
     args = parser.parse_args()
     work = Path(args.workdir).resolve()
     official = Path(args.official).resolve() if args.official else None
@@ -106,7 +108,7 @@ def main() -> None:
             for attempt in ("cold", "warm")[:2 if args.warm else 1]:
                 rows.append({"res": res, "aug": aug, "gpus": args.gpus, "side": f"ours ({attempt})", **run_timed(
                     f"ours-{tag}-{attempt}", ours_cmd(rdir / "data", rdir / "runs", f"ours-{tag}-{attempt}", res, aug,
-                                                      kimg[res], args.gpus), ours, ours_env, logs)})
+                                                      kimg[res], args.gpus, args.set), ours, ours_env, logs)})
             if official is not None:
                 rows.append({"res": res, "aug": aug, "gpus": args.gpus, "side": "official", **run_timed(
                     f"official-{tag}", official_cmd(official, rdir / "official-data.zip", rdir / "runs" / tag, res,
