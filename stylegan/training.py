@@ -63,7 +63,7 @@ class Phase:
 
 
 def compiled_main_networks(G: Generator, D: Discriminator, augment: AugmentPipe | None, compile: bool,
-                           mode: str = "default") -> tuple:
+                           mode: str) -> tuple:
     """torch.compile'd G and augmented D for the Gmain and Dmain phases on a GPU (the same parameters; the
     augmentation compiles into D's graph); (None, None) for eager. CPU runs stay eager: Inductor's CPU backend fails
     on these backward graphs (torch 2.13), CPUs gain little. `mode` is torch.compile's."""
@@ -307,7 +307,8 @@ class Trainer:
             if rnd == 0 and self.rounds > 1 and self.cfg.compile_mode == "reduce-overhead":
                 # later rounds add to these gradients: own them, or the next replay overwrites them
                 for p in phase.params:
-                    p.grad = p.grad.clone() if p.grad is not None else None
+                    if p.grad is not None:
+                        p.grad = p.grad.clone()
             self.stats.add(values)
             if phase.name == "Dmain":
                 self.ada_signs += torch.stack([values["real_sign"], torch.ones_like(values["real_sign"])])
