@@ -15,7 +15,7 @@ import torch
 from stylegan.networks import Discriminator, Generator
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("STYLEGAN_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURES = REPO / "tests" / "fixtures"  # shipped with the repository: README.md there says how they were made
 FIXTURE_NAMES = ["uncond32", "cond16"]
 # The network of the CPU training tests (16x16, a few channels); each test file adds its schedule. No augmentation:
 # the tests that check it (N ranks = 1 rank, exact resume, the demo) ask for ADA; elsewhere it only costs CPU time.
@@ -42,8 +42,7 @@ class Fixture:
     def __init__(self, name: str):
         self.path = FIXTURES / f"stylegan2_official_{name}.npz"
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: reference fixture missing (set STYLEGAN_FIXTURES to the folder "
-                                    "holding stylegan2_official_*.npz)")
+            raise FileNotFoundError(f"{self.path}: reference fixture missing from the checkout")
         self.data = np.load(self.path)
         self.meta = json.loads(bytes(self["meta_json"]).decode())
 

@@ -1,4 +1,4 @@
-"""Our networks against NVIDIA's official outputs (shared/fixtures), and the features around them."""
+"""Our networks against NVIDIA's official outputs (tests/fixtures), and the features around them."""
 
 import pytest
 import torch
