@@ -2,7 +2,7 @@
 
     python -m benchmarks.augment_fidelity [--res 64] [--angle 30]
 For each spatial frequency (cycles per pixel) a cosine grating is rotated by `--angle` degrees with the pipeline's
-resampling (stylegan.augment.apply_geometric: padded 2x sym6 up, bilinear, 2x down) and, for reference, with plain
+resampling (stylegan.train.augment.apply_geometric: padded 2x sym6 up, bilinear, 2x down) and, for reference, with plain
 bilinear sampling at 1x (reflection padding; the pipeline before 2026-11-26). Printed per frequency: the amplitude
 kept (projection on the exact rotated grating; 1 = all of it) and the RMS error relative to the grating's RMS,
 over the central half of the image (no border effects). CPU is enough: the arithmetic is the same on a GPU.
@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from stylegan.augment import _rotate2d, apply_geometric
+from stylegan.train.augment import apply_geometric, rotate2d
 
 
 def grating(res: int, freq: float, angle: float) -> torch.Tensor:
@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     theta = math.radians(args.angle)
     # The pipeline's matrices map output to input coordinates: an image rotated by theta samples at -theta.
-    g = _rotate2d(torch.tensor([-theta], dtype=torch.float64)).double()
+    g = rotate2d(torch.tensor([-theta], dtype=torch.float64)).double()
     print(f"rotation by {args.angle:g} degrees at {args.res}x{args.res}: amplitude kept / relative RMS error")
     print(f"{'cycles/px':>10} {'2x sym6 (ours)':>20} {'bilinear 1x':>20}")
     for freq in args.freqs:

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from stylegan.cluster import available_cpus
-from stylegan.config import TrainConfig, load_config
 from stylegan.data.images import ImageOptions
 from stylegan.data.shards import PreprocessConfig, finalize, run_task
 from stylegan.data.textures import texture
+from stylegan.train.config import TrainConfig, load_config
 
 
 def anchor_config(data: Path, res: int, outdir: str | Path, *overrides: str, batch: int = 32) -> TrainConfig:

@@ -19,7 +19,7 @@ from benchmarks.plot import figure
 from stylegan.distributed import init_distributed
 from stylegan.evaluation import RunEvaluator
 from stylegan.rundir import RunDir
-from stylegan.training import Trainer
+from stylegan.train.trainer import Trainer
 
 VARIANTS = {"float32": ["num_fp16_res=0", "compile=false"], "mixed": ["compile=false"],
             "mixed+compile": ["compile=true", "compile_mode=default"],

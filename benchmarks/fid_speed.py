@@ -22,7 +22,7 @@ from stylegan.imagefiles import to_uint8
 from stylegan.metrics.compute import compute_metric, parse_metric, real_features
 from stylegan.metrics.detector import Detector
 from stylegan.metrics.inception import FIDInceptionV3
-from stylegan.networks import Generator
+from stylegan.models.stylegan2 import Generator
 
 
 def rate(fn, device: torch.device, n: int) -> float:

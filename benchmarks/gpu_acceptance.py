@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.nvidia_pickles import write_nvidia_pickle
 from stylegan.metrics.inception import FIDInceptionV3
-from stylegan.networks import Discriminator, Generator
+from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.rundir import RunDir
-from tests.nvidia_pickles import write_nvidia_pickle
 
 REPO = Path(__file__).resolve().parents[1]
 FFHQ_G = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3, mapping_kwargs=dict(num_layers=8),

@@ -33,8 +33,8 @@ import torch
 from PIL import Image
 
 from benchmarks.plot import figure
-from stylegan.checkpoint import load_generator
 from stylegan.fileio import write_text_atomic
+from stylegan.formats.checkpoint import load_generator
 from stylegan.imagefiles import save_png
 from stylegan.metrics.compute import compute_metric, parse_metric
 

@@ -27,7 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import anchor_config, sync, synthetic_dataset, timed
 from stylegan.distributed import init_distributed
-from stylegan.training import Trainer
+from stylegan.train.trainer import Trainer
 
 PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 

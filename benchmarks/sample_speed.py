@@ -18,14 +18,14 @@ import torch
 
 from benchmarks.common import timed
 from stylegan.cluster import available_cpus
-from stylegan.networks import Generator
+from stylegan.generate import images_from_ws
+from stylegan.models.stylegan2 import Generator
 from stylegan.sampling import (
     RING_SLOTS,
     SampleOptions,
     attach_ring,
     part_starts,
     seed_ws,
-    synthesize_batch,
     write_part,
     write_seed_pngs,
 )
@@ -34,7 +34,7 @@ from stylegan.sampling import (
 def generate_on_device(G: Generator, ws: torch.Tensor, opts: SampleOptions) -> None:
     """The device's share alone, as the official G-only figures: uint8 batches that stay on the device."""
     for i in range(0, len(ws), opts.batch):
-        synthesize_batch(G, ws[i:i + opts.batch], opts)
+        images_from_ws(G, ws[i:i + opts.batch], opts.noise_mode, opts.batch if opts.fixed_batch else None)
 
 
 def writers_only(ring: torch.Tensor, batches: int, outdir: Path, workers: int, png_level: int) -> float:

@@ -17,7 +17,7 @@ import torch
 
 from benchmarks.common import anchor_config, synthetic_dataset, timed
 from stylegan.distributed import init_distributed
-from stylegan.training import Trainer
+from stylegan.train.trainer import Trainer
 
 
 def measure(data: Path, res: int, batch: int, steps: int, warmup: int, outdir: str, extra: list[str]) -> dict:

@@ -10,8 +10,14 @@ import argparse
 from pathlib import Path
 
 from jobs.cli import run
-from stylegan.checkpoint import build_discriminator, build_generator, export_safetensors, load_any, save_checkpoint
 from stylegan.errors import UserError
+from stylegan.formats.checkpoint import (
+    build_discriminator,
+    build_generator,
+    export_safetensors,
+    load_any,
+    save_checkpoint,
+)
 
 
 def main(args: argparse.Namespace) -> None:

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from jobs.cli import run
-from stylegan.checkpoint import load_generator
 from stylegan.distributed import init_distributed, shutdown
 from stylegan.errors import UserError
 from stylegan.evaluation import RunEvaluator
+from stylegan.formats.checkpoint import load_generator
 from stylegan.metrics.compute import compute_metric, detector_for, parse_metric
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from jobs.cli import run
-from stylegan.checkpoint import load_generator
 from stylegan.cluster import array_task, available_cpus, torchrun_rank
 from stylegan.errors import UserError
 from stylegan.fileio import sha256_file
+from stylegan.formats.checkpoint import load_generator
 from stylegan.sampling import SampleOptions, parse_grid, sample_seeds, write_grids, write_style_mix, write_walk
 from stylegan.seeds import parse_seeds
 

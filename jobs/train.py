@@ -13,15 +13,16 @@ import sys
 
 from jobs.cli import run
 from stylegan.cluster import torchrun_rank
-from stylegan.config import FIELDS, load_config
 from stylegan.distributed import init_distributed, shutdown
-from stylegan.training import Trainer, check_run
+from stylegan.train.config import FIELDS, load_config
+from stylegan.train.startup import plan_start
+from stylegan.train.trainer import Trainer
 
 
 def main(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
-        print(check_run(cfg, torchrun_rank()[1]))
+        print(plan_start(cfg, torchrun_rank()[1]).summary())
         return
     env = init_distributed(cfg.dist_timeout_s)
     trainer = Trainer(cfg, env)
@@ -38,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="config keys: " + ", ".join(FIELDS))
     parser.add_argument("--config", help="YAML file (see configs/)")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. batch=64 kimg=1000")
-    parser.add_argument("--dry-run", action="store_true", help="check the config, the dataset, the run directory "
-                        "and the resume source (for $WORLD_SIZE processes), train nothing, write nothing")
+    parser.add_argument("--dry-run", action="store_true", help="print the start-up plan that training would follow "
+                        "(for $WORLD_SIZE processes): config, dataset, run folder, resume source, batch split, frozen "
+                        "layers; train nothing, write nothing")
     return parser
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
-from stylegan.checkpoint import build_generator, load_checkpoint
 from stylegan.distributed import DistEnv, broadcast_object
 from stylegan.errors import UserError
 from stylegan.fileio import try_lock
+from stylegan.formats.checkpoint import build_generator, load_checkpoint
 from stylegan.metrics.compute import MetricSpec, compute_metric, detector_for, parse_metric
 from stylegan.rundir import RunDir
 

@@ -21,8 +21,9 @@ from PIL import Image
 from stylegan.cluster import task_range
 from stylegan.errors import UserError
 from stylegan.fileio import atomic_path, write_text_atomic
-from stylegan.imagefiles import png_complete, save_png, tile, to_uint8
-from stylegan.networks import Generator
+from stylegan.generate import images_from_ws, one_hot, ws_to_host
+from stylegan.imagefiles import png_complete, save_png, tile
+from stylegan.models.stylegan2 import Generator
 from stylegan.progress import Progress
 from stylegan.seeds import seed_latents
 
@@ -46,16 +47,13 @@ def seed_path(outdir: Path, seed: int) -> Path:
 
 
 def labels_for(G: Generator, n: int, opts: SampleOptions) -> torch.Tensor:
-    c = torch.zeros(n, G.c_dim, device=opts.device)
     if G.c_dim and opts.class_idx is None:
         raise UserError(f"the network is conditional ({G.c_dim} classes): pass --class 0..{G.c_dim - 1}")
-    if G.c_dim:
-        if not 0 <= opts.class_idx < G.c_dim:
-            raise UserError(f"--class {opts.class_idx}: the network has classes 0..{G.c_dim - 1}")
-        c[:, opts.class_idx] = 1
-    elif opts.class_idx is not None:
+    if G.c_dim and not 0 <= opts.class_idx < G.c_dim:
+        raise UserError(f"--class {opts.class_idx}: the network has classes 0..{G.c_dim - 1}")
+    if not G.c_dim and opts.class_idx is not None:
         raise UserError("--class given but the network is unconditional")
-    return c
+    return one_hot(torch.full([n], opts.class_idx or 0, device=opts.device), G.c_dim)
 
 
 @torch.no_grad()
@@ -64,37 +62,9 @@ def seed_ws(G: Generator, seeds: list[int], opts: SampleOptions) -> torch.Tensor
     return G.mapping(z, labels_for(G, len(seeds), opts), truncation_psi=opts.psi, truncation_cutoff=opts.cutoff)
 
 
-@torch.no_grad()
-def synthesize_batch(G: Generator, ws: torch.Tensor, opts: SampleOptions) -> torch.Tensor:
-    """At most opts.batch ws [n, num_ws, w_dim] -> uint8 NHWC images on the device. With opts.fixed_batch a short
-    batch is padded to the full size: every call has one shape, so a compiled network never recompiles."""
-    n = len(ws)
-    if opts.fixed_batch and n < opts.batch:
-        ws = torch.cat([ws, ws[-1:].expand(opts.batch - n, -1, -1)])
-    return to_uint8(G.synthesis(ws, noise_mode=opts.noise_mode)[:n])
-
-
 def synthesize(G: Generator, ws: torch.Tensor, opts: SampleOptions) -> np.ndarray:
     """Any number of ws -> uint8 NHWC images on the host, opts.batch at a time."""
-    out = [synthesize_batch(G, ws[i:i + opts.batch], opts).cpu().numpy() for i in range(0, len(ws), opts.batch)]
-    return np.concatenate(out) if out else np.zeros((0, G.img_resolution, G.img_resolution, 3), np.uint8)
-
-
-def grid_latents(n: int, z_dim: int, c_dim: int, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed latents of a training run's fakes grids, and labels cycling through the classes."""
-    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    c = torch.zeros(n, c_dim, device=device)
-    if c_dim:
-        c[torch.arange(n), torch.arange(n) % c_dim] = 1
-    return z, c
-
-
-@torch.no_grad()
-def fakes_grid(G: Generator, z: torch.Tensor, c: torch.Tensor, size: int, batch: int) -> np.ndarray:
-    """A size x size sheet of G(z, c) with constant noise, `batch` images per call."""
-    images = [to_uint8(G(zb, cb, noise_mode="const")).cpu() for zb, cb in zip(z.split(batch), c.split(batch),
-                                                                                strict=True)]
-    return tile(torch.cat(images).numpy(), size, size)
+    return ws_to_host(G, ws, opts.batch, opts.noise_mode, opts.fixed_batch)
 
 
 def seed_images(G: Generator, seeds: list[int], opts: SampleOptions) -> Iterator[tuple[list[int], np.ndarray]]:
@@ -175,7 +145,7 @@ def write_seed_pngs(G: Generator, seeds: list[int], outdir: Path, opts: SampleOp
         for k, chunk in enumerate(chunks):
             # batch k is queued on the device before the host waits for anything: the copy of batch k-1, queued
             # last round, is then done while batch k runs, and the writers get k-1 as the device works on k
-            images = synthesize_batch(G, ws, opts)
+            images = images_from_ws(G, ws, opts.noise_mode, opts.batch if opts.fixed_batch else None)
             if k + 1 < len(chunks):
                 ws = seed_ws(G, chunks[k + 1], opts)
             if queued:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from stylegan.networks import Discriminator, Generator
+from stylegan.models.stylegan2 import Discriminator, Generator
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"  # shipped with the repository: README.md there says how they were made

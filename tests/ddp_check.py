@@ -5,9 +5,9 @@ import sys
 import torch
 import torch.distributed as dist
 
-from stylegan.config import load_config
 from stylegan.distributed import init_distributed
-from stylegan.training import Trainer
+from stylegan.train.config import load_config
+from stylegan.train.trainer import Trainer
 
 cfg = load_config(None, sys.argv[1:])
 env = init_distributed(60)

@@ -1,5 +1,5 @@
 """The general upfirdn2d (upsample, pad, FIR-filter, downsample) written out step by step, as the reference the
-fast fixed-filter ops in stylegan/ops.py are checked against."""
+fast fixed-filter ops in stylegan/models/ops.py are checked against."""
 
 from __future__ import annotations
 

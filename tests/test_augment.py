@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.augment_fidelity import bilinear_1x, fidelity, grating
-from stylegan.augment import AugmentPipe, _rotate2d, _scale2d, _translate2d, apply_geometric
-from stylegan.losses import LossConfig, StyleGAN2Loss, augmented
-from stylegan.networks import Discriminator, Generator
-from stylegan.resample import downsample_matrix, grid_sample, pad_upsample_matrix
+from stylegan.models.stylegan2 import Discriminator, Generator
+from stylegan.train.augment import AugmentPipe, apply_geometric, rotate2d, scale2d, translate2d
+from stylegan.train.losses import LossConfig, StyleGAN2Loss, augmented
+from stylegan.train.resample import downsample_matrix, grid_sample, pad_upsample_matrix
 from tests.conftest import tiny_discriminator_kwargs, tiny_generator_kwargs
 
 # Nodes whose backward PyTorch's CUDA kernels lack: R1 through them passes on the CPU and fails on every GPU
@@ -85,12 +85,12 @@ def smooth(n: int = 2, res: int = 32) -> torch.Tensor:
 def test_integer_translation_is_exact_and_flips_land_on_the_pixel_grid():
     x = smooth()
     res = x.shape[-1]
-    shifted = apply_geometric(x, _translate2d(torch.full([2], 2 * 3 / res), torch.full([2], -2 * 2 / res)).double())
+    shifted = apply_geometric(x, translate2d(torch.full([2], 2 * 3 / res), torch.full([2], -2 * 2 / res)).double())
     assert (shifted - torch.roll(x, (2, -3), (2, 3)))[..., 3:-3, 4:-4].abs().max() < 1e-9
     # flips and quarter turns go through the 2x filters: the sym6 phase is compensated, so no half-pixel shift
-    flipped = apply_geometric(x, _scale2d(torch.full([2], -1.0), torch.ones(2)).double())
+    flipped = apply_geometric(x, scale2d(torch.full([2], -1.0), torch.ones(2)).double())
     assert (flipped - x.flip(3)).abs().max() < 0.03 * x.abs().max()
-    turned = apply_geometric(x, _rotate2d(torch.full([2], -math.pi / 2)).double())
+    turned = apply_geometric(x, rotate2d(torch.full([2], -math.pi / 2)).double())
     assert min((turned - torch.rot90(x, k, (2, 3))).abs().max() for k in (1, 3)) < 0.03 * x.abs().max()
 
 
@@ -103,7 +103,7 @@ def test_no_transform_returns_the_images_as_they_are():
 @pytest.mark.parametrize("freq", [0.2, 0.3])
 def test_rotation_keeps_mid_frequencies_better_than_bilinear(freq):
     theta = math.radians(30)
-    g = _rotate2d(torch.tensor([-theta])).double()
+    g = rotate2d(torch.tensor([-theta])).double()
     src, ref = grating(64, freq, 0.0), grating(64, freq, theta)
     ours, plain = fidelity(apply_geometric(src, g), ref), fidelity(bilinear_1x(src, g), ref)
     assert ours[0] > 0.9 and ours[1] < plain[1] / 3  # error 3x smaller or better (benchmarks/RESULTS.md)

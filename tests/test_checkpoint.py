@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from stylegan.checkpoint import (
+from stylegan.errors import UserError
+from stylegan.formats.checkpoint import (
     build_discriminator,
     build_generator,
     capture_rng,
@@ -20,8 +21,7 @@ from stylegan.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from stylegan.errors import UserError
-from stylegan.networks import Discriminator, Generator
+from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.rundir import RunDir
 from tests.conftest import REPO, tiny_discriminator_kwargs, tiny_generator_kwargs
 
@@ -71,7 +71,7 @@ def test_sigkill_during_write_never_leaves_a_partial_snapshot(tmp_path):
     # A writer process that is SIGKILLed after writing every byte of the temp file but before the rename.
     code = (
         "import os, signal, sys, torch\n"
-        "from stylegan.checkpoint import save_checkpoint\n"
+        "from stylegan.formats.checkpoint import save_checkpoint\n"
         "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
         f"save_checkpoint({str(path)!r}, {{'format': 1, 'G_kwargs': {{}}, 'big': torch.ones(1 << 20)}})\n"
     )

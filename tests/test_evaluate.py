@@ -16,15 +16,15 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from stylegan.checkpoint import save_checkpoint
 from stylegan.distributed import DistEnv
 from stylegan.errors import UserError
 from stylegan.evaluation import RunEvaluator
+from stylegan.formats.checkpoint import save_checkpoint
 from stylegan.metrics import distances, diversity, swd
 from stylegan.metrics.compute import MetricSpec, parse_metric, real_features
 from stylegan.metrics.detector import WEIGHTS, Detector
 from stylegan.metrics.inception import FIDInceptionV3
-from stylegan.networks import Generator
+from stylegan.models.stylegan2 import Generator
 from stylegan.rundir import RunDir
 from tests.conftest import REPO, tiny_discriminator_kwargs, tiny_generator_kwargs
 from tests.image_folder import preprocess_folder

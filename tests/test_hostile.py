@@ -21,19 +21,19 @@ import pytest
 import torch
 from PIL import Image
 
-from stylegan.checkpoint import save_checkpoint
-from stylegan.networks import Discriminator, Generator
+from benchmarks.nvidia_pickles import Persistent, stub_nvidia_modules, write_nvidia_pickle
+from stylegan.formats.checkpoint import save_checkpoint
+from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.rundir import RunDir
 from tests.conftest import REPO, TINY_TRAIN, Fixture, tiny_discriminator_kwargs, tiny_generator_kwargs
 from tests.image_folder import preprocess_folder
-from tests.nvidia_pickles import Persistent, stub_nvidia_modules, write_nvidia_pickle
 
 CAP_MB = 1024  # every case runs with at most this much more address space than the job's imports took
 
 CAPPED = """
 import resource, sys
 from jobs.cli import main
-import stylegan.training, stylegan.sampling, stylegan.data.shards  # imports first: they are not the input's cost
+import stylegan.train.trainer, stylegan.sampling, stylegan.data.shards  # imports first: they are not the input's cost
 vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + {cap} * 2 ** 20, resource.RLIM_INFINITY))
 main(sys.argv[1:])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stylegan.imagefiles import to_uint8
-from stylegan.networks import Discriminator, Generator
+from stylegan.models.stylegan2 import Discriminator, Generator
 from tests.conftest import tiny_generator_kwargs
 
 TOL = 1e-4

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from stylegan.checkpoint import build_discriminator, build_generator, load_checkpoint
+from benchmarks.nvidia_pickles import tf_networks, write_nvidia_pickle, write_tf_pickle
 from stylegan.errors import UserError
-from stylegan.nvidia_pickle import load_nvidia_pickle
+from stylegan.formats.checkpoint import build_discriminator, build_generator, load_checkpoint
+from stylegan.formats.nvidia_pickle import load_nvidia_pickle
 from tests.conftest import Fixture, run_job
 from tests.image_folder import preprocess_folder
-from tests.nvidia_pickles import tf_networks, write_nvidia_pickle, write_tf_pickle
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_convert_job_bad_input_one_line_no_traceback(tmp_path, make, match):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# TensorFlow pickles (StyleGAN2 config-e/f, StyleGAN2-ADA TF), written by tests/nvidia_pickles.py from known weights
+# TensorFlow pickles (StyleGAN2 config-e/f, StyleGAN2-ADA TF), from known weights (benchmarks/nvidia_pickles.py)
 
 @pytest.fixture
 def tf_pickle(fixture, tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stylegan.ops import conv2d_resample, fir_downsample2x, fir_filter, fir_upsample2x, setup_filter
+from stylegan.models.ops import conv2d_resample, fir_downsample2x, fir_filter, fir_upsample2x, setup_filter
 from tests.reference_ops import conv_transpose_then_filter, filter_then_strided_conv, upfirdn2d
 
 F64 = torch.float64

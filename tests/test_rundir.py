@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from stylegan.checkpoint import save_checkpoint
 from stylegan.errors import UserError
 from stylegan.fileio import held_lock, try_lock, write_text_atomic
+from stylegan.formats.checkpoint import save_checkpoint
 from stylegan.rundir import RunDir, snapshot_nimg
 from tests.conftest import REPO
 
@@ -61,7 +61,7 @@ import os, sys
 os.umask(int(sys.argv[2], 8))
 from pathlib import Path
 import numpy as np, torch
-from stylegan.checkpoint import save_checkpoint
+from stylegan.formats.checkpoint import save_checkpoint
 from stylegan.fileio import try_lock, write_text_atomic
 from stylegan.imagefiles import save_png
 root = Path(sys.argv[1])

@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from stylegan.checkpoint import save_checkpoint
+from benchmarks.nvidia_pickles import write_nvidia_pickle
+from stylegan.formats.checkpoint import save_checkpoint
 from stylegan.imagefiles import LABEL_HEIGHT, to_uint8
-from stylegan.networks import Discriminator, Generator
+from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.sampling import seed_path
 from stylegan.seeds import seed_latents
 from tests.conftest import REPO, run_job, tiny_discriminator_kwargs, tiny_generator_kwargs
-from tests.nvidia_pickles import write_nvidia_pickle
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,13 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from stylegan.checkpoint import load_checkpoint
-from stylegan.config import load_config
+from benchmarks.nvidia_pickles import write_nvidia_pickle
 from stylegan.errors import UserError
+from stylegan.formats.checkpoint import load_checkpoint
 from stylegan.rundir import RunDir
+from stylegan.train.config import load_config
 from tests.conftest import REPO, TINY_TRAIN, Fixture, run_job
 from tests.image_folder import preprocess_folder
-from tests.nvidia_pickles import write_nvidia_pickle
 
 TINY = [*TINY_TRAIN, "r1_interval=4", "pl_interval=2", "mirror=false"]
 ADA = ["aug=ada", "ada_kimg=1"]  # p moves within a few steps: the augmentation state is part of what must agree
@@ -266,3 +266,30 @@ def test_yaml_config_and_overrides(tmp_path):
 def test_wrong_dataset_resolution(same_images, tmp_path):
     result = train([f"data={same_images}", f"outdir={tmp_path}", "resolution=32"], check=False)
     assert result.returncode == 2 and "the dataset is 16x16 but 32x32 is needed" in result.stderr
+
+
+def test_the_dry_run_is_the_trainers_own_start_up_plan(same_images, tmp_path):
+    """`--dry-run` prints the plan the trainer starts from (stylegan.train.startup): what the trainer refuses, the
+    dry run refuses with the same line, before any process starts. Two cases used to pass the dry run and then fail
+    in every rank: `cond: true` on a dataset without labels, and an architecture other than the run's snapshot's."""
+    args = [f"data={same_images}", f"outdir={tmp_path}", "run_name=r", *TINY, "batch=4", "kimg=0.004",
+            "tick_kimg=0.004"]
+    plan = train([*args, "--dry-run"])
+    assert "config OK: new run" in plan.stdout and "batch 4 x 1 x 1" in plan.stdout, plan.stdout
+    assert not (tmp_path / "r").exists(), "the dry run wrote something"
+    train(args)
+    assert "config OK: resumes" in train([*args, "--dry-run"]).stdout
+    for change, match in ((["cond=true"], "cond: true but the dataset has no labels"),
+                          (["channel_max=16"], "G architecture does not fit the config (channel_max: config 16 vs "
+                                               "checkpoint 32)")):
+        for dry in (["--dry-run"], []):
+            result = train([*args, *change, *dry], check=False)
+            assert result.returncode == 2 and match in result.stderr, (dry, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_run_folder_that_is_a_file_is_refused_before_start(same_images, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    for dry in (["--dry-run"], []):
+        result = train([f"data={same_images}", f"outdir={tmp_path / 'taken'}", *TINY, *dry], check=False)
+        assert result.returncode == 2 and "taken: is a file, not a folder" in result.stderr, result.stderr

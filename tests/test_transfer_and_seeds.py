@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from stylegan.checkpoint import load_any
-from stylegan.config import load_config
+from benchmarks.nvidia_pickles import write_nvidia_pickle
 from stylegan.errors import UserError
-from stylegan.networks import Discriminator, Generator
+from stylegan.formats.checkpoint import load_any
+from stylegan.formats.transfer import config_fix, transfer_weights
+from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.seeds import MAX_SEED, parse_seeds, seed_latents
-from stylegan.transfer import config_fix, transfer_weights
+from stylegan.train.config import load_config
 from tests.conftest import REPO, Fixture
-from tests.nvidia_pickles import write_nvidia_pickle
 
 
 def test_transfer_from_higher_resolution_pickle(tmp_path):

@@ -22,10 +22,10 @@ from stylegan.data.reader import eval_pipeline, load_dataset_info, make_loader, 
 from stylegan.distributed import gather_lists
 from stylegan.errors import UserError
 from stylegan.fileio import write_bytes_atomic
-from stylegan.imagefiles import to_uint8
+from stylegan.generate import images_from_z, one_hot
 from stylegan.metrics import distances, diversity, swd
 from stylegan.metrics.detector import Detector, find_detector
-from stylegan.networks import Generator
+from stylegan.models.stylegan2 import Generator
 from stylegan.seeds import seed_latents
 
 SWD_IMAGES = 2048
@@ -123,12 +123,9 @@ def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector |
     chunks = []
     for start in range(0, len(indices), batch):
         idx = indices[start:start + batch]
-        padded = idx + idx[-1:] * (batch - len(idx))  # one batch shape, so a compiled generator never recompiles
-        z = seed_latents(padded, G.z_dim)
-        c = torch.zeros(batch, G.c_dim)
-        if G.c_dim:
-            c[torch.arange(batch), torch.tensor([i % G.c_dim for i in padded])] = 1
-        imgs = to_uint8(G(z.to(device), c.to(device), noise_mode="random")[:len(idx)]).permute(0, 3, 1, 2)
+        z = seed_latents(idx, G.z_dim).to(device)
+        c = one_hot(torch.tensor(idx, device=device) % max(G.c_dim, 1), G.c_dim)
+        imgs = images_from_z(G, z, c, noise_mode="random", pad_to=batch).permute(0, 3, 1, 2)
         chunks.append(extract(imgs))
     return _combine(spec, gather_lists(chunks))
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from stylegan.checkpoint import torch_load
 from stylegan.errors import UserError
 from stylegan.fileio import cache_dir, sha256_file, sha256_matches
+from stylegan.formats.checkpoint import torch_load
 from stylegan.metrics.inception import load_fid_inception
 
 

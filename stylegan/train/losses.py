@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from stylegan.augment import AugmentPipe
-from stylegan.networks import Discriminator, Generator
+from stylegan.models.stylegan2 import Discriminator, Generator
+from stylegan.train.augment import AugmentPipe
 
 Stats = dict[str, torch.Tensor]
 

@@ -5,7 +5,7 @@ stylegan2-ada-pytorch's `--cfg=auto` below 512x512 (channel_base 16384, 2 mappin
 0.0002 * resolution^2 / batch, EMA half-life batch * 10/32 kimg with a 0.05 ramp-up, ADA target 0.6 over 500 kimg),
 and a resume from a network file takes NVIDIA's `--resume` settings (ADA over 100 kimg, no EMA ramp-up). The
 stylegan3 repository's `--cfg=stylegan2` differs: 8 mapping layers, lr 0.002, channel_base 32768
-(configs/paper256.yaml). Loss defaults live in `stylegan.losses.LossConfig`.
+(configs/paper256.yaml). Loss defaults live in `stylegan.train.losses.LossConfig`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from stylegan.errors import UserError
-from stylegan.losses import LossConfig
+from stylegan.train.losses import LossConfig
 
 AUTO = -1.0  # "derive this value" for the keys that say so
 

@@ -4,7 +4,7 @@ Every transform of the paper's 'bgc' pipeline is applied per sample with probabi
 geometric ones are composed into one inverse affine matrix, colour ones into one 4x4 matrix on homogeneous RGB.
 Parameter ranges are the paper's. The geometric resampling is the paper's too: reflect-pad by what the transform
 reaches, 2x up-sample with the sym6 low-pass, sample bilinearly, 2x down-sample with the same filter
-(`stylegan.resample`, twice differentiable on CPU and CUDA alike).
+(`stylegan.train.resample`, twice differentiable on CPU and CUDA alike).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylegan.resample import FILTER_PAD, PHASE_SHIFT, downsample_matrix, grid_sample, pad_upsample_matrix
+from stylegan.train.resample import FILTER_PAD, PHASE_SHIFT, downsample_matrix, grid_sample, pad_upsample_matrix
 
 # Which transforms each pipeline enables (the official names).
 PIPES = {
@@ -35,19 +35,19 @@ def _eye(n: int, size: int, device: torch.device) -> torch.Tensor:
     return torch.eye(size, device=device).repeat(n, 1, 1)
 
 
-def _translate2d(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
+def translate2d(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
     m = _eye(len(tx), 3, tx.device)
     m[:, 0, 2], m[:, 1, 2] = tx, ty
     return m
 
 
-def _scale2d(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+def scale2d(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
     m = _eye(len(sx), 3, sx.device)
     m[:, 0, 0], m[:, 1, 1] = sx, sy
     return m
 
 
-def _rotate2d(theta: torch.Tensor) -> torch.Tensor:
+def rotate2d(theta: torch.Tensor) -> torch.Tensor:
     m = _eye(len(theta), 3, theta.device)
     m[:, 0, 0], m[:, 0, 1] = theta.cos(), -theta.sin()
     m[:, 1, 0], m[:, 1, 1] = theta.sin(), theta.cos()
@@ -78,7 +78,7 @@ def apply_geometric(img: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     Works in pixels centred on the image: reflect-pad the input as far as reflection goes (size - 1 pixels: what
     the official pipeline pads at most, and enough for any transform, so no host sync measures the reach and every
     call has the same shapes), 2x up-sample, sample an output FILTER_PAD pixels larger than the image at 2x, 2x
-    down-sample and crop. Padding and filtering along each axis are one matrix each (`stylegan.resample`).
+    down-sample and crop. Padding and filtering along each axis are one matrix each (`stylegan.train.resample`).
     """
     n, c, h, w = img.shape
     pad = FILTER_PAD
@@ -120,33 +120,33 @@ class AugmentPipe(nn.Module):
         g = _eye(n, 3, dev)
         if "xflip" in on:
             flip = torch.where(self._gate(n, dev, p), torch.randint(0, 2, (n,), device=dev).float(), zero)
-            g = g @ _scale2d(1 - 2 * flip, one)
+            g = g @ scale2d(1 - 2 * flip, one)
         if "rotate90" in on:
             quarter = torch.where(self._gate(n, dev, p), torch.randint(0, 4, (n,), device=dev).float(), zero)
-            g = g @ _rotate2d(-math.pi / 2 * quarter)
+            g = g @ rotate2d(-math.pi / 2 * quarter)
         if "xint" in on:
             t = (torch.rand(n, 2, device=dev) * 2 - 1) * XINT_MAX
             t = torch.where(self._gate(n, dev, p)[:, None], t, torch.zeros_like(t))
-            g = g @ _translate2d(2 * torch.round(t[:, 0] * w) / w, 2 * torch.round(t[:, 1] * h) / h)
+            g = g @ translate2d(2 * torch.round(t[:, 0] * w) / w, 2 * torch.round(t[:, 1] * h) / h)
         if "scale" in on:
             s = torch.where(self._gate(n, dev, p), torch.exp2(torch.randn(n, device=dev) * SCALE_STD), one)
-            g = g @ _scale2d(s, s)
+            g = g @ scale2d(s, s)
         p_rot = 1 - torch.sqrt((1 - p).clamp(min=0))  # two rotations: either one fires with probability p
         if "rotate" in on:
             theta = torch.where(self._gate(n, dev, p_rot), (torch.rand(n, device=dev) * 2 - 1) * math.pi * ROTATE_MAX,
                                 zero)
-            g = g @ _rotate2d(-theta)
+            g = g @ rotate2d(-theta)
         if "aniso" in on:
             s = torch.where(self._gate(n, dev, p), torch.exp2(torch.randn(n, device=dev) * ANISO_STD), one)
-            g = g @ _scale2d(s, 1 / s)
+            g = g @ scale2d(s, 1 / s)
         if "rotate" in on:
             theta = torch.where(self._gate(n, dev, p_rot), (torch.rand(n, device=dev) * 2 - 1) * math.pi * ROTATE_MAX,
                                 zero)
-            g = g @ _rotate2d(-theta)
+            g = g @ rotate2d(-theta)
         if "xfrac" in on:
             t = torch.randn(n, 2, device=dev) * XFRAC_STD
             t = torch.where(self._gate(n, dev, p)[:, None], t, torch.zeros_like(t))
-            g = g @ _translate2d(2 * t[:, 0], 2 * t[:, 1])
+            g = g @ translate2d(2 * t[:, 0], 2 * t[:, 1])
         if on & set(PIPES["bg"]):
             img = apply_geometric(img, g)
 

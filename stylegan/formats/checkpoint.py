@@ -25,8 +25,8 @@ from torch import nn
 
 from stylegan.errors import UserError
 from stylegan.fileio import atomic_write, write_bytes_atomic, write_text_atomic
-from stylegan.networks import Discriminator, Generator
-from stylegan.nvidia_pickle import load_nvidia_pickle
+from stylegan.formats.nvidia_pickle import load_nvidia_pickle
+from stylegan.models.stylegan2 import Discriminator, Generator
 
 FORMAT = 1
 

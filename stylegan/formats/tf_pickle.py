@@ -1,7 +1,7 @@
 """NVIDIA's TensorFlow StyleGAN2 networks (config-e/f releases such as stylegan2-ffhq-config-f.pkl, StyleGAN2-ADA
 TF) as our state dicts and constructor arguments; no TensorFlow needed.
 
-Such a file is a tuple (G, D, Gs) of network records (stylegan.safe_pickle.TFNetworkRecord) whose states hold
+Such a file is a tuple (G, D, Gs) of network records (stylegan.formats.safe_pickle.TFNetworkRecord) whose states hold
 `static_kwargs`, sub-networks (`components`: mapping, synthesis) and `variables` as (TF name, numpy array). The
 mapping to our (official PyTorch) parameter names, published with NVIDIA's own converter, is:
   dense weights [in, out]          -> transposed;  conv weights [kh, kw, in, out] -> [out, in, kh, kw]
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from stylegan.errors import UserError
-from stylegan.networks import FIR_TAPS, Discriminator, Generator
-from stylegan.ops import setup_filter
-from stylegan.safe_pickle import Budget, TFNetworkRecord, plain
+from stylegan.formats.safe_pickle import Budget, TFNetworkRecord, plain
+from stylegan.models.ops import setup_filter
+from stylegan.models.stylegan2 import FIR_TAPS, Discriminator, Generator
 
 # static_kwargs a StyleGAN2 network may carry that change nothing in the function it computes (or that we check)
 _G_IGNORED = {"truncation_psi", "truncation_cutoff", "truncation_psi_val", "truncation_cutoff_val", "style_mixing_prob",

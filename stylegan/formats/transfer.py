@@ -108,15 +108,17 @@ def transfer_weights(src: dict[str, torch.Tensor], dst: nn.Module, name: str, so
 
 
 def fine_tune(ckpt: dict, source: str, G: nn.Module, G_ema: nn.Module, D: nn.Module, G_kwargs: dict, D_kwargs: dict,
-              partial: bool, runlog) -> list[str]:
+              partial: bool) -> tuple[list[str], list[str], list[str]]:
     """Start a new run from a checkpoint: G, G_ema and D each from their counterpart there (G_ema kept as it is,
-    as NVIDIA's --resume). Logs each report; returns D's layers (`b64.fromrgb`, ...) that start random."""
+    as NVIDIA's --resume). Returns (each network's report, warnings, D's layers such as `b64.fromrgb` that start
+    random)."""
+    reports, warnings = [], []
     for name, module in (("G", G), ("G_ema", G_ema)):
         fix = config_fix(ckpt["G_kwargs"], G_kwargs)
-        runlog.log(transfer_weights(ckpt.get(name, ckpt["G_ema"]), module, name, source, partial, fix).summary())
+        reports.append(transfer_weights(ckpt.get(name, ckpt["G_ema"]), module, name, source, partial, fix).summary())
     if "D" not in ckpt:
-        runlog.warn(f"{source} has no discriminator: D starts from random weights")
-        return D.layer_names()
+        warnings.append(f"{source} has no discriminator: D starts from random weights")
+        return reports, warnings, D.layer_names()
     report = transfer_weights(ckpt["D"], D, "D", source, partial, config_fix(ckpt.get("D_kwargs", {}), D_kwargs))
-    runlog.log(report.summary())
-    return [n for n in D.layer_names() if any(k.startswith(n + ".") for k in report.not_copied())]
+    reports.append(report.summary())
+    return reports, warnings, [n for n in D.layer_names() if any(k.startswith(n + ".") for k in report.not_copied())]

@@ -8,14 +8,14 @@ needs none). Two deliberate refinements, both world-size invariant and Adam-neut
     batch however it is split over GPUs and rounds;
   * all randomness of a round (latents, style mixing, noise, augmentation) is drawn from a seed of (seed, step,
     phase, global round index), so N GPUs reproduce 1 GPU with gradient accumulation.
+What the run starts from is decided before anything is built (`stylegan.train.startup`); how the step runs fast on
+a GPU lives beside it (`stylegan.train.fastpath`).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,34 +23,38 @@ import numpy as np
 import torch
 import yaml
 
-from stylegan.augment import AugmentPipe
-from stylegan.checkpoint import (
+from stylegan.cluster import EXIT_PREEMPTED, StopRequest
+from stylegan.data.reader import device_batches, make_loader, training_pipeline
+from stylegan.distributed import DistEnv, all_reduce_max, all_reduce_sum, broadcast_module
+from stylegan.errors import UserError
+from stylegan.fileio import write_text_atomic
+from stylegan.formats.checkpoint import (
     FORMAT,
     TrainingSnapshot,
     capture_rng,
-    load_any,
     load_training_snapshot,
     non_finite_networks,
     restore,
     restore_rng,
     save_checkpoint,
 )
-from stylegan.cluster import EXIT_PREEMPTED, StopRequest
-from stylegan.config import TrainConfig, config_dict
-from stylegan.data.reader import device_batches, load_dataset_info, make_loader, training_pipeline
-from stylegan.distributed import DistEnv, all_reduce_max, all_reduce_sum, broadcast_module
-from stylegan.errors import UserError
-from stylegan.fileio import use_compile_cache, write_text_atomic
+from stylegan.formats.transfer import fine_tune
+from stylegan.generate import fakes_grid, grid_latents
 from stylegan.imagefiles import save_png
-from stylegan.losses import StyleGAN2Loss, augmented
-from stylegan.networks import Discriminator, Generator
-from stylegan.rundir import RunDir
-from stylegan.runlog import RunLog, TickStats
-from stylegan.sampling import fakes_grid, grid_latents
-from stylegan.transfer import fine_tune
-
-RESUME_MISSING = ("config key 'resume': point it at an existing .pkl, .pt or .safetensors file, or set resume=none "
-                  "to train from scratch")
+from stylegan.models.stylegan2 import Discriminator, Generator
+from stylegan.train.augment import AugmentPipe
+from stylegan.train.config import TrainConfig, config_dict
+from stylegan.train.fastpath import (
+    GraphRounds,
+    LaggedFlags,
+    average_and_step,
+    compiled_main_networks,
+    ema_update,
+    lazy_adam,
+)
+from stylegan.train.losses import StyleGAN2Loss
+from stylegan.train.runlog import RunLog, TickStats
+from stylegan.train.startup import StartPlan, plan_start
 
 
 @dataclass
@@ -60,19 +64,6 @@ class Phase:
     params: list[torch.nn.Parameter]
     opt: torch.optim.Optimizer
     interval: int  # runs on steps that are a multiple of this
-
-
-def compiled_main_networks(G: Generator, D: Discriminator, augment: AugmentPipe | None, compile: bool,
-                           mode: str) -> tuple:
-    """torch.compile'd G and augmented D for the Gmain and Dmain phases on a GPU (the same parameters; the
-    augmentation compiles into D's graph); (None, None) for eager. CPU runs stay eager: Inductor's CPU backend fails
-    on these backward graphs (torch 2.13), CPUs gain little. `mode` is torch.compile's."""
-    if not compile or G.mapping.fc0.weight.device.type != "cuda":
-        return None, None
-    use_compile_cache()
-    compiled = functools.partial(torch.compile, dynamic=False, mode=mode)
-    G_main = types.SimpleNamespace(mapping=compiled(G.mapping), synthesis=compiled(G.synthesis))
-    return G_main, compiled(augmented(D, augment))
 
 
 def build_phases(cfg: TrainConfig, G: Generator, D: Discriminator, frozen: list[str]) -> list[Phase]:
@@ -88,72 +79,6 @@ def build_phases(cfg: TrainConfig, G: Generator, D: Discriminator, frozen: list[
             and not (p.name == "Dreg" and cfg.r1_gamma == 0)]
 
 
-def average_and_step(phase: Phase, world: int) -> torch.Tensor:
-    """Average the phase's gradients over ranks (one all-reduce) and step its optimizer if they are all finite,
-    decided on the device (fused Adam skips on `found_inf`), so the host never waits here. Returns that decision
-    as a device bool; the gradients are cleared either way."""
-    params = [p for p in phase.params if p.grad is not None]
-    flat = all_reduce_sum(torch.cat([p.grad.flatten() for p in params])) / world
-    finite = torch.isfinite(flat).all()
-    for p, g in zip(params, flat.split([p.numel() for p in params]), strict=True):
-        p.grad = g.view(p.shape)
-    phase.opt.found_inf = (~finite).float()
-    phase.opt.step()
-    phase.opt.zero_grad(set_to_none=True)
-    return finite
-
-
-class LaggedFlags:
-    """A step's flags (non-finite, stop) read on the host one step later. The copy is queued behind the step's work,
-    and the host takes it only after queueing the next step, so the GPU always has work while the host waits."""
-
-    def __init__(self, device: torch.device):
-        cuda = device.type == "cuda"
-        self.buffer = torch.empty(2, pin_memory=cuda)
-        self.event = torch.cuda.Event() if cuda else None
-        self.step: int | None = None
-
-    def put(self, flags: torch.Tensor, step: int) -> None:
-        self.buffer.copy_(flags, non_blocking=True)
-        if self.event is not None:
-            self.event.record()
-        self.step = step
-
-    def take(self) -> tuple[int, bool, bool] | None:
-        """(step, non-finite, stop) of the last put, waiting for that step's work only; None if taken already."""
-        if self.step is None:
-            return None
-        if self.event is not None:
-            self.event.synchronize()
-        step, self.step = self.step, None
-        nonfinite, stop = self.buffer.tolist()
-        return step, bool(nonfinite), bool(stop)
-
-
-def check_run(cfg: TrainConfig, world: int) -> str:
-    """What a Trainer would check before training, with no GPU and nothing written: the config for `world`
-    processes, the dataset, the run directory, and the resume source's fit. Returns a summary; raises UserError."""
-    cfg = cfg.resolved()
-    info = load_dataset_info(cfg.data, cfg.resolution)
-    batch_gpu, rounds = cfg.split_batch(world)
-    rundir = RunDir(Path(cfg.outdir) / cfg.run_name)
-    if (own := rundir.latest()) is not None:
-        return f"config OK: resumes {own} ({info['total_images']} images, {batch_gpu} x {rounds} x {world})"
-    rundir.check_new_run()
-    start = "random weights"
-    if cfg.fine_tuning:
-        c_dim = info["label_count"] if cfg.cond else 0
-        G_kwargs, D_kwargs = cfg.generator_kwargs(c_dim), cfg.discriminator_kwargs(c_dim)
-        with torch.device("meta"):  # shapes only: transfer_weights compares shapes before it copies anything
-            G, D = Generator(**G_kwargs), Discriminator(**D_kwargs)
-        ckpt = load_any(cfg.resume, missing=RESUME_MISSING)
-        report = types.SimpleNamespace(log=print, warn=lambda text: print(f"WARNING: {text}"))
-        fine_tune(ckpt, cfg.resume, G, G, D, G_kwargs, D_kwargs, cfg.transfer_partial, report)
-        start = f"weights of {cfg.resume}"
-    return (f"config OK: new run {rundir} from {start} ({info['total_images']} images, batch {batch_gpu} x "
-            f"{rounds} x {world})")
-
-
 def ema_beta(cfg: TrainConfig, cur_nimg: int) -> float:
     """G_ema's decay per step: half-life ema_kimg, shortened to ema_rampup * images seen early in a run."""
     ema_nimg = cfg.ema_kimg * 1000
@@ -162,20 +87,14 @@ def ema_beta(cfg: TrainConfig, cur_nimg: int) -> float:
     return 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
 
 
-def lazy_adam(params: list, lr: float, betas: list, eps: float, interval: int) -> torch.optim.Adam:
-    """Adam for a loss whose regulariser runs every `interval` steps (its own optimizer step): scale lr and betas
-    by interval / (interval + 1), as the official trainer. Fused: one kernel for all parameters (the same update)."""
-    ratio = interval / (interval + 1) if interval > 0 else 1.0
-    return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=eps, fused=True)
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, env: DistEnv):
-        self.cfg, self.env, self.device, self.started = cfg.resolved(), env, env.device, time.time()
+        self.started, self.env, self.device = time.time(), env, env.device
+        plan = plan_start(cfg, env.world)
+        self.cfg, self.rundir, self.c_dim = plan.cfg, plan.rundir, plan.c_dim
+        self.batch_gpu, self.rounds, self.frozen = plan.batch_gpu, plan.rounds, plan.frozen
+        self.G_kwargs, self.D_kwargs = plan.G_kwargs, plan.D_kwargs
         cfg = self.cfg
-        self.rundir = RunDir(Path(cfg.outdir) / cfg.run_name)
-        if (own_snapshot := self.rundir.latest()) is None:
-            self.rundir.check_new_run()
         if env.is_main:
             self.rundir.checkpoints.mkdir(parents=True, exist_ok=True)
         self.runlog = RunLog(self.rundir, env.is_main)
@@ -183,32 +102,24 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
             torch.backends.cudnn.benchmark = True
 
-        info = load_dataset_info(cfg.data, cfg.resolution)
-        self.c_dim = info["label_count"] if cfg.cond else 0
-        if cfg.cond and not self.c_dim:
-            raise UserError(f"{cfg.data}: cond: true but the dataset has no labels (preprocess with --labels)")
-        self.batch_gpu, self.rounds = cfg.split_batch(env.world)
-
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank (rank 0's are broadcast anyway)
-        self.G_kwargs, self.D_kwargs = cfg.generator_kwargs(self.c_dim), cfg.discriminator_kwargs(self.c_dim)
         self.G = Generator(**self.G_kwargs).train().requires_grad_(False).to(self.device)
         self.D = Discriminator(**self.D_kwargs).train().requires_grad_(False).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval()
         self.augment = AugmentPipe(cfg.augpipe, cfg.aug_p).to(self.device) if cfg.aug != "noaug" else None
-        self.loss = StyleGAN2Loss(self.G, self.D, self.augment, cfg.loss_config(),
-                                  *compiled_main_networks(self.G, self.D, self.augment, cfg.compile,
-                                                         cfg.compile_mode))
-        self.frozen = self.D.layer_names()[:cfg.freezed]
+        G_main, D_main = compiled_main_networks(self.G, self.D, self.augment, cfg.compile, cfg.compile_mode)
+        self.loss = StyleGAN2Loss(self.G, self.D, self.augment, cfg.loss_config(), G_main, D_main)
+        self.graphs = GraphRounds(G_main is not None and cfg.compile_mode == "reduce-overhead", self.rounds)
         self.phases = build_phases(cfg, self.G, self.D, self.frozen)
         self.G_opt, self.D_opt = self.phases[0].opt, self.phases[-1].opt
         self.ada_signs = torch.zeros(2, device=self.device)  # sum of real_sign means and their count since the update
         self.progress = {"cur_nimg": 0, "cur_tick": 0, "batch_idx": 0, "resumes": 0}
         self.faults = {"nonfinite_steps": 0, "rollbacks": 0, "consecutive_nonfinite": 0, "rollbacks_in_a_row": 0}
         self.stats = TickStats(self.device)
-        if own_snapshot is not None:
-            self.load_full(own_snapshot)
+        if plan.snapshot is not None:
+            self.load_full(plan.snapshot, plan.snapshot_state)
         else:
-            self.start_new_run()
+            self.start_new_run(plan)
         for module in (self.G, self.D, self.G_ema, self.augment):
             if module is not None:
                 broadcast_module(module)
@@ -249,9 +160,10 @@ class Trainer:
             for old in self.rundir.prune(self.cfg.keep_snapshots):
                 self.runlog.log(f"removed {old.name} (keep_snapshots={self.cfg.keep_snapshots})")
 
-    def load_full(self, path: Path) -> None:
-        """Everything of a snapshot of this run: networks, optimizers, augmentation, schedule, random state."""
-        ckpt = load_training_snapshot(path, self.G_kwargs, self.D_kwargs)
+    def load_full(self, path: Path, ckpt: dict | None = None) -> None:
+        """Everything of a snapshot of this run (`ckpt`: its contents, already checked): networks, optimizers,
+        augmentation, schedule, random state."""
+        ckpt = ckpt if ckpt is not None else load_training_snapshot(path, self.G_kwargs, self.D_kwargs)
         restore(path, {"G": self.G, "D": self.D, "G_ema": self.G_ema, "G_opt": self.G_opt, "D_opt": self.D_opt}, ckpt)
         if self.augment is not None:
             self.augment.p.fill_(ckpt["augment"]["p"])
@@ -263,52 +175,57 @@ class Trainer:
         restore_rng(ckpt["rng"])
         self.runlog.log(f"resumed from {path} at kimg {self.progress['cur_nimg'] / 1000:.3f}")
 
-    def start_new_run(self) -> None:
-        """Weights of `resume` (G, G_ema and D as they are there), else random; warn of random frozen layers."""
-        cfg, not_transferred = self.cfg, self.D.layer_names()
-        if cfg.fine_tuning:
-            ckpt = load_any(cfg.resume, missing=RESUME_MISSING)
-            not_transferred = fine_tune(ckpt, cfg.resume, self.G, self.G_ema, self.D, self.G_kwargs, self.D_kwargs,
-                                        cfg.transfer_partial, self.runlog)
-            self.runlog.log(f"fine-tuning from {cfg.resume}: ada_kimg {cfg.ada_kimg:g}, ema_rampup {cfg.ema_rampup:g}")
-        frozen_random = [n for n in self.frozen if n in not_transferred]
-        if frozen_random:
-            self.runlog.warn(f"freezed={cfg.freezed} freezes D layers that start from random weights and stay random: "
-                             f"{', '.join(frozen_random)}; lower freezed (to {self.frozen.index(frozen_random[0])} "
-                             "or less) or fine-tune from a network that has them")
+    def start_new_run(self, plan: StartPlan) -> None:
+        """Weights of `resume` (G, G_ema and D as they are there), else random; the plan's transfer report and
+        warnings go to the log."""
+        if plan.source is not None:
+            # the plan checked this transfer on the meta device and holds its report
+            fine_tune(plan.source, self.cfg.resume, self.G, self.G_ema, self.D, self.G_kwargs, self.D_kwargs,
+                      self.cfg.transfer_partial)
+            for text in plan.transfer:
+                self.runlog.log(text)
+            self.runlog.log(f"fine-tuning from {self.cfg.resume}: ada_kimg {self.cfg.ada_kimg:g}, ema_rampup "
+                            f"{self.cfg.ema_rampup:g}")
+        for text in plan.warnings:
+            self.runlog.warn(text)
 
     # ------------------------------------------------------------------------------------------------------------
     # One training step
 
-    def round_seed(self, phase: Phase, rnd: int) -> int:
-        global_round = self.env.rank * self.rounds + rnd
-        seq = np.random.SeedSequence([self.cfg.seed, self.progress["batch_idx"], phase.index, global_round])
-        return int(seq.generate_state(1, dtype=np.uint64)[0] % (2 ** 63))
+    def step(self) -> torch.Tensor:
+        """One training iteration as the loop runs it: the phases due, EMA, the progress counters and the ADA
+        adjustment, all queued without waiting for the GPU. Returns whether every phase's gradients were finite, a
+        device bool (`settle` does the host's part). Benchmarks time exactly this."""
+        cfg, reals = self.cfg, [next(self.reals) for _ in range(self.rounds)]
+        due = [p for p in self.phases if self.progress["batch_idx"] % p.interval == 0]
+        stepped = []
+        for phase in due:
+            with torch.profiler.record_function(phase.name):  # profiles show each phase by name
+                self.accumulate_gradients(phase, reals)
+                stepped.append(average_and_step(phase.params, phase.opt, self.env.world))
+        finite = torch.stack(stepped).all()
+        ema_update(self.G_ema, self.G, finite * (1 - ema_beta(cfg, self.progress["cur_nimg"])), finite)
+        self.progress["cur_nimg"] += cfg.batch
+        self.progress["batch_idx"] += 1
+        if cfg.aug == "ada" and self.progress["batch_idx"] % cfg.ada_interval == 0:
+            self.update_ada()
+        return finite
 
-    def run_phase(self, phase: Phase, reals: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """One phase over the global batch: gradients of every round, averaged over ranks, then one optimizer step
-        if they are all finite. Returns whether the step was taken, a device bool."""
-        for p in phase.params:
-            p.requires_grad_(True)
+    def accumulate_gradients(self, phase: Phase, reals: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """The phase's gradients over this rank's rounds, each round's loss weighted so that the sum is the mean
+        over the global batch. The running values the phase lerps (pl_mean, w_avg) end as the mean over all rounds
+        of all ranks."""
         running = self.loss.running(phase.name)
         start, ends = [t.clone() for t in running], [[] for _ in running]
+        for p in phase.params:
+            p.requires_grad_(True)
         for rnd, (real, real_c) in enumerate(reals):
             for t, s in zip(running, start, strict=True):
                 t.copy_(s)
-            # The last round's graph outputs are consumed: CUDA graphs (compile_mode reduce-overhead) may reuse them
-            torch.compiler.cudagraph_mark_step_begin()
-            torch.manual_seed(self.round_seed(phase, rnd))
-            z = torch.randn(self.batch_gpu, self.G.z_dim, device=self.device)
-            gen_c = real_c[torch.randperm(len(real_c), device=self.device)]
-            loss, values = self.loss(phase.name, real, real_c, z, gen_c)
-            if phase.name == "Gmain" and self.progress["batch_idx"] in self.cfg.inject_nan_steps:
-                loss = loss * float("nan")
+            self.graphs.begin()
+            loss, values = self.round_loss(phase, rnd, real, real_c)
             (loss * (phase.interval / self.rounds)).backward()
-            if rnd == 0 and self.rounds > 1 and self.cfg.compile_mode == "reduce-overhead":
-                # later rounds add to these gradients: own them, or the next replay overwrites them
-                for p in phase.params:
-                    if p.grad is not None:
-                        p.grad = p.grad.clone()
+            self.graphs.own_gradients(phase.params, rnd)
             self.stats.add(values)
             if phase.name == "Dmain":
                 self.ada_signs += torch.stack([values["real_sign"], torch.ones_like(values["real_sign"])])
@@ -320,25 +237,21 @@ class Trainer:
         # of all ranks is one lerp with the global batch mean.
         for t, end in zip(running, ends, strict=True):
             t.copy_(all_reduce_sum(torch.stack(end).mean(0)) / self.env.world)
-        return average_and_step(phase, self.env.world)
 
-    def step(self) -> torch.Tensor:
-        """One training iteration as the loop runs it: the phases due, EMA, the progress counters and the ADA
-        adjustment, all queued without waiting for the GPU. Returns whether every phase's gradients were finite, a
-        device bool (`settle` does the host's part). Benchmarks time exactly this."""
-        cfg, reals = self.cfg, [next(self.reals) for _ in range(self.rounds)]
-        due = [p for p in self.phases if self.progress["batch_idx"] % p.interval == 0]
-        stepped = []
-        for phase in due:
-            with torch.profiler.record_function(phase.name):  # profiles show each phase by name
-                stepped.append(self.run_phase(phase, reals))
-        finite = torch.stack(stepped).all()
-        self.update_ema(finite)
-        self.progress["cur_nimg"] += cfg.batch
-        self.progress["batch_idx"] += 1
-        if cfg.aug == "ada" and self.progress["batch_idx"] % cfg.ada_interval == 0:
-            self.update_ada()
-        return finite
+    def round_loss(self, phase: Phase, rnd: int, real: torch.Tensor, real_c: torch.Tensor) -> tuple:
+        """The phase's loss on one round's reals, every random draw from the round's own seed."""
+        torch.manual_seed(self.round_seed(phase, rnd))
+        z = torch.randn(self.batch_gpu, self.G.z_dim, device=self.device)
+        gen_c = real_c[torch.randperm(len(real_c), device=self.device)]
+        loss, values = self.loss(phase.name, real, real_c, z, gen_c)
+        if phase.name == "Gmain" and self.progress["batch_idx"] in self.cfg.inject_nan_steps:  # the tests' fault
+            loss = loss * float("nan")
+        return loss, values
+
+    def round_seed(self, phase: Phase, rnd: int) -> int:
+        global_round = self.env.rank * self.rounds + rnd
+        seq = np.random.SeedSequence([self.cfg.seed, self.progress["batch_idx"], phase.index, global_round])
+        return int(seq.generate_state(1, dtype=np.uint64)[0] % (2 ** 63))
 
     def settle(self, flags: LaggedFlags) -> bool:
         """The host's part of the step whose flags `flags` holds, if any: count a skipped step, roll back after too
@@ -356,18 +269,6 @@ class Trainer:
         if self.faults["consecutive_nonfinite"] >= self.cfg.nan_rollback:
             self.rollback()
         return stop
-
-    def update_ema(self, finite: torch.Tensor) -> None:
-        """G_ema moves towards G by 1 - beta, and takes G's buffers, only where the step was finite (the weight is 0
-        otherwise: decided on the device). Multi-tensor kernels, not launches per parameter."""
-        weight = finite * (1 - ema_beta(self.cfg, self.progress["cur_nimg"]))
-        with torch.no_grad():
-            ema, params = list(self.G_ema.parameters()), list(self.G.parameters())
-            delta = torch._foreach_sub(params, ema)
-            torch._foreach_mul_(delta, weight)
-            torch._foreach_add_(ema, delta)
-            ema_buffers = list(self.G_ema.buffers())  # float32, as the networks build them; a lerp by 1 copies exactly
-            torch._foreach_lerp_(ema_buffers, list(self.G.buffers()), [finite.float()] * len(ema_buffers))
 
     def update_ada(self) -> None:
         signs = all_reduce_sum(self.ada_signs.clone())

@@ -1,5 +1,5 @@
 """Unpickling network files that were written by code we will not run: NVIDIA's PyTorch and TensorFlow StyleGAN2
-pickles (stylegan.nvidia_pickle, stylegan.tf_pickle).
+pickles (stylegan.formats.nvidia_pickle, stylegan.formats.tf_pickle).
 
 A restricted unpickler admits only the handful of globals such files need and turns each network object into a
 plain record of its state; the source code such files embed is never executed and their modules never imported.

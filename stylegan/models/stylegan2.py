@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from stylegan.ops import (
+from stylegan.models.ops import (
     LRELU_GAIN,
     bias_act,
     conv2d_resample,

@@ -1,6 +1,6 @@
 """Import NVIDIA's StyleGAN2 network pickles without running them: the PyTorch ones (stylegan2-ada-pytorch,
 stylegan3 `--cfg=stylegan2`, read here) and the TensorFlow ones (StyleGAN2 config-e/f, StyleGAN2-ADA TF; read by
-stylegan.tf_pickle), both through stylegan.safe_pickle.
+stylegan.formats.tf_pickle), both through stylegan.formats.safe_pickle.
 
 A PyTorch network is pickled as `torch_utils.persistence._reconstruct_persistent_obj(meta)` with source code in
 `meta['module_src']`, which NVIDIA's loader executes and we never do: it becomes a record from which tensors and
@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from stylegan.errors import UserError
-from stylegan.safe_pickle import Budget, PersistentRecord, TFNetworkRecord, plain, unpickle
-from stylegan.tf_pickle import read_tf_networks
+from stylegan.formats.safe_pickle import Budget, PersistentRecord, TFNetworkRecord, plain, unpickle
+from stylegan.formats.tf_pickle import read_tf_networks
 
 
 def _tensors(record: PersistentRecord, budget: Budget, prefix: str = "", depth: int = 0) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Write pickles with the structure of NVIDIA's StyleGAN2 snapshots, from our networks, for import tests.
+"""Pickles with the structure of NVIDIA's StyleGAN2 snapshots, written from our networks: the tests' import cases
+and the GPU acceptance's FFHQ-shaped source network.
 
 Each network is reduced to `torch_utils.persistence._reconstruct_persistent_obj(meta)` exactly as NVIDIA's
 `persistence` decorator does; the stub modules exist only while dumping, so loading proves the importer needs none.

@@ -1,0 +1,116 @@
+"""The GPU fast path of a training step: how the step in `stylegan.train.trainer` runs fast, kept beside it.
+
+None of this changes what a step computes (benchmarks/RESULTS.md: the dynamics checks and the parity runs); it
+changes how long the host and the GPU wait for each other:
+- compiled Gmain/Dmain graphs (torch.compile), optionally replayed as CUDA graphs (`compile_mode: reduce-overhead`);
+- an optimizer step decided on the device: fused Adam skips a step whose gradients are not finite (`found_inf`),
+  so the host never reads the gradients;
+- the EMA as multi-tensor kernels, gated on the device;
+- the step's flags (non-finite, stop) read by the host one step late (`LaggedFlags`), so the GPU always has work.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+
+import torch
+from torch import nn
+
+from stylegan.distributed import all_reduce_sum
+from stylegan.fileio import use_compile_cache
+from stylegan.models.stylegan2 import Discriminator, Generator
+from stylegan.train.augment import AugmentPipe
+from stylegan.train.losses import augmented
+
+
+def compiled_main_networks(G: Generator, D: Discriminator, augment: AugmentPipe | None, compile: bool,
+                           mode: str) -> tuple:
+    """torch.compile'd G and augmented D for the Gmain and Dmain phases on a GPU (the same parameters; the
+    augmentation compiles into D's graph); (None, None) for eager. CPU runs stay eager: Inductor's CPU backend fails
+    on these backward graphs (torch 2.13), CPUs gain little. `mode` is torch.compile's."""
+    if not compile or G.mapping.fc0.weight.device.type != "cuda":
+        return None, None
+    use_compile_cache()
+    compiled = functools.partial(torch.compile, dynamic=False, mode=mode)
+    G_main = types.SimpleNamespace(mapping=compiled(G.mapping), synthesis=compiled(G.synthesis))
+    return G_main, compiled(augmented(D, augment))
+
+
+class GraphRounds:
+    """What replaying CUDA graphs asks of a phase's minibatch rounds. A replay reuses its output memory, so each
+    round says that the last round's outputs are consumed, and with several rounds the first round's gradients are
+    copied into memory the trainer owns before the next replay adds to them. Without CUDA graphs both are no-ops."""
+
+    def __init__(self, enabled: bool, rounds: int):
+        self.enabled, self.rounds = enabled, rounds
+
+    def begin(self) -> None:
+        torch.compiler.cudagraph_mark_step_begin()
+
+    def own_gradients(self, params: list[nn.Parameter], rnd: int) -> None:
+        if self.enabled and self.rounds > 1 and rnd == 0:
+            for p in params:
+                if p.grad is not None:
+                    p.grad = p.grad.clone()
+
+
+def lazy_adam(params: list, lr: float, betas: list, eps: float, interval: int) -> torch.optim.Adam:
+    """Adam for a loss whose regulariser runs every `interval` steps (its own optimizer step): scale lr and betas
+    by interval / (interval + 1), as the official trainer. Fused: one kernel for all parameters (the same update)."""
+    ratio = interval / (interval + 1) if interval > 0 else 1.0
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=eps, fused=True)
+
+
+def average_and_step(params: list[nn.Parameter], opt: torch.optim.Optimizer, world: int) -> torch.Tensor:
+    """Average the gradients over ranks (one all-reduce of the flattened gradients) and step `opt` if they are all
+    finite, decided on the device (fused Adam skips on `found_inf`), so the host never waits here. Returns that
+    decision as a device bool; the gradients are cleared either way."""
+    params = [p for p in params if p.grad is not None]
+    flat = all_reduce_sum(torch.cat([p.grad.flatten() for p in params])) / world
+    finite = torch.isfinite(flat).all()
+    for p, g in zip(params, flat.split([p.numel() for p in params]), strict=True):
+        p.grad = g.view(p.shape)
+    opt.found_inf = (~finite).float()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return finite
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, src: nn.Module, weight: torch.Tensor, finite: torch.Tensor) -> None:
+    """`ema`'s parameters move towards `src`'s by `weight` (a device scalar: 0 skips), and its buffers take `src`'s
+    where `finite`. Multi-tensor kernels, not launches per parameter."""
+    ema_params = list(ema.parameters())
+    delta = torch._foreach_sub(list(src.parameters()), ema_params)
+    torch._foreach_mul_(delta, weight)
+    torch._foreach_add_(ema_params, delta)
+    ema_buffers = list(ema.buffers())  # float32, as the networks build them; a lerp by 1 copies exactly
+    torch._foreach_lerp_(ema_buffers, list(src.buffers()), [finite.float()] * len(ema_buffers))
+
+
+class LaggedFlags:
+    """A step's flags (non-finite, stop) read on the host one step later. The copy is queued behind the step's work,
+    and the host takes it only after queueing the next step, so the GPU always has work while the host waits."""
+
+    def __init__(self, device: torch.device):
+        cuda = device.type == "cuda"
+        self.buffer = torch.empty(2, pin_memory=cuda)
+        self.event = torch.cuda.Event() if cuda else None
+        self.step: int | None = None
+
+    def put(self, flags: torch.Tensor, step: int) -> None:
+        self.buffer.copy_(flags, non_blocking=True)
+        if self.event is not None:
+            self.event.record()
+        self.step = step
+
+    def take(self) -> tuple[int, bool, bool] | None:
+        """(step, non-finite, stop) of the last put, waiting for that step's work only; None if taken already."""
+        if self.step is None:
+            return None
+        if self.event is not None:
+            self.event.synchronize()
+        step, self.step = self.step, None
+        nonfinite, stop = self.buffer.tolist()
+        return step, bool(nonfinite), bool(stop)
