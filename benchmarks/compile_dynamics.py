@@ -10,7 +10,6 @@ draws both as an SVG figure.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -36,8 +35,8 @@ def train(data: Path, outdir: str, name: str, args: argparse.Namespace, extra: l
     trainer.run()
     trainer.close()
     RunEvaluator(run_dir, ["swd"], data, None, env).run(watch=False)
-    ticks = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
-    return ticks, sorted(RunDir(run_dir).results("swd"), key=lambda r: r["kimg"])
+    run = RunDir(run_dir)
+    return run.ticks(), sorted(run.results("swd"), key=lambda r: r["kimg"])
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

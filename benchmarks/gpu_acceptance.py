@@ -131,7 +131,7 @@ class Acceptance:
                    f"{self.exit_delay(run, exited):.1f} s after it was written")
         resumed = self.job("train", self.train_args(data, pkl, "gpu1", 2.0))
         exited = time.time()
-        rows = [json.loads(line) for line in run.stats.read_text().splitlines()]
+        rows = run.ticks()
         regs = [r for r in rows if "r1_penalty" in r and "pl_penalty" in r]
         self.check("resume at the same kimg, run to the end", resumed.returncode == 0
                    and f"at kimg {stopped / 1000:.3f}" in resumed.stdout and "training complete" in resumed.stdout,
@@ -152,7 +152,7 @@ class Acceptance:
         result = self.job("train", self.train_args(data, pkl, run.path.name, 1.5), launcher)
         exited = time.time()
         ok = result.returncode == 0 and "training complete" in result.stdout
-        rows = [json.loads(line) for line in run.stats.read_text().splitlines()] if run.stats.is_file() else []
+        rows = run.ticks()
         self.check(f"torchrun over {self.gpus} GPU(s)", ok and len(rows) >= 3,
                    f"exit {result.returncode}, {result.seconds:.0f} s, sec/kimg last tick "
                    f"{rows[-1]['sec_per_kimg']:.2f}" if rows else f"exit {result.returncode}: "

@@ -9,7 +9,6 @@ the submitit local executor, the same launcher code that submits to Slurm.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -82,14 +81,13 @@ def main(args: argparse.Namespace) -> None:
         print(f"[{i}/{len(stages)}] {title} ...", flush=True)
         wait(submit(executor, job, argv(), array), run.log if job == "train" else None)
         print(f"[{i}/{len(stages)}] {title}: done in {time.time() - t0:.0f} s", flush=True)
-    rows = [json.loads(line) for line in (run_dir / "metric-swd.jsonl").read_text().splitlines()]
-    rows.sort(key=lambda r: r["kimg"])
+    rows = sorted(run.results("swd"), key=lambda r: r["kimg"])
     print(f"\ndemo finished in {time.time() - start:.0f} s. SWD (x1e3, lower is better) by snapshot:")
     for r in rows:
         print(f"  kimg {r['kimg']:6.2f}  swd {r['value']:.2f}")
     print("\noutputs:")
     for label, path in (("textures", textures), ("dataset", data / "dataset.json"), ("run", run_dir),
-                        ("snapshots", run_dir / "checkpoints"), ("metrics", run_dir / "metric-swd.jsonl"),
+                        ("snapshots", run.checkpoints), ("metrics", run.metric_file("swd")),
                         ("seed grid", samples / "grid" / "grid0000.png"), ("seeds", samples / "seeds"),
                         ("walk", samples / "walk" / "walk.gif")):
         print(f"  {label:10s} {path}")

@@ -21,7 +21,15 @@ from stylegan.cluster import array_task, available_cpus, torchrun_rank
 from stylegan.errors import UserError
 from stylegan.fileio import sha256_file
 from stylegan.formats.checkpoint import load_generator
-from stylegan.sampling import SampleOptions, parse_grid, sample_seeds, write_grids, write_style_mix, write_walk
+from stylegan.sampling import (
+    SampleOptions,
+    parse_grid,
+    parse_layers,
+    sample_seeds,
+    write_grids,
+    write_style_mix,
+    write_walk,
+)
 from stylegan.seeds import parse_seeds
 
 
@@ -56,7 +64,7 @@ def main(args: argparse.Namespace) -> None:
     elif args.walk:
         write_walk(G, seeds, args.frames, args.space, outdir, opts, fps=args.fps)
     else:
-        write_style_mix(G, seeds, parse_seeds(args.style_mix[1]), parse_seeds(args.layers), outdir, opts)
+        write_style_mix(G, seeds, parse_seeds(args.style_mix[1]), parse_layers(args.layers), outdir, opts)
 
 
 def build_parser() -> argparse.ArgumentParser:

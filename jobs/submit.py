@@ -62,6 +62,8 @@ class JobCall:
         return f"jobs.{self.name} {' '.join(self.argv)}"
 
 
+UNLIMITED_TIMEOUTS = 2 ** 31 - 1  # submitit counts down from this at each time limit
+
 # The signal submitit's sbatch asks for before the time limit, and that its handler answers with a requeue.
 SUBMITIT_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
 
@@ -86,7 +88,9 @@ class TrainCall(JobCall, submitit.helpers.Checkpointable):
 def make_executor(folder: Path, cluster: str | None, nodes: int = 1, gpus_per_node: int = 0, cpus: int = 2,
                   partition: str | None = None, time_min: int = 60, name: str = "stylegan",
                   tasks_per_node: int = 1) -> submitit.AutoExecutor:
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    # submitit stops requeueing after 3 time limits by default; training resumes after every one, as slurm/train.sh
+    # does (jobs that cannot checkpoint are never requeued at a time limit anyway)
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster, slurm_max_num_timeout=UNLIMITED_TIMEOUTS)
     params = dict(name=name, nodes=nodes, tasks_per_node=tasks_per_node, cpus_per_task=cpus,
                   timeout_min=time_min)
     if gpus_per_node:

@@ -36,6 +36,11 @@ def snapshot_nimg(path: str | Path) -> int | None:
     return int(m.group(1)) * 1000 + int(m.group(2) or 0) if m else None
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file; none when it does not exist yet."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -79,8 +84,12 @@ class RunDir:
         return self.path / f"metric-{metric}.jsonl"
 
     def results(self, metric: str) -> list[dict]:
-        path = self.metric_file(metric)
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+        """The evaluator's rows for `metric`, in the order they were written."""
+        return read_rows(self.metric_file(metric))
+
+    def ticks(self) -> list[dict]:
+        """The trainer's statistics, one row per tick, in the order they were written."""
+        return read_rows(self.stats)
 
     def append_result(self, metric: str, row: dict) -> None:
         path = self.metric_file(metric)

@@ -25,7 +25,7 @@ from stylegan.generate import images_from_ws, one_hot, ws_to_host
 from stylegan.imagefiles import png_complete, save_png, tile
 from stylegan.models.stylegan2 import Generator
 from stylegan.progress import Progress
-from stylegan.seeds import seed_latents
+from stylegan.seeds import parse_ranges, seed_latents
 
 RING_SLOTS = 4  # batches in flight between the device and the PNG writers
 
@@ -204,6 +204,14 @@ def parse_grid(text: str) -> tuple[int, int]:
     if cols < 1 or rows < 1 or cols * rows > 4096:
         raise UserError(f"--grid {text!r}: columns and rows must be >= 1 and at most 4096 cells")
     return cols, rows
+
+
+def parse_layers(spec: str) -> list[int]:
+    """`--layers 0-6` or `0,2,4`: the style layers a style-mixing figure takes from the column seeds."""
+    try:
+        return parse_ranges(spec, "style layer", "0-6 (the coarse styles) or 8-13", 4096)
+    except UserError as e:
+        raise UserError(f"--layers: {e}") from None
 
 
 def write_grids(G: Generator, seeds: list[int], cols: int, rows: int, outdir: Path, opts: SampleOptions,

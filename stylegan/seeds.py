@@ -10,28 +10,31 @@ from stylegan.errors import UserError
 MAX_SEED = 2 ** 32 - 1  # numpy RandomState accepts seeds in [0, 2**32)
 
 
-def _seed(text: str, spec: str) -> int:
-    if not text.strip().isdigit():
-        raise UserError(f"bad seed '{text}' in '{spec}': seeds are non-negative integers, e.g. 0,5,10-19")
-    value = int(text)
-    if value > MAX_SEED:
-        raise UserError(f"bad seed {value} in '{spec}': seeds must be at most {MAX_SEED}")
-    return value
+def parse_ranges(spec: str, noun: str, example: str, maximum: int) -> list[int]:
+    """'0,5,10-19' -> [0, 5, 10, ..., 19]; order kept, ranges inclusive. `noun` and `example` word the errors."""
+    def number(text: str) -> int:
+        if not text.strip().isdigit():
+            raise UserError(f"bad {noun} '{text}' in '{spec}': {noun}s are non-negative integers, e.g. {example}")
+        if int(text) > maximum:
+            raise UserError(f"bad {noun} {int(text)} in '{spec}': {noun}s must be at most {maximum}")
+        return int(text)
+
+    values: list[int] = []
+    for part in spec.split(","):
+        if "-" in part.strip()[1:]:
+            lo_text, hi_text = part.split("-", 1)
+            lo, hi = number(lo_text), number(hi_text)
+            if hi < lo:
+                raise UserError(f"bad {noun} range '{part}' in '{spec}': the end is below the start")
+            values.extend(range(lo, hi + 1))
+        else:
+            values.append(number(part))
+    return values
 
 
 def parse_seeds(spec: str) -> list[int]:
     """'0,5,10-19' -> [0, 5, 10, ..., 19]; order kept, ranges inclusive."""
-    seeds: list[int] = []
-    for part in spec.split(","):
-        if "-" in part.strip()[1:]:
-            lo_text, hi_text = part.split("-", 1)
-            lo, hi = _seed(lo_text, spec), _seed(hi_text, spec)
-            if hi < lo:
-                raise UserError(f"bad seed range '{part}' in '{spec}': the end is below the start")
-            seeds.extend(range(lo, hi + 1))
-        else:
-            seeds.append(_seed(part, spec))
-    return seeds
+    return parse_ranges(spec, "seed", "0,5,10-19", MAX_SEED)
 
 
 def seed_latents(seeds: list[int], z_dim: int) -> torch.Tensor:

@@ -169,6 +169,8 @@ def test_style_mix_figure(network, tmp_path):
     (["--grid", "0x3", "--seeds", "1-4"], "--grid"),
     (["--grid", "banana", "--seeds", "1-4"], "COLSxROWS"),
     (["--style-mix", "1", "2", "--layers", "0-99"], "style layers"),
+    (["--style-mix", "1", "2", "--layers", "coarse"], "--layers: bad style layer 'coarse'"),
+    (["--style-mix", "1", "2", "--layers", "6-0"], "--layers: bad style layer range"),
 ])
 def test_bad_input_one_line(network, tmp_path, args, match):
     result = sample("--checkpoint", str(network[0]), "--outdir", str(tmp_path), *args, check=False)

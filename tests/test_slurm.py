@@ -199,6 +199,27 @@ def test_submit_train_preempted_requeues_itself(slurm, dataset, work):
     assert "training complete" in text
 
 
+def test_submit_train_requeues_after_every_time_limit(slurm, dataset, work):
+    """submitit counts a signal as a time-out when the job ran past 80% of its time limit (or the limit less 10
+    minutes: with a 5-minute limit, always) and by default stops requeueing after 3; training requeues itself
+    at every time limit, as slurm/train.sh does. Four time-outs, four resumes, then the run completes."""
+    out = submit(work, slurm, "train", "--cluster", "slurm", "--cpus", "2", "--folder", "submitit-timeouts",
+                 "--time", "00:05:00", "--", f"data={dataset}", "outdir=runs", "run_name=timeouts", *TINY,
+                 "kimg=0.4", "tick_kimg=0.05")
+    job = int(re.search(r"submitted train job (\d+)", out).group(1))
+    log = work / "submitit-timeouts" / f"{job}_0_log.out"
+    for restarts in range(1, 5):
+        # a tick of this run of the job (after its resume, from the second run on), then the time-limit signal
+        slurm.wait_for(lambda n=restarts - 1: log.is_file() and "tick " in log.read_text().split("resumed from")[-1]
+                       and log.read_text().count("resumed from") == n, 180, f"run {restarts} of the job to tick")
+        slurm.run("scancel", "--signal=USR2", str(job))
+        slurm.start_requeued_now(job, restarts=restarts)
+    assert slurm.wait_job(job, timeout=300) == ["COMPLETED"], log.read_text()[-4000:]
+    text = log.read_text()
+    assert text.count("this job is timed-out") == 4 and text.count("resumed from") == 4, text[-4000:]
+    assert "training complete" in text
+
+
 def test_submit_local_runs_the_same_job(work, dataset):
     cmd = [sys.executable, "-m", "jobs.submit", "train", "--cluster", "local", "--wait", "--folder", "submitit-local",
            "--", f"data={dataset}", "outdir=runs", "run_name=local", *TINY, "kimg=0.2"]
