@@ -4,7 +4,7 @@
 The detector is our FID Inception-v3 with random weights saved in pytorch-fid's format and loaded through the
 real path (the GPU host has no Inception weights; the cost does not depend on them). The generator is randomly
 initialised with the anchors' architecture. Also measured: the official metric path's settings (generation in
-chunks of 4, detector at batch 64, float32) run with our networks, as the comparison the issue asks for.
+chunks of 4, detector at batch 64, float32) run with our networks, to compare against.
 """
 
 from __future__ import annotations

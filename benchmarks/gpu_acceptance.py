@@ -1,8 +1,8 @@
 """The GPU acceptance run: every GPU path users run, with the shipped preset, on this machine's GPUs.
 
     python -m benchmarks.gpu_acceptance [--workdir DIR] [--gpus N] [--only train ...] [--code CHECKOUT]
-CI has no GPU and CPU kernels forgive what CUDA kernels do not, so every change to code that runs on a GPU is
-checked with this before the issue it serves is called resolved (record the output in benchmarks/RESULTS.md).
+CI has no GPU, and CPU kernels forgive what CUDA kernels do not: this is the check of the GPU paths
+(CONTRIBUTING.md says when to run it and where its results go).
 
 What runs, as subprocesses of the real jobs:
   * configs/textures64.yaml fine-tuning from an NVIDIA-format pickle of FFHQ config-f's shape (1024x1024, random

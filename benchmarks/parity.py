@@ -8,8 +8,8 @@
 `launch` starts every run in its own process session (they outlive the command that started them), one GPU per
 run, each followed by a scorer on its GPU (`score --run NAME --follow`) that scores snapshots as they appear, so
 `report` has little left to do: ours for each seed, and NVIDIA's trainer for each seed when --official names its
-code (NVlabs/stylegan3,
-`--cfg=stylegan2`, an outside program: ../shared/notes/official-reference.md; never part of this project). The
+code (NVlabs/stylegan3 `--cfg=stylegan2`, run as an outside program, never part of this project: CONTRIBUTING.md
+says how to set it up). The
 settings are the official reference's: 64x64 textures (jobs.make_textures), batch 32, channel_base 16384, 2 mapping
 layers, lr 0.0025, R1 gamma 0.0002 * res^2 / batch, x-flips, ADA, a tick every 4 kimg and a snapshot every 5 ticks.
 `report` scores every snapshot of every run with our SWD and our diversity metric (generated over real structure
@@ -173,8 +173,9 @@ def score(work: Path, name: str, follow: bool) -> dict[float, dict]:
 
 
 def verdict(values: dict[str, float | None], metric: str) -> str:
-    """The issue's test, read two ways, both shown: SWD of the mean of our seeds, and of each of them, against the
-    official seeds' spread (at most the worst is within or better); diversity of each within 10% of theirs."""
+    """Whether ours learns as well, read two ways, both shown: SWD of the mean of our seeds, and of each of them,
+    against the official seeds' spread (at most the worst is within or better); diversity of each within 10% of
+    theirs."""
     ours = [v for n, v in values.items() if n.startswith("ours") and v is not None]
     official = [v for n, v in values.items() if n.startswith("official") and v is not None]
     if not ours or not official:

@@ -2,8 +2,8 @@
 
     python -m benchmarks.speed_vs_official --workdir W --official PATH [--res 64 256] [--aug fixed noaug]
         [--kimg 64=8 256=5] [--warm] [--ours-code PATH] [--gpus N] [--cache DIR] [--set KEY=VALUE ...]
-For each resolution and augmentation setting, NVIDIA's `train.py --cfg=stylegan2` (an outside program:
-../shared/notes/official-reference.md) and our `jobs.train` train the parity settings (textures, batch 32,
+For each resolution and augmentation setting, NVIDIA's `train.py --cfg=stylegan2` (an outside program set
+up as CONTRIBUTING.md says) and our `jobs.train` train the parity settings (textures, batch 32,
 channel_base 16384, 2 mapping layers, mirror) for a few kimg with a tick every kimg. `fixed` is the ADA pipeline
 ('bgc') at a constant p = 0.2 (where the parity runs' p was at 130-150 kimg; both trainers' cost no longer depends
 on p), `noaug` none. Reported per run: median sec/kimg of the ticks after the first, peak GPU memory of those

@@ -42,7 +42,8 @@ pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.skipif(missin
 
 
 def podman_env(root: Path) -> dict:
-    """The two settings this kind of machine needs (../shared/notes/containers.md): no default ulimits, runc."""
+    """The two settings a sandboxed CI machine needs: no default ulimits (setrlimit is refused) and runc (crun fails
+    there with "cgroups in hybrid mode not supported")."""
     conf = root / "containers.conf"
     conf.write_text("[containers]\ndefault_ulimits = []\n")
     return {**os.environ, "CONTAINERS_CONF": str(conf)}
