@@ -9,11 +9,16 @@
 #SBATCH --time=04:00:00
 #SBATCH --output=%x-%A_%a.out
 set -euo pipefail
-# Slurm runs a copy of this script from its spool folder: find the suite from the path it was submitted as
-# (relative to the submission folder), wherever that was; or set STYLEGAN_HOME.
+# Slurm runs a copy of this script from its spool folder. The suite is $STYLEGAN_HOME, else the folder above this
+# script as it was submitted (relative to the submission folder), else the checkout python3 imports it from.
 submitted=$(scontrol show job "${SLURM_JOB_ID:?submit this script with sbatch}" \
     | awk '/^ *Command=/ && !found { sub(/^ *Command=/, ""); print $1; found = 1 }')
-STYLEGAN_HOME="${STYLEGAN_HOME:-$(cd "$SLURM_SUBMIT_DIR" && cd "$(dirname "$submitted")/.." && pwd)}"
+for STYLEGAN_HOME in ${STYLEGAN_HOME:+"$STYLEGAN_HOME"} "$(cd "$SLURM_SUBMIT_DIR" && cd "$(dirname "$submitted")/.." \
+    && pwd)" "$("${PYTHON:-python3}" -c 'import jobs, pathlib; print(pathlib.Path(jobs.__file__).parents[1])')"; do
+    [ -f "$STYLEGAN_HOME/slurm/common.sh" ] && break
+done 2>/dev/null
+[ -f "$STYLEGAN_HOME/slurm/common.sh" ] || { echo "error: $submitted: the suite is neither above this copy of the" \
+    "script nor importable by ${PYTHON:-python3}: set STYLEGAN_HOME=/path/to/the/suite (its checkout)" >&2; exit 2; }
 # shellcheck source=slurm/common.sh
 source "$STYLEGAN_HOME/slurm/common.sh"
 share_cpus 1

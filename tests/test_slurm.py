@@ -94,6 +94,22 @@ def test_sbatch_from_another_folder_with_a_relative_script_path(slurm, dataset, 
     assert "training complete" in logs and RunDir(work / "runs" / "moved").latest() is not None
 
 
+def test_a_copy_of_a_script_beside_the_data_finds_the_suite_or_says_how(slurm, work):
+    """Users copy sbatch scripts next to their data: the copy finds the suite through python3 (it is installed), and
+    where it cannot, it fails at once with one line naming STYLEGAN_HOME."""
+    make_image_folder(work / "mine" / "raw", count=12)
+    copy = work / "mine" / "preprocess.sh"
+    copy.write_text((REPO / "slurm" / "preprocess.sh").read_text())
+    args = ("--array=0", "--job-name=copied", str(copy), "--source", "raw", "--dest", "data", "--resolution", "16",
+            "--min-size", "8")
+    sbatch_and_wait(slurm, work / "mine", *args, log_pattern="copied-*.out")
+    assert json.loads((work / "mine" / "data" / "dataset.json").read_text())["total_images"] == 12
+    job = slurm.sbatch(*args, cwd=work / "mine", env={**JOB_ENV, "PYTHON": "false"})
+    assert slurm.wait_job(job) == ["FAILED"] and slurm.job_state(job)["ExitCode"] == "2:0"
+    log = read_logs(work / "mine", f"copied-{job}_*.out")
+    assert "set STYLEGAN_HOME=/path/to/the/suite" in log and len(log.strip().splitlines()) == 1, log
+
+
 def test_a_config_error_under_train_sh_ends_at_once_with_exit_2(slurm, dataset, work):
     job = slurm.sbatch("--cpus-per-task=2", "--job-name=badcfg", script("train"), f"data={dataset}", "batchsize=4",
                        cwd=work, env={**JOB_ENV, "PROCS_PER_NODE": "2"})
