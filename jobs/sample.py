@@ -12,14 +12,13 @@ Per-seed files: <outdir>/<seed // 1000:04d>/seed<seed:04d>.png, plus manifest-<t
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
 from jobs.cli import run
 from stylegan.cluster import array_task, available_cpus, torchrun_rank
 from stylegan.errors import UserError
-from stylegan.fileio import sha256_file
+from stylegan.fileio import output_dir, sha256_file
 from stylegan.formats.checkpoint import load_generator
 from stylegan.sampling import (
     SampleOptions,
@@ -53,7 +52,7 @@ def main(args: argparse.Namespace) -> None:
     opts = SampleOptions(psi=args.trunc, cutoff=args.trunc_cutoff, noise_mode=args.noise_mode,
                          class_idx=getattr(args, "class"), batch=args.batch, device=device,
                          fixed_batch=args.compile, png_level=args.png_level)
-    outdir = Path(args.outdir)
+    outdir = output_dir(args.outdir, "--outdir")
     G = load_generator(args.checkpoint, device)
     if args.compile:
         G.synthesis.compile(dynamic=False)

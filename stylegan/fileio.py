@@ -85,6 +85,27 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def check_can_create(path: str | os.PathLike, what: str) -> None:
+    """`path` is a folder, or can be made as one, that this process may write to; else a UserError naming `what`
+    (the flag or config key that chose it). Writes nothing."""
+    path = Path(path)
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{existing}: is a file, not a folder; choose another {what}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{existing}: no permission to write there; choose another {what}, or get write access")
+
+
+def output_dir(path: str | os.PathLike, what: str) -> Path:
+    """`path` as an existing folder this process may write to (made when missing); else a UserError naming `what`."""
+    check_can_create(path, what)
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{path}: cannot make this folder ({e.strerror}); choose another {what}") from None
+    return Path(path)
+
+
 def cache_dir() -> Path:
     """$STYLEGAN_CACHE (default ~/.cache/stylegan): detector weights and compiled kernels. Put it on the shared
     filesystem, so that every node, rank and requeued job finds what one of them made."""

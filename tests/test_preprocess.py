@@ -211,3 +211,11 @@ def test_bad_arguments_one_line(tmp_path, args, match):
     result = preprocess("--dest", str(tmp_path / "d"), *args, check=False)
     assert result.returncode == 2 and match in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_dest_under_a_file_is_one_line(folder, tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    result = preprocess("--source", str(folder[0]), "--dest", str(tmp_path / "taken" / "d"), "--resolution", "16",
+                        check=False)
+    assert result.returncode == 2 and "taken: is a file, not a folder; choose another --dest" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

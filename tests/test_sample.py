@@ -178,6 +178,14 @@ def test_bad_input_one_line(network, tmp_path, args, match):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("mode", [["--seeds", "0-3", "--workers", "1"], ["--grid", "2x2", "--seeds", "0-3"]])
+def test_an_outdir_under_a_file_is_one_line(network, tmp_path, mode):
+    (tmp_path / "taken").write_text("a file")
+    result = sample("--checkpoint", str(network[0]), "--outdir", str(tmp_path / "taken" / "out"), *mode, check=False)
+    assert result.returncode == 2 and "taken: is a file, not a folder; choose another --outdir" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_missing_checkpoint(tmp_path):
     result = sample("--checkpoint", str(tmp_path / "nope.pt"), "--outdir", str(tmp_path), "--seeds", "1",
                     check=False)

@@ -24,7 +24,7 @@ from stylegan.cluster import task_range
 from stylegan.data.images import ImageOptions, Processed, Rejected, process_image
 from stylegan.data.sources import InputItem, Unusable, list_inputs, read_items
 from stylegan.errors import UserError
-from stylegan.fileio import atomic_write, sha256_file, write_text_atomic
+from stylegan.fileio import atomic_write, output_dir, sha256_file, write_text_atomic
 from stylegan.progress import Progress
 
 DATASET_FORMAT = 1
@@ -144,7 +144,7 @@ def run_task(cfg: PreprocessConfig) -> dict:
     """Write (or finish) this task's shards; return its manifest. Completed, intact shards are skipped."""
     if not 0 <= cfg.task < cfg.num_tasks:
         raise UserError(f"--task-index {cfg.task} is outside 0..{cfg.num_tasks - 1} (--num-tasks {cfg.num_tasks})")
-    cfg.dest.mkdir(parents=True, exist_ok=True)
+    output_dir(cfg.dest, "--dest")
     items, unusable = list_inputs(cfg.sources)
     if not items:
         raise UserError(f"no usable image files in {', '.join(map(str, cfg.sources))}"

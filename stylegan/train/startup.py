@@ -8,7 +8,6 @@ from the plan, and `train --dry-run` prints it, so the two cannot disagree. Noth
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 
 from stylegan.data.reader import load_dataset_info
 from stylegan.errors import UserError
+from stylegan.fileio import check_can_create
 from stylegan.formats.checkpoint import load_any, load_training_snapshot
 from stylegan.formats.transfer import fine_tune
 from stylegan.models.stylegan2 import Discriminator, Generator
@@ -58,15 +58,6 @@ class StartPlan:
         return "\n".join(lines)
 
 
-def check_writable(path: Path) -> None:
-    """The run folder can be made and written: its nearest existing ancestor is a writable folder."""
-    existing = next(p for p in [path, *path.parents] if p.exists())
-    if not existing.is_dir():
-        raise UserError(f"{existing}: is a file, not a folder; choose another outdir or run_name")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{existing}: no permission to write there; choose another outdir, or get write access")
-
-
 def plan_start(cfg: TrainConfig, world: int) -> StartPlan:
     """The plan for `world` processes; a UserError names what does not fit and how to fix it."""
     cfg = cfg.resolved()
@@ -77,7 +68,7 @@ def plan_start(cfg: TrainConfig, world: int) -> StartPlan:
                         "cond=false)")
     batch_gpu, rounds = cfg.split_batch(world)
     rundir = RunDir(Path(cfg.outdir) / cfg.run_name)
-    check_writable(rundir.path)
+    check_can_create(rundir.path, "outdir or run_name")
     G_kwargs, D_kwargs = cfg.generator_kwargs(c_dim), cfg.discriminator_kwargs(c_dim)
     with torch.device("meta"):  # shapes only: layer names here, the transfer's checks below
         G, D = Generator(**G_kwargs), Discriminator(**D_kwargs)
