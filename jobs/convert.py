@@ -18,15 +18,17 @@ from stylegan.formats.checkpoint import (
     load_any,
     save_checkpoint,
 )
+from stylegan.rundir import network_path
 
 
 def main(args: argparse.Namespace) -> None:
-    ckpt = load_any(args.source)
+    source = network_path(args.source, "--source")
+    ckpt = load_any(source)
     dest = Path(args.dest)
-    G = build_generator(ckpt, "G_ema", args.source)  # proves the file builds before anything is written
+    G = build_generator(ckpt, "G_ema", source)  # proves the file builds before anything is written
     counts = [f"G_ema {sum(p.numel() for p in G.parameters()):,} parameters"]
     if "D" in ckpt:
-        D = build_discriminator(ckpt, args.source)
+        D = build_discriminator(ckpt, source)
         counts.append(f"D {sum(p.numel() for p in D.parameters()):,} parameters")
     if dest.suffix == ".pt":
         save_checkpoint(dest, ckpt)
@@ -39,7 +41,8 @@ def main(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="NVIDIA .pkl, our .pt or .safetensors")
+    parser.add_argument("--source", required=True, help="NVIDIA .pkl, our .pt or .safetensors, or a run folder "
+                        "(its newest snapshot)")
     parser.add_argument("--dest", required=True, help="output .pt (full checkpoint) or .safetensors (G_ema only)")
     return parser
 

@@ -19,14 +19,15 @@ import torch
 from jobs.cli import run
 from stylegan.distributed import init_distributed, shutdown
 from stylegan.errors import UserError
-from stylegan.evaluation import RunEvaluator
+from stylegan.evaluation import RunEvaluator, wait_for_run
 from stylegan.formats.checkpoint import load_generator
 from stylegan.metrics.compute import compute_metric, detector_for, parse_metric
+from stylegan.rundir import network_path
 
 
 def main(args: argparse.Namespace) -> None:
     metrics = [m for m in args.metrics.split(",") if m]
-    if args.run and not Path(args.run).is_dir():
+    if args.run and not args.watch and not Path(args.run).is_dir():
         raise UserError(f"{args.run}: run directory does not exist")
     if not args.run and not (args.checkpoint and args.data):
         raise UserError("pass --run RUN_DIR, or --checkpoint PATH with --data DIR")
@@ -36,10 +37,12 @@ def main(args: argparse.Namespace) -> None:
     batch = args.batch or (256 if env.device.type == "cuda" else 32)
     try:
         if args.run:
+            if args.watch:
+                wait_for_run(Path(args.run), args.poll)
             RunEvaluator(Path(args.run), metrics, Path(args.data) if args.data else None, args.detector, env,
                          batch, args.compile).run(args.watch, args.poll)
             return
-        G = load_generator(args.checkpoint, env.device)
+        G = load_generator(network_path(args.checkpoint, "--network"), env.device)
         if args.compile:
             G.synthesis.compile(dynamic=False)
         specs = [parse_metric(m) for m in metrics]
@@ -57,10 +60,12 @@ def main(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="training run directory")
-    parser.add_argument("--checkpoint", help="one network (.pt, .pkl, .safetensors)")
+    parser.add_argument("--network", "--checkpoint", dest="checkpoint",
+                        help="one network (.pt, .pkl, .safetensors, or a run folder: its newest snapshot)")
     parser.add_argument("--data", help="preprocessed dataset (default: the run's config)")
     parser.add_argument("--metrics", default="fid50k_full")
-    parser.add_argument("--watch", action="store_true", help="keep evaluating new snapshots until training ends")
+    parser.add_argument("--watch", action="store_true", help="keep evaluating new snapshots until training ends "
+                        "(waits for a run that has not started yet)")
     parser.add_argument("--poll", type=float, default=30.0, help="seconds between looks for new snapshots")
     parser.add_argument("--detector", help="Inception weights: NVIDIA's TorchScript .pt or pytorch-fid's .pth "
                         "(default: found in $STYLEGAN_CACHE)")

@@ -20,6 +20,7 @@ from stylegan.cluster import array_task, available_cpus, torchrun_rank
 from stylegan.errors import UserError
 from stylegan.fileio import output_dir, sha256_file
 from stylegan.formats.checkpoint import load_generator
+from stylegan.rundir import network_path
 from stylegan.sampling import (
     SampleOptions,
     parse_grid,
@@ -53,13 +54,14 @@ def main(args: argparse.Namespace) -> None:
                          class_idx=getattr(args, "class"), batch=args.batch, device=device,
                          fixed_batch=args.compile, png_level=args.png_level)
     outdir = output_dir(args.outdir, "--outdir")
-    G = load_generator(args.checkpoint, device)
+    network = network_path(args.checkpoint, "--network")
+    G = load_generator(network, device)
     if args.compile:
         G.synthesis.compile(dynamic=False)
     if grid:
         write_grids(G, seeds, *grid, outdir, opts, labels=args.grid_labels)
     elif args.seeds:
-        sample_seeds(G, seeds, outdir, opts, sha256_file(args.checkpoint), task, num_tasks, rank, world, args.workers)
+        sample_seeds(G, seeds, outdir, opts, sha256_file(network), task, num_tasks, rank, world, args.workers)
     elif args.walk:
         write_walk(G, seeds, args.frames, args.space, outdir, opts, fps=args.fps)
     else:
@@ -68,7 +70,8 @@ def main(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="our .pt, an exported .safetensors or an NVIDIA .pkl")
+    parser.add_argument("--network", "--checkpoint", dest="checkpoint", required=True,
+                        help="our .pt, an exported .safetensors, an NVIDIA .pkl, or a run folder (its newest snapshot)")
     parser.add_argument("--outdir", required=True)
     parser.add_argument("--seeds", help="e.g. 0-49999 or 0,5,10-19")
     parser.add_argument("--grid", help="COLSxROWS contact sheets of --seeds (several sheets when needed)")

@@ -21,11 +21,12 @@ from stylegan.train.trainer import Trainer
 
 def main(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
-    if args.dry_run:
-        print(plan_start(cfg, torchrun_rank()[1]).summary())
+    plan = plan_start(cfg, torchrun_rank()[1])
+    if args.dry_run or plan.complete:  # a finished run resubmitted is a no-op, on every rank alike
+        print(plan.summary())
         return
     env = init_distributed(cfg.dist_timeout_s)
-    trainer = Trainer(cfg, env)
+    trainer = Trainer(cfg, env, plan)
     try:
         code = trainer.run()
     finally:

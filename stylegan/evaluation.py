@@ -23,6 +23,16 @@ from stylegan.metrics.compute import MetricSpec, compute_metric, detector_for, p
 from stylegan.rundir import RunDir
 
 
+def wait_for_run(run_dir: Path, poll_s: float) -> None:
+    """Return once a training run has written its config: a watcher submitted with its training job may start
+    before the trainer has made the run folder."""
+    config = RunDir(run_dir).config
+    if not config.is_file():
+        print(f"{run_dir}: waiting for training to start (for {config.name})", flush=True)
+    while not config.is_file():
+        time.sleep(poll_s)
+
+
 class RunEvaluator:
     def __init__(self, run_dir: Path, metrics: list[str], data_dir: Path | None, detector_path: str | None,
                  env: DistEnv, batch: int = 64, compile: bool = False, stale_s: float = 3600.0):

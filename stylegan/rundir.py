@@ -110,3 +110,14 @@ class RunDir:
         if other:
             raise UserError(f"{self.path}: holds another run's files ({', '.join(other[:4])}) but no snapshot to "
                             "resume from; choose another run_name or outdir, or delete that folder to start over")
+
+
+def network_path(path: str | Path, what: str) -> Path:
+    """A network file, or a run folder standing for its newest snapshot; `what` names the flag in errors."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if (newest := RunDir(path).latest()) is None:
+        raise UserError(f"{path}: a folder with no snapshot in {path / 'checkpoints'}; pass a network file to "
+                        f"{what} (.pt, .pkl or .safetensors) or a run folder that has snapshots")
+    return newest

@@ -235,7 +235,8 @@ def write_walk(G: Generator, seeds: list[int], frames: int, space: str, outdir: 
     for i, frame in enumerate(images):
         save_png(frame, outdir / "walk" / f"frame{i:04d}.png")
     written = write_animation(images, outdir, fps=fps)
-    print(f"wrote {len(images)} frames to {outdir / 'walk'} and {', '.join(p.name for p in written)}")
+    animations = " and ".join(p.name for p in written)
+    print(f"wrote {len(images)} frames (walk/frame0000.png ...) and {animations} to {outdir}")
     return written
 
 

@@ -278,7 +278,7 @@ def test_the_dry_run_is_the_trainers_own_start_up_plan(same_images, tmp_path):
     assert "config OK: new run" in plan.stdout and "batch 4 x 1 x 1" in plan.stdout, plan.stdout
     assert not (tmp_path / "r").exists(), "the dry run wrote something"
     train(args)
-    assert "config OK: resumes" in train([*args, "--dry-run"]).stdout
+    assert "config OK: resumes" in train([*args, "kimg=0.008", "--dry-run"]).stdout
     for change, match in ((["cond=true"], "cond: true but the dataset has no labels"),
                           (["channel_max=16"], "G architecture does not fit the config (channel_max: config 16 vs "
                                                "checkpoint 32)")):
@@ -293,3 +293,14 @@ def test_a_run_folder_that_is_a_file_is_refused_before_start(same_images, tmp_pa
     for dry in (["--dry-run"], []):
         result = train([f"data={same_images}", f"outdir={tmp_path / 'taken'}", *TINY, *dry], check=False)
         assert result.returncode == 2 and "taken: is a file, not a folder" in result.stderr, result.stderr
+
+
+def test_a_finished_run_resubmitted_trains_nothing_and_says_so(same_images, tmp_path):
+    args = [f"data={same_images}", f"outdir={tmp_path}", "run_name=done", *TINY, "batch=4", "kimg=0.008",
+            "tick_kimg=0.004"]
+    train(args)
+    snapshots = RunDir(tmp_path / "done").snapshots()
+    again = train(args)
+    assert "run complete: " in again.stdout and "nothing to train" in again.stdout, again.stdout
+    assert RunDir(tmp_path / "done").snapshots() == snapshots, "a finished run trained on"
+    assert "training done" not in again.stdout and "resumed from" not in again.stdout

@@ -44,8 +44,17 @@ class StartPlan:
     transfer: list[str] = field(default_factory=list)  # what the transfer from `source` copies, as the log says it
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def complete(self) -> bool:
+        """The run's newest snapshot has reached `kimg`: there is nothing left to train."""
+        return self.snapshot_state is not None and self.snapshot_state["progress"]["cur_nimg"] >= self.cfg.kimg * 1000
+
     def summary(self) -> str:
         """What the run will do, as `train --dry-run` prints it."""
+        if self.complete:
+            kimg = self.snapshot_state["progress"]["cur_nimg"] / 1000
+            return (f"run complete: {self.snapshot} is at kimg {kimg:g} of kimg={self.cfg.kimg:g}; nothing to train "
+                    "(set a larger kimg to train on)")
         if self.snapshot is not None:
             start = f"resumes {self.snapshot}"
         else:

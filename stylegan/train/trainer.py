@@ -88,9 +88,10 @@ def ema_beta(cfg: TrainConfig, cur_nimg: int) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, env: DistEnv):
+    def __init__(self, cfg: TrainConfig, env: DistEnv, plan: StartPlan | None = None):
+        """Build everything `plan` (by default the start-up plan of `cfg` for env's processes) decided."""
         self.started, self.env, self.device = time.time(), env, env.device
-        plan = plan_start(cfg, env.world)
+        plan = plan or plan_start(cfg, env.world)
         self.cfg, self.rundir, self.c_dim = plan.cfg, plan.rundir, plan.c_dim
         self.batch_gpu, self.rounds, self.frozen = plan.batch_gpu, plan.rounds, plan.frozen
         self.G_kwargs, self.D_kwargs = plan.G_kwargs, plan.D_kwargs
@@ -120,6 +121,7 @@ class Trainer:
             self.load_full(plan.snapshot, plan.snapshot_state)
         else:
             self.start_new_run(plan)
+        plan.snapshot_state = plan.source = None  # the networks hold these weights now: free the host copies
         for module in (self.G, self.D, self.G_ema, self.augment):
             if module is not None:
                 broadcast_module(module)
