@@ -128,26 +128,35 @@ def write_snapshot(ckpt_dir: Path, G: Generator, kimg: int) -> None:
 
 
 def test_watcher_follows_a_training_run_and_two_evaluators_never_repeat(tmp_path):
+    """Both watchers start before the run folder exists (submitted with the training job), wait for it, then
+    score each snapshot once between them."""
     data = make_data(tmp_path / "d", 64, "smooth")
     run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "jobs.evaluate", "--run", str(run), "--metrics", "swd", "--watch", "--poll", "0.2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    logs = [tmp_path / f"evaluator{i}.log" for i in range(2)]
+    evaluators = [subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+                  for log in logs]
+    deadline = time.time() + 120
+    while not all("waiting for training to start" in log.read_text() for log in logs):
+        assert time.time() < deadline and all(p.poll() is None for p in evaluators), [log.read_text() for log in logs]
+        time.sleep(0.2)
     ckpts = run / "checkpoints"
     ckpts.mkdir(parents=True)
-    (run / "config.yaml").write_text(f"data: {data}\nkimg: 3\n")
     G = Generator(**tiny_generator_kwargs())
     write_snapshot(ckpts, G, 0)
     (ckpts / ".tmp-1a2b-network-snapshot-000009.000.pt").write_bytes(b"half a file")  # never to be read
-    cmd = [sys.executable, "-m", "jobs.evaluate", "--run", str(run), "--metrics", "swd", "--watch", "--poll", "0.2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    evaluators = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env=env) for _ in range(2)]
-    time.sleep(3)
+    (run / "config.yaml").write_text(f"data: {data}\nkimg: 3\n")  # the trainer writes it once it has started
+    time.sleep(2)
     (ckpts / snapshot_name(1)).write_bytes(b"corrupt snapshot")
     for kimg in (2, 3):  # the "training run" goes on writing snapshots
         with torch.no_grad():
             G.mapping.fc0.weight.add_(0.5)
         write_snapshot(ckpts, G, kimg)
         time.sleep(1.5)
-    outputs = [p.communicate(timeout=300)[0] for p in evaluators]
+    for p in evaluators:
+        p.wait(timeout=300)
+    outputs = [log.read_text() for log in logs]
     assert all(p.returncode == 0 for p in evaluators), outputs
     rows = [json.loads(line) for line in (run / "metric-swd.jsonl").read_text().splitlines()]
     assert sorted(r["snapshot"] for r in rows) == [snapshot_name(k) for k in (0, 2, 3)]  # once each

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from benchmarks.nvidia_pickles import write_nvidia_pickle
 from stylegan.formats.checkpoint import save_checkpoint
 from stylegan.imagefiles import LABEL_HEIGHT, to_uint8
 from stylegan.models.stylegan2 import Discriminator, Generator
+from stylegan.rundir import RunDir
 from stylegan.sampling import seed_path
 from stylegan.seeds import seed_latents
 from tests.conftest import REPO, run_job, tiny_discriminator_kwargs, tiny_generator_kwargs
@@ -176,6 +178,18 @@ def test_bad_input_one_line(network, tmp_path, args, match):
     result = sample("--checkpoint", str(network[0]), "--outdir", str(tmp_path), *args, check=False)
     assert result.returncode == 2 and match in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_folder_stands_for_its_newest_snapshot(network, tmp_path):
+    """--network (NVIDIA's spelling) takes a run folder: its newest snapshot, the same pixels as the file itself."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(network[0], RunDir(run).snapshot(4000))
+    sample("--network", str(run), "--outdir", str(tmp_path / "a"), "--seeds", "3", "--workers", "0")
+    sample("--checkpoint", str(network[0]), "--outdir", str(tmp_path / "b"), "--seeds", "3", "--workers", "0")
+    assert np.array_equal(read(seed_path(tmp_path / "a", 3)), read(seed_path(tmp_path / "b", 3)))
+    empty = sample("--network", str(tmp_path / "b"), "--outdir", str(tmp_path / "c"), "--seeds", "3", check=False)
+    assert empty.returncode == 2 and "a folder with no snapshot" in empty.stderr, empty.stderr
 
 
 @pytest.mark.parametrize("mode", [["--seeds", "0-3", "--workers", "1"], ["--grid", "2x2", "--seeds", "0-3"]])
