@@ -1,6 +1,6 @@
 """Evaluate snapshots: every snapshot of a run that has no result yet (newest first), or one network.
 
-    python -m jobs.evaluate --run runs/textures64 --metrics fid50k_full,swd [--watch]
+    python -m jobs.evaluate --run runs/textures64 --metrics fid50k_full,swd [--watch] [--latest | --every N]
     python -m jobs.evaluate --checkpoint net.pkl --data data/ffhq256 --metrics fid50k_full
 Results: RUN/metric-<name>.jsonl and TensorBoard scalars Metrics/<name> in RUN (a separate event file).
 FID/KID need the Inception detector in $STYLEGAN_CACHE (default ~/.cache/stylegan) or --detector (fetch it with
@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> None:
             if args.watch:
                 wait_for_run(Path(args.run), args.poll)
             RunEvaluator(Path(args.run), metrics, Path(args.data) if args.data else None, args.detector, env,
-                         batch, args.compile).run(args.watch, args.poll)
+                         batch, args.compile, every=args.every, latest=args.latest).run(args.watch, args.poll)
             return
         G = load_generator(network_path(args.checkpoint, "--network"), env.device)
         if args.compile:
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--watch", action="store_true", help="keep evaluating new snapshots until training ends "
                         "(waits for a run that has not started yet)")
     parser.add_argument("--poll", type=float, default=30.0, help="seconds between looks for new snapshots")
+    parser.add_argument("--every", type=int, default=1, help="score every Nth snapshot of the run, counted from its "
+                        "first (default: all)")
+    parser.add_argument("--latest", action="store_true", help="score only the newest snapshot (with --watch: each "
+                        "new one as it appears, skipping older ones not scored yet)")
     parser.add_argument("--detector", help="Inception weights: NVIDIA's TorchScript .pt or pytorch-fid's .pth "
                         "(default: found in $STYLEGAN_CACHE)")
     parser.add_argument("--device", help="default: this rank's GPU when there is one, else cpu")

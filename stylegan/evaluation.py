@@ -35,8 +35,13 @@ def wait_for_run(run_dir: Path, poll_s: float) -> None:
 
 class RunEvaluator:
     def __init__(self, run_dir: Path, metrics: list[str], data_dir: Path | None, detector_path: str | None,
-                 env: DistEnv, batch: int = 64, compile: bool = False, stale_s: float = 3600.0):
-        self.rundir = RunDir(run_dir)
+                 env: DistEnv, batch: int = 64, compile: bool = False, stale_s: float = 3600.0, every: int = 1,
+                 latest: bool = False):
+        """`every`: score every Nth snapshot, counted from the run's first; `latest`: only the newest one (each new
+        one while watching), to keep up with training."""
+        if every < 1:
+            raise UserError(f"--every {every}: must be 1 (every snapshot) or more")
+        self.rundir, self.every, self.latest = RunDir(run_dir), every, latest
         self.config = self.rundir.saved_config()
         data = data_dir or self.config.get("data")
         if not data:
@@ -52,9 +57,14 @@ class RunEvaluator:
         """Image counts of the snapshots that have a result for `metric`."""
         return {round(r["kimg"] * 1000) for r in self.rundir.results(metric)}
 
+    def chosen(self) -> list[tuple[int, Path]]:
+        """The snapshots this evaluator scores (`every`, `latest`), oldest first."""
+        snaps = self.rundir.snapshots()[::self.every]
+        return snaps[-1:] if self.latest else snaps
+
     def pending(self) -> list[tuple[int, Path, MetricSpec]]:
         done = {s.name: self.done(s.name) for s in self.specs}
-        return [(nimg, p, s) for nimg, p in self.rundir.snapshots()[::-1] for s in self.specs
+        return [(nimg, p, s) for nimg, p in self.chosen()[::-1] for s in self.specs
                 if nimg not in done[s.name] and p.name not in self.skipped]
 
     def claim(self, lock: Path, nimg: int, metric: str) -> bool:

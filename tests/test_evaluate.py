@@ -183,6 +183,23 @@ def test_a_corrupt_newest_snapshot_does_not_stop_the_watcher(tmp_path, capsys):
     assert f"skipping corrupt snapshot: {run.checkpoints / snapshot_name(1)}" in capsys.readouterr().out
 
 
+def test_score_only_the_latest_or_every_nth_snapshot(tmp_path):
+    data = make_data(tmp_path / "d", 32, "smooth")
+    G, env = Generator(**tiny_generator_kwargs()), DistEnv(0, 1, 0, torch.device("cpu"))
+    runs = {}
+    for name, select in (("latest", dict(latest=True)), ("every2", dict(every=2))):
+        run = runs[name] = RunDir(tmp_path / name)
+        run.checkpoints.mkdir(parents=True)
+        run.config.write_text(f"data: {data}\nkimg: 4\n")
+        for kimg in range(5):
+            write_snapshot(run.checkpoints, G, kimg)
+        RunEvaluator(run.path, ["swd"], None, None, env, **select).run(watch=True, poll_s=0.1)
+    assert [r["snapshot"] for r in runs["latest"].results("swd")] == [snapshot_name(4)]
+    assert sorted(r["snapshot"] for r in runs["every2"].results("swd")) == [snapshot_name(k) for k in (0, 2, 4)]
+    with pytest.raises(UserError, match="--every 0"):
+        RunEvaluator(runs["latest"].path, ["swd"], None, None, env, every=0)
+
+
 def test_a_killed_evaluators_claim_is_taken_over(tmp_path):
     """A lock left by an evaluator that was killed used to make reruns skip the snapshot in silence for an hour."""
     data = make_data(tmp_path / "d", 32, "smooth")
