@@ -9,6 +9,10 @@ the submitit local executor, the same launcher code that submits to Slurm.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import torch
 
 from jobs.cli import run
 from jobs.submit import make_executor, submit
+from stylegan.cluster import StopRequest
 from stylegan.errors import UserError
 from stylegan.metrics.detector import cached_detector
 from stylegan.rundir import RunDir
@@ -32,8 +37,44 @@ def train_overrides(data: Path, outdir: Path, kimg: float, gpu: bool) -> list[st
             f"tick_kimg={tick}", f"snap={snap}", "aug=ada", "workers=1", "resume=auto", *small]
 
 
-def wait(jobs: list, log: Path | None) -> None:
-    """Wait for the jobs to finish (raising if one failed); meanwhile echo each new line of `log`, indented."""
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
+
+
+def stop_jobs(jobs: list, wait_s: float = 300.0) -> None:
+    """Stop a stage for good. submitit's local controller requeues a training that stopped on a signal, so it goes
+    first (SIGKILL: nothing is left to requeue); then its tasks get SIGTERM (training writes a snapshot, the other
+    jobs' files are atomic) and are waited for, so none outlives the demo."""
+    tasks = []
+    for job in jobs:
+        controller = getattr(job, "_process", None)  # submitit's LocalJob keeps its controller's Popen there
+        if controller is not None and controller.poll() is None:
+            tasks += child_pids(controller.pid)
+            controller.kill()
+            controller.wait()
+    for pid in tasks:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + wait_s
+    while any(Path(f"/proc/{pid}").exists() for pid in tasks) and time.time() < deadline:
+        time.sleep(0.2)
+
+
+def run_stage(executor, job: str, argv: list[str], array: int, log: Path | None, stop: StopRequest) -> bool:
+    """Submit a stage and wait for it, echoing each new line of `log`, indented. The stage's processes ignore
+    SIGINT (an ignored signal is inherited), so a Ctrl-C on the terminal reaches the demo alone, which stops them
+    in order. Returns False when it stopped them."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        jobs = submit(executor, job, argv, array)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     shown = 0
     while True:
         finished = all(j.done() for j in jobs)
@@ -41,11 +82,15 @@ def wait(jobs: list, log: Path | None) -> None:
         for line in lines[shown:]:
             print(f"    {line}", flush=True)
         shown = len(lines)
+        if stop.signum is not None:
+            stop_jobs(jobs)
+            return False
         if finished:
             break
-        time.sleep(2)
+        time.sleep(1)
     for j in jobs:
         j.result()
+    return True
 
 
 def main(args: argparse.Namespace) -> None:
@@ -76,11 +121,16 @@ def main(args: argparse.Namespace) -> None:
                                            "--walk", "0,1,2,3,0", "--frames", "8", "--trunc", "0.8"], 0),
     ]
     start = time.time()
-    for i, (title, job, argv, array) in enumerate(stages, 1):
-        t0 = time.time()
-        print(f"[{i}/{len(stages)}] {title} ...", flush=True)
-        wait(submit(executor, job, argv(), array), run.log if job == "train" else None)
-        print(f"[{i}/{len(stages)}] {title}: done in {time.time() - t0:.0f} s", flush=True)
+    with StopRequest((signal.SIGINT, signal.SIGTERM)) as stop:
+        for i, (title, job, argv, array) in enumerate(stages, 1):
+            t0 = time.time()
+            print(f"[{i}/{len(stages)}] {title} ...", flush=True)
+            if not run_stage(executor, job, argv(), array, run.log if job == "train" else None, stop):
+                print(f"demo: stopped on {signal.Signals(stop.signum).name} during '{title}': kept the finished "
+                      f"stages' outputs and the run's snapshots in {out}; run the same command again to go on from "
+                      "there", flush=True)
+                sys.exit(128 + stop.signum)
+            print(f"[{i}/{len(stages)}] {title}: done in {time.time() - t0:.0f} s", flush=True)
     rows = sorted(run.results("swd"), key=lambda r: r["kimg"])
     print(f"\ndemo finished in {time.time() - start:.0f} s. SWD (x1e3, lower is better) by snapshot:")
     for r in rows:

@@ -18,15 +18,15 @@ class StopRequest:
     """While active, the first of STOP_SIGNALS is recorded in `signum` instead of ending the process; the handlers
     that were there before (submitit's, say) are back in place on exit."""
 
-    def __init__(self):
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS):
         self.signum: int | None = None
-        self.previous: dict = {}
+        self.signals, self.previous = signals, {}
 
     def _record(self, signum: int, frame) -> None:
         self.signum = self.signum or signum
 
     def __enter__(self) -> StopRequest:
-        self.previous = {sig: signal.signal(sig, self._record) for sig in STOP_SIGNALS}
+        self.previous = {sig: signal.signal(sig, self._record) for sig in self.signals}
         return self
 
     def __exit__(self, *exc) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,3 +55,39 @@ def test_short_demo_produces_every_output_and_learns(tmp_path):
     assert Image.open(out / "samples" / "grid" / "grid0000.png").size[0] == 8 * 32
     assert Image.open(out / "samples" / "walk" / "walk.gif").n_frames == 4 * 8 + 1
     assert (run / "stats.jsonl").is_file() and list(run.glob("events.out.tfevents.*"))
+
+
+def process_group(pgid: int) -> list[int]:
+    """The live processes of a process group (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_ctrl_c_stops_the_demo_and_every_process_it_started(tmp_path):
+    """A Ctrl-C reaches the whole foreground process group. The demo alone acts on it: submitit's local controller
+    would requeue a stopped training and train on after the demo had gone. Training writes its snapshot, nothing is
+    left running, and one line says what was kept."""
+    out = tmp_path / "demo"
+    demo = subprocess.Popen([sys.executable, "-m", "jobs.demo", "--outdir", str(out), "--kimg", "50", "--count",
+                             "300"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = out / "runs" / "demo" / "log.txt"
+    deadline = time.time() + 300
+    while not (log.is_file() and "training demo:" in log.read_text()):
+        assert demo.poll() is None and time.time() < deadline, demo.communicate()
+        time.sleep(0.5)
+    time.sleep(3)
+    os.killpg(demo.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    stdout, stderr = demo.communicate(timeout=300)
+    assert demo.returncode == 128 + signal.SIGINT, stdout[-2000:] + stderr[-2000:]
+    assert stdout.strip().splitlines()[-1].startswith("demo: stopped on SIGINT during 'train 50 kimg"), stdout
+    assert "Traceback" not in stdout + stderr, stdout + stderr
+    assert process_group(demo.pid) == [], "a process of the demo outlived it"
+    assert "stopping on signal 15" in log.read_text() and RunDir(out / "runs" / "demo").latest() is not None
