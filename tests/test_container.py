@@ -79,7 +79,7 @@ def image(tmp_path_factory) -> dict:
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
                     TORCH], check=True, capture_output=True, timeout=600)
     cert = host_ca_bundle()
-    mount = ["--volume", f"{cert}:/run/host-ca.pem:ro", "--build-arg", "PIP_CERT=/run/host-ca.pem"] if cert else []
+    mount = ["--volume", f"{cert}:/run/host-ca.pem:ro", "--build-arg", "CA_BUNDLE=/run/host-ca.pem"] if cert else []
     start = time.time()
     podman(env, "build", "--network", "host", *mount, "--build-arg", f"BASE={BASE}", "--build-arg", f"TORCH={TORCH}",
            "-f", "docker/Dockerfile", "-t", IMAGE, str(REPO), timeout=1800)
@@ -101,6 +101,10 @@ def test_the_image_lists_every_job_and_runs_them_on_a_mount(image, tmp_path):
     assert "usage: stylegan fetch_weights" in run(image, tmp_path, "fetch_weights", "--help").stdout
     run(image, tmp_path, "make_textures", "--count", "64", "--resolution", "32", "--dest", "tex")
     run(image, tmp_path, "preprocess", "--source", "tex", "--dest", "data", "--resolution", "16", "--workers", "1")
+    # the presets inside the image, where the README says they are
+    plan = run(image, tmp_path, "train", "--config", "/opt/stylegan/configs/textures64.yaml", "data=data",
+               "resume=none", "resolution=16", "--dry-run").stdout
+    assert "config OK: new run runs/textures64 from random weights" in plan, plan
     run(image, tmp_path, "train", "data=data", "outdir=runs", "run_name=c", *TINY_TRAIN, "batch=8", "kimg=0.04",
         "tick_kimg=0.02", "snap=1")
     snapshot = RunDir(tmp_path / "runs" / "c").latest()
