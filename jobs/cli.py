@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 from collections.abc import Callable
 
@@ -16,10 +17,28 @@ EXIT_USER_ERROR = 2
 HELPERS = ("cli", "launch")  # modules of this package that are not jobs (launch: torchrun's own arguments)
 
 
+class StopSignal(KeyboardInterrupt):  # noqa: N818 - a KeyboardInterrupt, so pools and loaders stop as on Ctrl-C
+    """SIGINT or SIGTERM arrived."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop(signum: int, frame: object) -> None:
+    raise StopSignal(signum)
+
+
 def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
         argv: list[str] | None = None) -> None:
+    """Parse, run, and report: bad input as one line (exit 2); SIGINT or SIGTERM as one line saying what is kept
+    (exit 128 + the signal). A signal whose handler is not the default (a launcher's, or ignored in a worker whose
+    parent stops it) is left alone, and so is training's own stop (stylegan.cluster.StopRequest)."""
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     args = parser.parse_args(argv)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(signum, stop)
     try:
         main(args)
     except UserError as e:
@@ -27,6 +46,13 @@ def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentPar
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt as e:
+        if args.debug:
+            raise
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"stopped on {signal.Signals(signum).name}: every file written so far is complete (files appear "
+              "atomically); run the same command again to go on from there", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
 
 
 def job_names() -> list[str]:

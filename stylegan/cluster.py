@@ -14,6 +14,12 @@ SIGNAL_LEAD_S = 120
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
+def leave_interrupts_to_parent() -> None:
+    """For worker processes (a pool's initializer): a Ctrl-C reaches the whole process group, and the parent stops
+    its workers itself, so they ignore SIGINT instead of each printing a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class StopRequest:
     """While active, the first of STOP_SIGNALS is recorded in `signum` instead of ending the process; the handlers
     that were there before (submitit's, say) are back in place on exit."""

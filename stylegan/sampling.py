@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from stylegan.cluster import task_range
+from stylegan.cluster import leave_interrupts_to_parent, task_range
 from stylegan.errors import UserError
 from stylegan.fileio import atomic_path, write_text_atomic
 from stylegan.generate import images_from_ws, one_hot, ws_to_host
@@ -77,8 +77,10 @@ _ring: torch.Tensor | None = None  # a writer process's view of the shared batch
 
 
 def attach_ring(ring: torch.Tensor) -> None:
+    """A writer's initializer: map the shared ring; leave Ctrl-C to the sampling process."""
     global _ring
     _ring = ring
+    leave_interrupts_to_parent()
 
 
 def part_starts(n: int, workers: int) -> tuple[range, int]:

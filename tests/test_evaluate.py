@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -328,3 +329,15 @@ def test_metric_names():
     assert parse_metric("kid10k").kind == "kid"
     with pytest.raises(Exception, match="unknown metric"):
         parse_metric("lpips")
+
+
+def test_sigterm_ends_a_waiting_watcher_in_one_line(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.evaluate", "--run", str(tmp_path / "not-yet"), "--watch",
+                             "--poll", "0.2", "--metrics", "swd"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # the watcher's first line: it is running and waiting
+    assert "waiting for training to start" in line, line + proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and stderr.strip().startswith("stopped on SIGTERM: "), stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -90,6 +91,30 @@ def test_two_tasks_write_the_union_without_duplicates(network, tmp_path):
                 for t in (0, 1)]
     assert not per_task[0] & per_task[1] and per_task[0] | per_task[1] == set(range(10, 31))
     assert sorted(p.name for p in tmp_path.rglob("seed*.png")) == [f"seed{s:04d}.png" for s in range(10, 31)]
+
+
+@pytest.mark.parametrize("signum,whole_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_a_stop_signal_ends_sampling_in_one_line_and_a_rerun_finishes(network, tmp_path, signum, whole_group):
+    """Ctrl-C reaches the whole process group, the PNG writers too (they leave it to the sampler); a scheduler's
+    SIGTERM reaches the sampler alone. Either way: one line, exit 128 + signal, complete files, a rerun finishes."""
+    args = [sys.executable, "-m", "jobs.sample", "--checkpoint", str(network[0]), "--outdir", str(tmp_path),
+            "--seeds", "0-1999", "--batch", "4", "--workers", "2"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.rglob("seed*.png"))) < 40:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signum) if whole_group else proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith(f"stopped on {name}: "), stderr
+    written = list(tmp_path.rglob("seed*.png"))
+    assert 40 <= len(written) < 2000 and not list(tmp_path.rglob(".tmp-*"))
+    for p in written:
+        Image.open(p).load()
+    assert subprocess.run(args, cwd=REPO, capture_output=True, timeout=300).returncode == 0
+    assert len(list(tmp_path.rglob("seed*.png"))) == 2000
 
 
 def test_killed_and_rerun_ends_complete_with_nothing_rewritten(network, tmp_path):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from stylegan.cluster import task_range
+from stylegan.cluster import leave_interrupts_to_parent, task_range
 from stylegan.data.images import ImageOptions, Processed, Rejected, process_image
 from stylegan.data.sources import InputItem, Unusable, list_inputs, read_items
 from stylegan.errors import UserError
@@ -160,7 +160,8 @@ def run_task(cfg: PreprocessConfig) -> dict:
     progress = Progress(sum(len(c[2]) for c in todo), f"preprocess task {cfg.task}/{cfg.num_tasks}")
     print(f"task {cfg.task}/{cfg.num_tasks}: inputs {start}..{end - 1} of {len(items)}, "
           f"{len(chunks) - len(todo)} of {len(chunks)} shards already complete", flush=True)
-    pool = multiprocessing.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 and todo else None
+    pool = multiprocessing.get_context("spawn").Pool(cfg.workers, initializer=leave_interrupts_to_parent) \
+        if cfg.workers > 1 and todo else None
     try:
         for name, first, chunk in todo:
             jobs = ((data, cfg.image) for data in read_items(cfg.sources, chunk, cfg.max_file_bytes))
@@ -168,8 +169,8 @@ def run_task(cfg: PreprocessConfig) -> dict:
             manifest["shards"][name] = _write_shard(cfg, name, first, chunk, results, progress)
             write_text_atomic(_manifest_path(cfg.dest, cfg.task), json.dumps(manifest))
     finally:
-        if pool:
-            pool.close()
+        if pool:  # all results are consumed unless an error or a signal stopped the loop: nothing left to wait for
+            pool.terminate()
             pool.join()
     progress.close()
     # the listing is the same in every task: task 0 reports what could not even be listed
