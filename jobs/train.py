@@ -35,9 +35,17 @@ def main(args: argparse.Namespace) -> None:
     sys.exit(code)
 
 
+class TrainParser(argparse.ArgumentParser):
+    """Flags and key=value overrides in any order: slurm/train.sh adds run_name= after the user's arguments, which
+    may end in a flag."""
+
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001 - argparse's signature
+        return self.parse_intermixed_args(args, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="config keys: " + ", ".join(FIELDS))
+    parser = TrainParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="config keys: " + ", ".join(FIELDS))
     parser.add_argument("--config", help="YAML file (see configs/)")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. batch=64 kimg=1000")
     parser.add_argument("--dry-run", action="store_true", help="print the start-up plan that training would follow "

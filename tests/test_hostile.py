@@ -353,6 +353,21 @@ def test_a_dataset_with_every_sample_excluded_fails_at_once(tmp_path, dataset):
     one_line_error(train(data, tmp_path), "no usable images")
 
 
+@pytest.mark.parametrize("field,value,match", [
+    ("shards", "shard-0000.tar", "field 'shards' must be list"),
+    ("resolution", "16", "field 'resolution' must be int"),
+    ("total_images", None, "field 'total_images' must be int"),
+    ("shards", [7], "shards[0] must be an object with a 'name'"),
+    ("label_count", True, "field 'label_count' must be int"),
+])
+def test_a_dataset_json_with_wrongly_typed_fields_is_one_line(tmp_path, dataset, field, value, match):
+    data = copy_dataset(dataset, tmp_path / "data")
+    info = json.loads((data / "dataset.json").read_text())
+    info[field] = value
+    (data / "dataset.json").write_text(json.dumps(info))
+    one_line_error(job("train", f"data={data}", f"outdir={tmp_path}", *TRAIN, "--dry-run"), match)
+
+
 def test_a_nan_checkpoint_never_becomes_black_images_and_a_diverging_run_stops(tmp_path, dataset):
     fx = Fixture("uncond32")
     G, D = fx.networks()

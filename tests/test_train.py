@@ -246,12 +246,20 @@ def test_bad_config_fails_cleanly(overrides, match):
 
 def test_bad_config_on_the_command_line_lists_valid_keys(tmp_path):
     result = train(["data=x", "batchsize=4"], check=False)
-    assert result.returncode == 2 and "valid keys: data, outdir" in result.stderr
+    assert result.returncode == 2 and "Valid keys: data, outdir" in result.stderr
+    assert "did you mean batch_gpu?" in result.stderr or "did you mean batch?" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("data: [unclosed\n")
     result = train(["--config", str(cfg_file)], check=False)
     assert result.returncode == 2 and "invalid YAML" in result.stderr
+
+
+def test_flags_and_overrides_in_any_order(same_images, tmp_path):
+    """slurm/train.sh appends run_name= after the user's arguments, which may end in a flag such as --debug."""
+    result = train(["--dry-run", f"data={same_images}", "--debug", f"outdir={tmp_path}", *TINY, "--config",
+                    str(REPO / "configs" / "textures64.yaml"), "resume=none", "resolution=16", "run_name=late"])
+    assert f"new run {tmp_path / 'late'} from random weights" in result.stdout, result.stdout
 
 
 def test_yaml_config_and_overrides(tmp_path):

@@ -25,6 +25,30 @@ from stylegan.cluster import STOP_SIGNALS
 from stylegan.errors import UserError
 from stylegan.fileio import sha256_file
 
+# dataset.json's fields and their types (preprocess writes them; a hand-edited or foreign file is checked first)
+DATASET_FIELDS = {"resolution": int, "shards": list, "total_images": int}
+OPTIONAL_FIELDS = {"label_count": int, "rejected": int, "exclude": list}
+SHARD_FIELDS = {"name": str}
+
+
+def check_fields(path: Path, info: object) -> None:
+    """A UserError naming the first field of dataset.json that is missing or of the wrong type."""
+    def kind(value: object, expected: type) -> bool:
+        return isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: not a valid dataset.json (a JSON object is expected); preprocess again")
+    fields = {**DATASET_FIELDS, **{k: t for k, t in OPTIONAL_FIELDS.items() if k in info}}
+    for key, expected in fields.items():
+        if not kind(info.get(key), expected):
+            raise UserError(f"{path}: field '{key}' must be {expected.__name__}, found {info.get(key)!r:.60}; "
+                            "preprocess again (or restore the file)")
+    for i, shard in enumerate(info["shards"]):
+        if not isinstance(shard, dict) or not all(kind(shard.get(k), t) for k, t in SHARD_FIELDS.items()):
+            raise UserError(f"{path}: shards[{i}] must be an object with a 'name'; preprocess again")
+        if shard.get("bytes") is not None and not kind(shard["bytes"], int):
+            raise UserError(f"{path}: shards[{i}].bytes must be int; preprocess again")
+
 
 def load_dataset_info(data_dir: str | Path, resolution: int | None = None) -> dict:
     """dataset.json of a preprocessed folder, checked against the resolution the caller needs."""
@@ -34,9 +58,9 @@ def load_dataset_info(data_dir: str | Path, resolution: int | None = None) -> di
                         "or `--finalize`, writes dataset.json)")
     try:
         info = json.loads(path.read_text())
-        info["resolution"], info["shards"]  # noqa: B018 - required fields
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not a valid dataset.json ({e})") from None
+    check_fields(path, info)
     if resolution is not None and info["resolution"] != resolution:
         raise UserError(f"{path}: the dataset is {info['resolution']}x{info['resolution']} but {resolution}x"
                         f"{resolution} is needed; preprocess again with --resolution {resolution} or set "

@@ -11,6 +11,7 @@ stylegan3 repository's `--cfg=stylegan2` differs: 8 mapping layers, lr 0.002, ch
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -191,7 +192,9 @@ def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
         sources[key] = "command line"
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
-        raise UserError(f"unknown config key(s) {', '.join(unknown)} (from {sources[unknown[0]]}); valid keys: "
+        close = {k: difflib.get_close_matches(k, FIELDS, n=1) for k in unknown}
+        hints = "".join(f"; did you mean {close[k][0]}?" for k in unknown if close[k])
+        raise UserError(f"unknown config key(s) {', '.join(unknown)} (from {sources[unknown[0]]}){hints} Valid keys: "
                         f"{', '.join(FIELDS)}")
     checked = {k: _check_type(k, v, sources[k]) for k, v in values.items()}
     cfg = TrainConfig(**checked)
