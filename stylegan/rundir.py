@@ -102,8 +102,9 @@ class RunDir:
 
     def check_new_run(self) -> None:
         """A run without snapshots starts only in a folder that holds nothing but what a run writes before its
-        first tick (a start that failed): never over another run's statistics, fakes, metrics or other files."""
-        startup = ("config.yaml", "log.txt", "checkpoints", "events.out.tfevents", TMP_PREFIX)
+        first snapshot (a start that was stopped or failed): never over another run's fakes, metrics or other
+        files."""
+        startup = ("config.yaml", "log.txt", "stats.jsonl", "checkpoints", "events.out.tfevents", TMP_PREFIX)
         if not self.path.is_dir():
             return
         other = sorted(p.name for p in self.path.iterdir() if not p.name.startswith(startup))

@@ -51,8 +51,10 @@ def test_a_new_run_refuses_another_runs_folder(tmp_path):
     run.log.write_text("training r\n")
     run.check_new_run()  # what a start that failed before its first tick leaves
     run.stats.write_text("{}\n")
+    run.check_new_run()  # ticks but no snapshot: a start stopped in its first minutes restarts
     (run.path / "metric-swd.jsonl").write_text("{}\n")
-    with pytest.raises(UserError, match=r"holds another run's files \(metric-swd.jsonl, stats.jsonl\).*run_name"):
+    (run.path / "fakes000004.000.png").write_bytes(b"")
+    with pytest.raises(UserError, match=r"holds another run's files \(fakes000004.000.png, metric-swd.jsonl\)"):
         run.check_new_run()
 
 

@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -312,3 +313,19 @@ def test_a_finished_run_resubmitted_trains_nothing_and_says_so(same_images, tmp_
     assert "run complete: " in again.stdout and "nothing to train" in again.stdout, again.stdout
     assert RunDir(tmp_path / "done").snapshots() == snapshots, "a finished run trained on"
     assert "training done" not in again.stdout and "resumed from" not in again.stdout
+
+
+def test_a_run_stopped_before_its_first_snapshot_starts_again(same_images, tmp_path):
+    """The first tick writes stats.jsonl just before the first snapshot; a start that died between the two (a kill,
+    a full disk) left a folder the new-run guard took for another run's, so every requeue failed."""
+    args = [f"data={same_images}", f"outdir={tmp_path}", "run_name=early", *TINY, "batch=4", "tick_kimg=0.004",
+            "kimg=0.008"]
+    train(args)
+    run = RunDir(tmp_path / "early")
+    ticks = [row["tick"] for row in stats(run.path)]
+    shutil.rmtree(run.checkpoints)  # what such a start leaves: its log, config, statistics, events, no snapshot
+    for fakes in run.path.glob("fakes*.png"):
+        fakes.unlink()
+    result = train(args)
+    assert "starting again: the earlier start of this run wrote no snapshot" in result.stdout
+    assert [row["tick"] for row in stats(run.path)] == ticks and run.latest() is not None  # the old ticks dropped

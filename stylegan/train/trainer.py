@@ -179,7 +179,10 @@ class Trainer:
 
     def start_new_run(self, plan: StartPlan) -> None:
         """Weights of `resume` (G, G_ema and D as they are there), else random; the plan's transfer report and
-        warnings go to the log."""
+        warnings go to the log. Ticks of an earlier start that ended before its first snapshot are dropped."""
+        if self.env.is_main and self.rundir.stats.is_file():
+            self.rundir.stats.unlink()
+            self.runlog.log("starting again: the earlier start of this run wrote no snapshot")
         if plan.source is not None:
             # the plan checked this transfer on the meta device and holds its report
             fine_tune(plan.source, self.cfg.resume, self.G, self.G_ema, self.D, self.G_kwargs, self.D_kwargs,
