@@ -17,7 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from stylegan.distributed import DistEnv, broadcast_object
 from stylegan.errors import UserError
-from stylegan.fileio import try_lock
+from stylegan.fileio import lock_owner, try_lock
 from stylegan.formats.checkpoint import build_generator, load_checkpoint
 from stylegan.metrics.compute import MetricSpec, compute_metric, detector_for, parse_metric
 from stylegan.rundir import RunDir
@@ -50,7 +50,7 @@ class RunEvaluator:
         self.specs: list[MetricSpec] = [parse_metric(m) for m in metrics]
         self.detector = detector_for(self.specs, detector_path, env.device)
         self.env, self.batch, self.compile, self.stale_s = env, batch, compile, stale_s
-        self.skipped: set[str] = set()
+        self.skipped: set[str] = set()  # snapshots that cannot be read, claims that cannot be taken (by file name)
         self.writer: SummaryWriter | None = None
 
     def done(self, metric: str) -> set[int]:
@@ -65,14 +65,21 @@ class RunEvaluator:
     def pending(self) -> list[tuple[int, Path, MetricSpec]]:
         done = {s.name: self.done(s.name) for s in self.specs}
         return [(nimg, p, s) for nimg, p in self.chosen()[::-1] for s in self.specs
-                if nimg not in done[s.name] and p.name not in self.skipped]
+                if nimg not in done[s.name] and not {p.name, self.rundir.claim_path(p, s.name).name} & self.skipped]
 
     def claim(self, lock: Path, nimg: int, metric: str) -> bool:
         if not self.env.is_main:
             return False
-        if not try_lock(lock, self.stale_s):
-            owner = lock.read_text().split()[:2] if lock.exists() else ["?", "?"]
-            print(f"{lock.name}: being evaluated by {' pid '.join(owner)}; left to it", flush=True)
+        try:
+            taken = try_lock(lock, self.stale_s)
+            owner = [] if taken or not lock.exists() else lock_owner(lock)
+        except UserError as e:  # nobody can hold this lock: skip the pair, go on with the others
+            print(f"skipping {lock.name}: {e}", flush=True)
+            self.skipped.add(lock.name)
+            return False
+        if not taken:
+            who = " pid ".join(owner[:2]) if owner else "a process that wrote no owner yet"
+            print(f"{lock.name}: being evaluated by {who}; left to it", flush=True)
             return False
         if nimg in self.done(metric):
             lock.unlink()  # another evaluator finished it between our listing and our lock

@@ -135,15 +135,29 @@ def _owner() -> str:
     return f"{socket.gethostname()} {os.getpid()} {_process_start(os.getpid()) or 0} {time.time():.0f}"
 
 
+EMPTY_LOCK_S = 10.0  # an owner writes its line right after creating the lock: an empty one this old is abandoned
+
+
+def lock_owner(path: Path) -> list[str]:
+    """The words of a lock file's owner line (host, pid, process start, time); [] for an empty or garbled file.
+    A folder at the lock's path is a UserError: nobody can take or release that lock."""
+    if path.is_dir():
+        raise UserError(f"{path}: a folder where a lock file belongs; remove it")
+    words = path.read_bytes().decode("utf-8", errors="replace").split()
+    return words if len(words) >= 3 and words[1].isdigit() else []
+
+
 def lock_is_stale(path: Path, stale_s: float) -> bool:
-    """The lock's owner is gone: a process of this host that no longer runs, or (other hosts, unreadable owners)
-    a lock older than `stale_s`."""
+    """The lock's owner is gone: a process of this host that no longer runs, or (other hosts) a lock older than
+    `stale_s`. An empty or garbled lock (its writer died, or it is not ours) is stale after EMPTY_LOCK_S."""
     try:
-        owner = path.read_text().split()
+        owner = lock_owner(path)
         age = time.time() - path.stat().st_mtime
     except OSError:
         return False  # released meanwhile: not ours to remove, just try again
-    if len(owner) >= 3 and owner[0] == socket.gethostname() and owner[1].isdigit():
+    if not owner:
+        return age > EMPTY_LOCK_S
+    if owner[0] == socket.gethostname():
         return _process_start(int(owner[1])) != owner[2]
     return age > stale_s
 
@@ -172,7 +186,7 @@ def held_lock(path: Path, stale_s: float = 60.0, wait_s: float = 30.0) -> Iterat
     while not try_lock(path, stale_s):
         if time.time() > deadline:
             raise UserError(f"{path}: lock held for over {wait_s:.0f} s by a live process "
-                            f"({path.read_text().strip() if path.exists() else 'gone'}); retry when it is done")
+                            f"({' '.join(lock_owner(path)[:2]) if path.exists() else 'gone'}); retry when it is done")
         time.sleep(0.05)
     try:
         yield

@@ -201,6 +201,24 @@ def test_score_only_the_latest_or_every_nth_snapshot(tmp_path):
         RunEvaluator(runs["latest"].path, ["swd"], None, None, env, every=0)
 
 
+def test_garbled_empty_and_folder_locks_neither_crash_nor_hide_a_snapshot(tmp_path, capsys):
+    data = make_data(tmp_path / "d", 32, "smooth")
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text(f"data: {data}\nkimg: 2\n")
+    for kimg in range(3):
+        write_snapshot(run.checkpoints, Generator(**tiny_generator_kwargs()), kimg)
+    snaps = [p for _, p in run.snapshots()]
+    run.claim_path(snaps[0], "swd").write_bytes(b"\xff\xfe\x00garbage")
+    run.claim_path(snaps[1], "swd").write_bytes(b"")  # its writer died before writing the owner line
+    for lock in (run.claim_path(p, "swd") for p in snaps[:2]):
+        os.utime(lock, (time.time() - 60, time.time() - 60))
+    run.claim_path(snaps[2], "swd").mkdir()
+    RunEvaluator(run.path, ["swd"], None, None, DistEnv(0, 1, 0, torch.device("cpu"))).run(watch=True, poll_s=0.1)
+    assert sorted(r["snapshot"] for r in run.results("swd")) == [snaps[0].name, snaps[1].name]
+    assert "a folder where a lock file belongs; remove it" in capsys.readouterr().out
+
+
 def test_a_killed_evaluators_claim_is_taken_over(tmp_path):
     """A lock left by an evaluator that was killed used to make reruns skip the snapshot in silence for an hour."""
     data = make_data(tmp_path / "d", 32, "smooth")
