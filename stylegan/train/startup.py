@@ -71,7 +71,7 @@ def plan_start(cfg: TrainConfig, world: int) -> StartPlan:
     """The plan for `world` processes; a UserError names what does not fit and how to fix it."""
     cfg = cfg.resolved()
     info = load_dataset_info(cfg.data, cfg.resolution)
-    c_dim = info["label_count"] if cfg.cond else 0
+    c_dim = info.get("label_count", 0) if cfg.cond else 0
     if cfg.cond and not c_dim:
         raise UserError(f"{cfg.data}: cond: true but the dataset has no labels (preprocess with --labels, or set "
                         "cond=false)")
