@@ -164,8 +164,9 @@ def test_grid_tiles_exactly_the_seed_images(network, tmp_path):
 @pytest.mark.parametrize("space", ["w", "z"])
 def test_walk_frames_gif_and_mp4(network, tmp_path, space):
     path, G = network
-    sample("--checkpoint", str(path), "--outdir", str(tmp_path), "--walk", "200,1000,200", "--frames", "4",
-           "--space", space, "--trunc", "0.8")
+    result = sample("--checkpoint", str(path), "--outdir", str(tmp_path), "--walk", "200,1000,200", "--frames", "4",
+                    "--space", space, "--trunc", "0.8")
+    assert f"wrote 9 frames (walk/frame0000.png ...) and walk.gif and walk.mp4 to {tmp_path}" in result.stdout
     frames = sorted((tmp_path / "walk").glob("frame*.png"))
     assert len(frames) == 2 * 4 + 1
     ends = expected(G, [200, 1000], psi=0.8)

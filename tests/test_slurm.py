@@ -178,6 +178,10 @@ def test_train_preempted_requeued_resumes_then_evaluate_and_sample(slurm, datase
                            log_pattern="grid-*.out")
     assert [p.name for p in (work / "grid").iterdir()] == ["grid0000.png"]
     assert logs.count("wrote 1 grid sheet(s)") == 1 and "task 1 rank 0: nothing to do" in logs
+    # a figure is submitted without --array: its log is <name>-<job id>.out, not <name>-<id>_4294967294.out
+    job = slurm.sbatch("--job-name=walk", script("sample"), "--checkpoint", str(checkpoint), "--outdir", "walk",
+                       "--walk", "0,1", "--frames", "2", cwd=work, env=JOB_ENV)
+    assert slurm.wait_job(job) == ["COMPLETED"] and (work / f"walk-{job}.out").is_file(), sorted(work.glob("walk*"))
 
 
 def submit(work: Path, slurm: LocalSlurm, *args: str) -> str:
