@@ -99,8 +99,10 @@ def test_a_stop_signal_ends_sampling_in_one_line_and_a_rerun_finishes(network, t
     SIGTERM reaches the sampler alone. Either way: one line, exit 128 + signal, complete files, a rerun finishes."""
     args = [sys.executable, "-m", "jobs.sample", "--checkpoint", str(network[0]), "--outdir", str(tmp_path),
             "--seeds", "0-1999", "--batch", "4", "--workers", "2"]
+    # started as from a terminal: a shell running this suite in the background starts it with SIGINT ignored, and
+    # a job leaves an ignored signal ignored
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(list(tmp_path.rglob("seed*.png"))) < 40:
         time.sleep(0.02)
