@@ -166,7 +166,7 @@ def test_train_preempted_requeued_resumes_then_evaluate_and_sample(slurm, datase
                     log_pattern="sample-*.out")
     subprocess.run([sys.executable, "-m", "jobs.sample", "--checkpoint", str(checkpoint), "--outdir",
                     str(work / "samples-local"), "--seeds", "0-9", "--workers", "1"], cwd=REPO, check=True,
-                   capture_output=True)
+                   capture_output=True, env={**os.environ, **JOB_ENV})  # one thread, as the jobs: same float sums
     array = sorted((work / "samples").rglob("seed*.png"))
     local = sorted((work / "samples-local").rglob("seed*.png"))
     assert [p.name for p in array] == [f"seed{s:04d}.png" for s in range(10)] == [p.name for p in local]
