@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> None:
         detector = detector_for(specs, args.detector, env.device)
         for spec in specs:
             value, cached = compute_metric(G, Path(args.data), spec, detector, env.device, env.rank, env.world,
-                                           batch)
+                                           batch, mirror=args.mirror)
             if env.is_main:
                 print(json.dumps({"checkpoint": args.checkpoint, "metric": spec.name, "value": value,
                                   "real_stats_cached": cached}), flush=True)
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one network (.pt, .pkl, .safetensors, or a run folder: its newest snapshot)")
     parser.add_argument("--data", help="preprocessed dataset (default: the run's config)")
     parser.add_argument("--metrics", default="fid50k_full")
+    parser.add_argument("--mirror", action="store_true", help="with --network: FID/KID reals include their x-flips, "
+                        "as NVIDIA's metrics for a network trained with --mirror=1 (a --run follows its config)")
     parser.add_argument("--watch", action="store_true", help="keep evaluating new snapshots until training ends "
                         "(waits for a run that has not started yet)")
     parser.add_argument("--poll", type=float, default=30.0, help="seconds between looks for new snapshots")

@@ -2,6 +2,10 @@
 
     python -m jobs.preprocess --source photos/ more.zip --dest data/textures64 --resolution 64
     sbatch --array=0-7 slurm/preprocess.sh --source ... --dest ... --resolution 256
+
+RGB images come out as NVIDIA's dataset_tool makes them (full decode, centre crop, LANCZOS). Beyond it: EXIF
+orientation is applied, transparency is composited on --background, grayscale, palette and 16-bit images become
+8-bit RGB, and images are written in a seeded random order (--shuffle-seed) so that every shard is a random sample.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def main(args: argparse.Namespace) -> None:
         image=ImageOptions(r, args.transform, args.min_size, args.max_pixels, parse_color(args.background),
                            pixel_hash=args.dedup, png_level=args.png_level),
         shard_size=args.shard_size, labels_file=labels_file, task=task, num_tasks=num_tasks,
-        workers=args.workers or available_cpus(), dedup=args.dedup,
+        workers=args.workers or available_cpus(), dedup=args.dedup, shuffle_seed=args.shuffle_seed,
         labels=load_labels(labels_file) if labels_file else {}, max_file_bytes=args.max_file_mb << 20)
     run_task(cfg)
     info = finalize(dest)
@@ -66,8 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", nargs="+", help="folders (recursive), .zip or .tar archives")
     parser.add_argument("--dest", required=True, help="output folder for shards and dataset.json")
     parser.add_argument("--resolution", type=int, help="output side length, a power of two")
-    parser.add_argument("--transform", choices=TRANSFORMS, default="center-crop")
+    parser.add_argument("--transform", choices=TRANSFORMS, default="center-crop", help="center-crop and stretch "
+                        "as NVIDIA's dataset_tool; pad: the whole image on --background; center-crop-wide: a 2:1 band "
+                        "through the centre on --background (dataset_tool's mode of that name differs)")
     parser.add_argument("--shard-size", type=int, default=1000, help="images per shard")
+    parser.add_argument("--shuffle-seed", type=int, default=0, help="seed of the random order the images are "
+                        "written in (each shard a random sample, so batches mix classes as NVIDIA's sampler does)")
     parser.add_argument("--labels", help="JSON: {'labels': [[relative path, int], ...]} or {path: int}")
     parser.add_argument("--task-index", type=int, help="default: $SLURM_ARRAY_TASK_ID, else 0")
     parser.add_argument("--num-tasks", type=int, help="default: $SLURM_ARRAY_TASK_COUNT, else 1")

@@ -103,7 +103,7 @@ class RunEvaluator:
                 return None
             start = time.time()
             value, _ = compute_metric(G, self.data_dir, spec, self.detector, self.env.device, self.env.rank,
-                                      self.env.world, self.batch)
+                                      self.env.world, self.batch, mirror=bool(self.config.get("mirror", False)))
             if not self.env.is_main:
                 return None
             row = {"snapshot": path.name, "kimg": nimg / 1000, "metric": spec.name, "value": value,

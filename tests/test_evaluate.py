@@ -46,6 +46,11 @@ def test_frechet_distance_closed_form_and_scipy():
     assert np.isfinite(distances.frechet_distance(np.zeros(8), singular, np.ones(8), s2))
 
 
+def test_fid_covariance_divides_by_n_as_nvidias():
+    mean, cov = distances.gaussian_stats(np.array([[0.0, 0.0], [2.0, 4.0]]))
+    assert np.allclose(mean, [1, 2]) and np.allclose(cov, [[1, 2], [2, 4]])  # N - 1 would give [[2, 4], [4, 8]]
+
+
 def test_fid_kid_swd_separate_distributions():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(2000, 16))
@@ -108,6 +113,13 @@ def test_fid_on_real_sets_and_the_statistics_cache(detector_file, tmp_path):
     assert fid(feats[0], feats[1]) < 0.2 * fid(feats[0], feats[2])
     again, cached = real_features(halves[0], spec, det, torch.device("cpu"))
     assert cached and np.array_equal(again, feats[0])
+    # A run trained with x-flips is scored against the reals and their flips (NVIDIA's --mirror=1 dataset): a cache
+    # of its own, every real row, and as many rows again of the flipped images.
+    mirrored, cached = real_features(halves[0], spec, det, torch.device("cpu"), mirror=True)
+    assert not cached and len(mirrored) == 2 * len(feats[0])
+    rows = {r.tobytes() for r in mirrored}
+    assert all(r.tobytes() in rows for r in feats[0]) and len(rows - {r.tobytes() for r in feats[0]}) > 250
+    assert len(list(halves[0].glob("stats-fid-*.pt"))) == 2
     # Rebuild the dataset in place with one image more (the stats cache stays in the folder): no stale reuse.
     for p in halves[0].iterdir():
         if not p.name.startswith("stats-"):

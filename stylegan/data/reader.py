@@ -27,7 +27,7 @@ from stylegan.fileio import sha256_file
 
 # dataset.json's fields and their types (preprocess writes them; a hand-edited or foreign file is checked first)
 DATASET_FIELDS = {"resolution": int, "shards": list, "total_images": int}
-OPTIONAL_FIELDS = {"label_count": int, "rejected": int, "exclude": list}
+OPTIONAL_FIELDS = {"label_count": int, "rejected": int, "exclude": list, "shuffle_seed": int}
 SHARD_FIELDS = {"name": str}
 
 

@@ -5,8 +5,10 @@ Layout of DIR:
     manifest-<task:04d>.json       the task's settings fingerprint and its completed shards (count, sha256)
     rejected-<task:04d>.jsonl      inputs the task skipped, with the reason
     dataset.json                   written once every task is complete: totals, shards, label count
-Inputs are listed in one sorted order and split into K contiguous ranges, so sample keys (the global index) and
-shard contents do not depend on which task wrote them.
+Inputs are listed in one sorted order, put in a seeded random order (`shuffle_seed`) and split into K contiguous
+ranges, so sample keys (the global index) and shard contents do not depend on which task wrote them, and every
+shard is a random sample of the dataset: training reads a few shards at a time, so shards in file-name order would
+give batches of one class wherever names group the classes (folders per class, camera shoots).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import io
 import json
 import multiprocessing
+import random
 import tarfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -41,6 +44,7 @@ class PreprocessConfig:
     num_tasks: int = 1
     workers: int = 1
     dedup: bool = False
+    shuffle_seed: int = 0
     labels: dict[str, int] = field(default_factory=dict, repr=False)
     max_file_bytes: int = 256 << 20  # larger inputs (or archive members) are rejected, never read whole
 
@@ -68,7 +72,7 @@ def _fingerprint(cfg: PreprocessConfig, items: list[InputItem]) -> str:
     """Identifies the inputs and every setting that changes the shards: a rerun must match it to resume."""
     h = hashlib.sha256()
     h.update(json.dumps({"image": asdict(cfg.image), "shard_size": cfg.shard_size, "num_tasks": cfg.num_tasks,
-                         "dedup": cfg.dedup, "labels": sorted(cfg.labels.items()),
+                         "dedup": cfg.dedup, "labels": sorted(cfg.labels.items()), "shuffle_seed": cfg.shuffle_seed,
                          "sources": [str(s.resolve()) for s in cfg.sources]}, sort_keys=True).encode())
     for item in items:
         h.update(f"{item.source}:{item.name}\n".encode())
@@ -92,7 +96,7 @@ def _manifest_path(dest: Path, task: int) -> Path:
 def _load_manifest(cfg: PreprocessConfig, fingerprint: str) -> dict:
     path = _manifest_path(cfg.dest, cfg.task)
     fresh = {"fingerprint": fingerprint, "task": cfg.task, "num_tasks": cfg.num_tasks, "complete": False,
-             "resolution": cfg.image.resolution, "dedup": cfg.dedup,
+             "resolution": cfg.image.resolution, "dedup": cfg.dedup, "shuffle_seed": cfg.shuffle_seed,
              "label_count": max(cfg.labels.values()) + 1 if cfg.labels else 0, "shards": {}}
     if not path.exists():
         return fresh
@@ -150,6 +154,7 @@ def run_task(cfg: PreprocessConfig) -> dict:
         raise UserError(f"no usable image files in {', '.join(map(str, cfg.sources))}"
                         + (f" ({len(unusable)} unusable, e.g. {unusable[0].where}: {unusable[0].reason})"
                            if unusable else ""))
+    random.Random(cfg.shuffle_seed).shuffle(items)
     fingerprint = _fingerprint(cfg, items)
     manifest = _load_manifest(cfg, fingerprint)
     start, end = task_range(len(items), cfg.task, cfg.num_tasks)
@@ -223,5 +228,7 @@ def finalize(dest: Path, required: bool = False) -> dict | None:
         "exclude": duplicates if manifests[0]["dedup"] else [],
     }
     info["total_images"] -= len(info["exclude"])
+    if manifests[0].get("shuffle_seed") is not None:  # absent: tasks of an older preprocess, in file-name order
+        info["shuffle_seed"] = manifests[0]["shuffle_seed"]
     write_text_atomic(dest / "dataset.json", json.dumps(info, indent=1) + "\n")
     return info

@@ -82,13 +82,17 @@ def _combine(spec: MetricSpec, chunks: list) -> object:
 
 
 def real_features(data_dir: Path, spec: MetricSpec, detector: Detector | None, device: torch.device,
-                  rank: int = 0, world: int = 1, batch: int = 64) -> tuple[object, bool]:
+                  rank: int = 0, world: int = 1, batch: int = 64, mirror: bool = False) -> tuple[object, bool]:
     """Features (or SWD descriptors) of the real set, cached next to the dataset. Returns (features, cached).
+    `mirror`: the detector metrics see every real image and its x-flip, as NVIDIA's metrics see the dataset of a
+    run trained with --mirror=1 (the set the generator learned).
 
-    The cache key covers dataset.json (which lists every shard's sha256), the detector's sha256 and the metric
-    kind, so a changed dataset or detector never reuses stale statistics."""
+    The cache key covers dataset.json (which lists every shard's sha256), the detector's sha256, the metric kind
+    and the mirroring, so a changed dataset or detector never reuses stale statistics."""
+    mirror = mirror and not spec.weight_free
     info_bytes = (data_dir / "dataset.json").read_bytes()
-    key_src = info_bytes + (detector.sha256 if detector else "none").encode() + spec.kind.encode()
+    key_src = info_bytes + (detector.sha256 if detector else "none").encode() + spec.kind.encode() + \
+        (b"mirror" if mirror else b"")
     key = hashlib.sha256(key_src).hexdigest()[:16]
     path = data_dir / f"stats-{spec.kind}-{key}.pt"
     if path.is_file():
@@ -102,7 +106,10 @@ def real_features(data_dir: Path, spec: MetricSpec, detector: Detector | None, d
                                             workers=2)):
         if limit is not None and seen >= limit // world:
             break
-        chunks.append(extract(imgs.to(device)))
+        imgs = imgs.to(device)
+        chunks.append(extract(imgs))
+        if mirror:
+            chunks.append(extract(imgs.flip(3)))
         seen += len(imgs)
     features = _combine(spec, gather_lists(chunks))
     if rank == 0:
@@ -131,10 +138,12 @@ def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector |
 
 
 def compute_metric(G: Generator, data_dir: Path, spec: MetricSpec, detector: Detector | None,
-                   device: torch.device, rank: int = 0, world: int = 1, batch: int = 64) -> tuple[float, bool]:
-    """(value, real statistics came from the cache). Every rank calls it; every rank gets the value."""
+                   device: torch.device, rank: int = 0, world: int = 1, batch: int = 64, mirror: bool = False
+                   ) -> tuple[float, bool]:
+    """(value, real statistics came from the cache). Every rank calls it; every rank gets the value. `mirror`:
+    the run trained on x-flipped reals too (see real_features)."""
     info = load_dataset_info(data_dir, G.img_resolution)
-    real, cached = real_features(data_dir, spec, detector, device, rank, world, batch)
+    real, cached = real_features(data_dir, spec, detector, device, rank, world, batch, mirror)
     num_gen = min(spec.num_gen, info["total_images"]) if spec.weight_free else spec.num_gen
     fake = fake_features(G, spec, num_gen, detector, device, rank, world, batch)
     if spec.kind == "swd":

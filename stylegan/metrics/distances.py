@@ -7,8 +7,9 @@ import scipy.linalg
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance, the covariance divided by N as NVIDIA's FeatureStats does (not N - 1)."""
     f = features.astype(np.float64)
-    return f.mean(axis=0), np.cov(f, rowvar=False)
+    return f.mean(axis=0), np.cov(f, rowvar=False, bias=True)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

@@ -34,7 +34,7 @@ class TrainConfig:
     run_name: str = ""                  # default: the config file's name; Slurm jobs pass their job name
     resolution: int = 64                # must equal the dataset's
     cond: bool = False                  # condition on the dataset's labels
-    mirror: bool = True                 # random x-flips of the reals
+    mirror: bool = False                # random x-flips of the reals (NVIDIA's --mirror: opt-in, as theirs)
     workers: int = 2                    # data loader processes per rank
     seed: int = 0
 

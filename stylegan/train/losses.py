@@ -84,8 +84,10 @@ class StyleGAN2Loss:
         noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
         (grads,) = torch.autograd.grad(outputs=[(img * noise).sum()], inputs=[ws], create_graph=True)
         lengths = grads.square().sum(2).mean(1).sqrt()
-        new_mean = self.pl_mean.lerp(lengths.mean().detach(), self.cfg.pl_decay)
-        self.pl_mean.copy_(new_mean)
+        # As NVIDIA's: the penalty's mean is not detached, so the gradient also flows through this batch's share
+        # of it (pl_decay of the mean); only the stored running mean is.
+        new_mean = self.pl_mean.lerp(lengths.mean(), self.cfg.pl_decay)
+        self.pl_mean.copy_(new_mean.detach())
         loss = (lengths - new_mean).square().mean() * self.cfg.pl_weight
         return loss, {"pl_penalty": loss}
 

@@ -83,6 +83,10 @@ def plan_start(cfg: TrainConfig, world: int) -> StartPlan:
         G, D = Generator(**G_kwargs), Discriminator(**D_kwargs)
     plan = StartPlan(cfg, world, rundir, info["total_images"], c_dim, batch_gpu, rounds, G_kwargs, D_kwargs,
                      frozen=D.layer_names()[:cfg.freezed])
+    if info.get("shuffle_seed") is None:
+        plan.warnings.append(f"{cfg.data}: its shards hold the images in file-name order (written by a preprocess "
+                             "older than --shuffle-seed), so batches follow that order: a class-sorted folder gives "
+                             "one-class batches; preprocess again")
     if (snapshot := rundir.latest()) is not None:
         plan.snapshot, plan.snapshot_state = snapshot, load_training_snapshot(snapshot, G_kwargs, D_kwargs)
         return plan
