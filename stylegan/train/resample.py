@@ -23,9 +23,12 @@ SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.04
 # Output pixels beyond each border that the 2x filters read (half their length at 1x): pad and crop by this much.
 FILTER_PAD = len(SYM6) // 4
 _TAP_PAD = len(SYM6) // 2 - 1  # conv padding that centres the 12-tap filter between the two 2x samples
-# sym6 is not symmetric: its centroid is 5.10 taps, not 5.5, so 2x up-sampling moves the image this many input pixels
-# left and up (and down-sampling back). Resampling other than by translation must undo it (tested on flips).
-PHASE_SHIFT = (_TAP_PAD + 0.5 - sum(k * t for k, t in enumerate(SYM6)) / sum(SYM6)) / 2
+# Where the transform sits relative to the 2x grid, in input pixels: NVIDIA's pipeline takes up-sampled sample j to
+# lie at input coordinate j / 2, a quarter pixel from the pixel-centre convention, and transforms about that point
+# (its translate2d(-0.5) around the 2x matrix). We do the same, so the discriminator sees the images NVIDIA's sees
+# (benchmarks/augment_fidelity.py --official). sym6's own centroid would put it at 0.20: flips and turns move the
+# image by twice the 0.05 difference, which NVIDIA's training has always had.
+PHASE_SHIFT = 0.25
 
 
 class _Sample(torch.autograd.Function):
