@@ -183,7 +183,8 @@ def tf_discriminator_variables(D: nn.Module) -> dict:
 def tf_networks(G: nn.Module, D: nn.Module, G_kwargs: dict, D_kwargs: dict, G_ema: nn.Module | None = None,
                 module_src: str = "raise SystemExit('must not run')") -> tuple:
     common = dict(num_channels=G_kwargs.get("img_channels", 3), resolution=G_kwargs["img_resolution"],
-                  label_size=G_kwargs["c_dim"])
+                  label_size=G_kwargs["c_dim"], num_fp16_res=G_kwargs.get("num_fp16_res", 0),
+                  conv_clamp=G_kwargs.get("conv_clamp"))  # as StyleGAN2-ADA TF networks carry them
     g_kw = dict(common, latent_size=G_kwargs["z_dim"], dlatent_size=G_kwargs["w_dim"],
                 fmap_base=G_kwargs.get("channel_base", 32768) // 2, fmap_max=G_kwargs.get("channel_max", 512),
                 mapping_layers=(G_kwargs.get("mapping_kwargs") or {}).get("num_layers", 8))

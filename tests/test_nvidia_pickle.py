@@ -127,6 +127,19 @@ def test_tf_pickles_give_the_networks_they_were_made_from(fixture, tf_pickle):
     assert not marker.exists(), "build_module_src was executed"
 
 
+def test_tf_pickles_keep_their_precision_settings(tmp_path):
+    """StyleGAN2-ADA TF networks carry num_fp16_res and conv_clamp: the import keeps them (config-e/f: none)."""
+    fx = Fixture("uncond32")
+    G, D = fx.networks()
+    kwargs = dict(fx.meta["G_kwargs"], num_fp16_res=2, conv_clamp=256)
+    ckpt = load_nvidia_pickle(write_tf_pickle(tmp_path / "ada.pkl", tf_networks(G, D, kwargs, fx.meta["D_kwargs"])))
+    assert (ckpt["G_kwargs"]["num_fp16_res"], ckpt["G_kwargs"]["conv_clamp"]) == (2, 256.0)
+    assert (ckpt["D_kwargs"]["num_fp16_res"], ckpt["D_kwargs"]["conv_clamp"]) == (2, 256.0)
+    plain = dict(fx.meta["G_kwargs"], num_fp16_res=0, conv_clamp=None)
+    ckpt = load_nvidia_pickle(write_tf_pickle(tmp_path / "f.pkl", tf_networks(G, D, plain, fx.meta["D_kwargs"])))
+    assert (ckpt["G_kwargs"]["num_fp16_res"], ckpt["G_kwargs"]["conv_clamp"]) == (0, None)
+
+
 def test_tf_and_pytorch_pickles_of_one_network_sample_the_same_pngs(tmp_path):
     fx = Fixture("uncond32")
     G, D = fx.networks()
@@ -187,6 +200,7 @@ class Evil:
     (lambda n: n[1].state["variables"].append(("Output/weight2", Evil())),
      "refusing to load global 'posix.system'"),
     (lambda n: n[0].state.update(version=3), "version 3"),
+    (lambda n: n[1].state["static_kwargs"].update(conv_clamp="high"), "conv_clamp='high'"),
 ])
 def test_tf_pickles_that_do_not_fit_are_refused_by_name(tmp_path, change, match):
     path = tf_variant(tmp_path, change)

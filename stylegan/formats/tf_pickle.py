@@ -101,6 +101,16 @@ def _check_common(path: Path, name: str, net: TFNetworkRecord, kw: dict, ignored
             _fail(path, f"{name} uses {key}={kw[key]!r}; only {want!r} is supported")
 
 
+def _precision(path: Path, name: str, kw: dict) -> dict:
+    """num_fp16_res and conv_clamp as the pickle sets them (StyleGAN2-ADA TF networks carry both; config-e/f: none)."""
+    fp16, clamp = kw.get("num_fp16_res", 0) or 0, kw.get("conv_clamp")
+    if isinstance(fp16, bool) or not isinstance(fp16, int) or fp16 < 0 or \
+            not (clamp is None or (isinstance(clamp, (int, float)) and not isinstance(clamp, bool) and clamp > 0)):
+        _fail(path, f"{name} has num_fp16_res={fp16!r} / conv_clamp={clamp!r}: expected a count >= 0 and a positive "
+                    "number or None")
+    return dict(num_fp16_res=fp16, conv_clamp=None if clamp is None else float(clamp))
+
+
 def _take(path: Path, name: str, tf: dict[str, np.ndarray], key: str, shape: tuple | None = None) -> np.ndarray:
     if key not in tf:
         _fail(path, f"{name} has no variable '{key}': not a StyleGAN2 network this converter knows")
@@ -138,7 +148,7 @@ def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, 
                     mapping_kwargs=dict(num_layers=layers, w_avg_beta=float(kw.get("dlatent_avg_beta",
                                                                                   kw.get("w_avg_beta", 0.995)))),
                     channel_base=int(kw.get("fmap_base", 16384)) * 2, channel_max=int(kw.get("fmap_max", 512)),
-                    num_fp16_res=0, conv_clamp=None, architecture=arch)
+                    **_precision(path, name, kw), architecture=arch)
     if kw.get("mapping_fmaps") not in (None, G_kwargs["w_dim"]) or kw.get("mapping_lrmul", 0.01) != 0.01:
         _fail(path, f"{name} uses mapping_fmaps={kw.get('mapping_fmaps')} / mapping_lrmul={kw.get('mapping_lrmul')}: "
                     "only the defaults (dlatent_size, 0.01) are supported")
@@ -189,7 +199,7 @@ def _discriminator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[di
     res, c_dim = int(kw.get("resolution", 1024)), int(kw.get("label_size", 0))
     D_kwargs = dict(c_dim=c_dim, img_resolution=res, img_channels=int(kw.get("num_channels", 3)),
                     channel_base=int(kw.get("fmap_base", 16384)) * 2, channel_max=int(kw.get("fmap_max", 512)),
-                    num_fp16_res=0, conv_clamp=None, epilogue_kwargs=dict(
+                    **_precision(path, name, kw), epilogue_kwargs=dict(
                         mbstd_group_size=int(kw.get("mbstd_group_size", 4)),
                         mbstd_num_channels=int(kw.get("mbstd_num_features", 1))))
     sd = {}
