@@ -110,8 +110,8 @@ class Network:
     """Pickles like NVIDIA's dnnlib.tflib.network.Network: its class, then its state (BUILD)."""
 
     def __init__(self, name: str, func: str, static_kwargs: dict, variables: dict, components: dict | None = None,
-                 module_src: str = "raise SystemExit('must not run')"):
-        self.state = dict(version=4, name=name, static_kwargs=static_kwargs, components=components or {},
+                 module_src: str = "raise SystemExit('must not run')", version: int = 4):
+        self.state = dict(version=version, name=name, static_kwargs=static_kwargs, components=components or {},
                           build_module_src=module_src, build_func_name=func,
                           variables=[(k, np.asarray(v, np.float32)) for k, v in variables.items()])
 
@@ -208,7 +208,32 @@ def tf_networks(G: nn.Module, D: nn.Module, G_kwargs: dict, D_kwargs: dict, G_em
     return generator("G", G), D_net, generator("Gs", G_ema or G)
 
 
-def write_tf_pickle(path: Path, networks: tuple) -> Path:
+def tf_stylegan1_networks(variables: dict[str, np.ndarray], G_kwargs: dict, D_kwargs: dict,
+                          module_src: str = "raise SystemExit('must not run')", version: int = 3) -> tuple:
+    """(G, D, Gs) records of a StyleGAN (2018) network as NVIDIA's 2018 code pickles them, from its variables by TF
+    name as that code's Network.vars lists them ('Gs/lod', 'Gs/G_synthesis/4x4/Const/const', 'D/4x4/Dense0/weight':
+    the keys benchmarks/stylegan1_official_side.py records). G and Gs get Gs's variables."""
+    def under(prefix: str, skip: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        return {k[len(prefix):]: v for k, v in variables.items() if k.startswith(prefix)
+                and not k[len(prefix):].startswith(skip)}
+
+    layers = 2 * int(np.log2(G_kwargs["resolution"])) - 2
+    synthesis, mapping = under("Gs/G_synthesis/"), under("Gs/G_mapping/")
+    own = under("Gs/", skip=("G_synthesis/", "G_mapping/"))
+    src = "training.networks_stylegan."
+
+    def generator(name: str) -> Network:
+        comps = {"synthesis": Network("G_synthesis", src + "G_synthesis", G_kwargs, synthesis, module_src=module_src,
+                                      version=version),
+                 "mapping": Network("G_mapping", src + "G_mapping", dict(G_kwargs, dlatent_broadcast=layers), mapping,
+                                    module_src=module_src, version=version)}
+        return Network(name, src + "G_style", G_kwargs, own, comps, module_src=module_src, version=version)
+
+    D = Network("D", src + "D_basic", D_kwargs, under("D/"), module_src=module_src, version=version)
+    return generator("G"), D, generator("Gs")
+
+
+def write_tf_pickle(path: Path, networks: tuple, protocol: int = 3) -> Path:
     """Pickle (G, D, Gs) as NVIDIA's TF StyleGAN2 files are: the Network class under its TF module name."""
     Network.__module__ = "dnnlib.tflib.network"
     stubs = {name: types.ModuleType(name) for name in ("dnnlib", "dnnlib.tflib", "dnnlib.tflib.network")}
@@ -216,7 +241,7 @@ def write_tf_pickle(path: Path, networks: tuple) -> Path:
     sys.modules.update(stubs)
     try:
         with open(path, "wb") as f:
-            pickle.dump(tuple(networks), f, protocol=3)
+            pickle.dump(tuple(networks), f, protocol=protocol)
     finally:
         for name in stubs:
             del sys.modules[name]

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--style-mix", nargs=2, metavar=("ROW_SEEDS", "COL_SEEDS"))
     parser.add_argument("--layers", default="0-6", help="style layers taken from the column seeds")
     parser.add_argument("--trunc", type=float, default=1.0, help="truncation psi")
-    parser.add_argument("--trunc-cutoff", type=int, help="truncate only the first N style layers")
+    parser.add_argument("--trunc-cutoff", type=int, help="truncate only the first N style layers (default: all for "
+                        "StyleGAN2, 8 for StyleGAN (2018) networks, as NVIDIA's)")
     parser.add_argument("--noise-mode", choices=("const", "random", "none"), default="const")
     parser.add_argument("--class", type=int, help="class index for conditional networks")
     parser.add_argument("--batch", type=int, default=32)

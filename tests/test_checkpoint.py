@@ -128,7 +128,7 @@ def test_safetensors_export_gives_the_same_images(tmp_path):
     z = torch.randn(3, 16)
     with torch.no_grad():
         assert torch.equal(G1(z, None, noise_mode="const"), G2(z, None, noise_mode="const"))
-    assert set(load_any(dest)) == {"format", "G_kwargs", "G_ema"}
+    assert set(load_any(dest)) == {"format", "family", "G_kwargs", "G_ema"} and load_any(dest)["family"] == "stylegan2"
     with pytest.raises(UserError, match="has no discriminator"):
         build_discriminator(load_any(dest), dest)
 

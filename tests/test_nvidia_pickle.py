@@ -191,7 +191,7 @@ class Evil:
 
 @pytest.mark.parametrize("change,match", [
     (lambda n: n[2].state["components"]["synthesis"].state.update(
-        build_func_name="training.networks_stylegan.G_synthesis"), "StyleGAN (version 1, 2018) network"),
+        build_func_name="training.networks_stylegan.G_synthesis"), "arguments no StyleGAN (2018) network has"),
     (lambda n: n[0].state["components"]["synthesis"].state["variables"].append(("64x64/Extra/weight", np.zeros(3))),
      "variables no StyleGAN2 generator has (synthesis/64x64/Extra/weight)"),
     (lambda n: n[1].state["static_kwargs"].update(my_new_trick=True),

@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict of tensors and Python values (no pickled classes): a training snapshot holds every key
 of TrainingSnapshot below; an imported NVIDIA network or an export holds format, G_kwargs and some of G, D, G_ema,
-D_kwargs. Files are written atomically, so a snapshot under its final name is always complete. Loading checks a file
+D_kwargs, and `family` 'stylegan1' for StyleGAN (2018) networks (absent: StyleGAN2). Files are
+written atomically, so a snapshot under its final name is always complete. Loading checks a file
 before it costs memory or builds anything: every network is first built on the meta device from its arguments and
 its tensors' shapes compared with the file's, so absurd arguments in a small file are refused, not allocated;
 state dicts must hold tensors, and finite ones.
@@ -26,7 +27,7 @@ from torch import nn
 from stylegan.errors import UserError
 from stylegan.fileio import atomic_write, write_bytes_atomic, write_text_atomic
 from stylegan.formats.nvidia_pickle import load_nvidia_pickle
-from stylegan.models.stylegan2 import Discriminator, Generator
+from stylegan.models import stylegan1, stylegan2
 
 FORMAT = 1
 
@@ -104,10 +105,23 @@ def check_state(path: str | Path, name: str, state: Any) -> dict[str, torch.Tens
     return state
 
 
+# The network families a checkpoint's `family` names (absent: StyleGAN2) and their (generator, discriminator).
+FAMILIES = {"stylegan2": (stylegan2.Generator, stylegan2.Discriminator),
+            "stylegan1": (stylegan1.Generator, stylegan1.Discriminator)}
+
+
+def network_classes(ckpt: dict, path: str | Path = "<checkpoint>") -> tuple[type, type]:
+    family = ckpt.get("family", "stylegan2")
+    if family not in FAMILIES:
+        raise UserError(f"{path}: network family {family!r:.40} is not one of {', '.join(FAMILIES)}")
+    return FAMILIES[family]
+
+
 def build_network(ckpt: dict, which: str, path: str | Path = "<checkpoint>") -> nn.Module:
     """The network `which` (G, G_ema or D) of a checkpoint: its arguments are checked on the meta device against
     the tensors' shapes first, then it is made on the CPU with those tensors."""
-    kwargs_key, cls = ("D_kwargs", Discriminator) if which == "D" else ("G_kwargs", Generator)
+    G_cls, D_cls = network_classes(ckpt, path)
+    kwargs_key, cls = ("D_kwargs", D_cls) if which == "D" else ("G_kwargs", G_cls)
     if which not in ckpt or kwargs_key not in ckpt:
         raise UserError(f"{path}: has no discriminator (a generator-only export cannot resume training)"
                         if which == "D" else f"{path}: has no '{which}' network")
@@ -131,15 +145,15 @@ def build_network(ckpt: dict, which: str, path: str | Path = "<checkpoint>") -> 
     return net
 
 
-def build_generator(ckpt: dict, which: str = "G_ema", path: str | Path = "<checkpoint>") -> Generator:
+def build_generator(ckpt: dict, which: str = "G_ema", path: str | Path = "<checkpoint>") -> nn.Module:
     return build_network(ckpt, which, path)
 
 
-def build_discriminator(ckpt: dict, path: str | Path = "<checkpoint>") -> Discriminator:
+def build_discriminator(ckpt: dict, path: str | Path = "<checkpoint>") -> nn.Module:
     return build_network(ckpt, "D", path)
 
 
-def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """G_ema of any supported network file, in eval mode, ready to sample."""
     ckpt = load_any(path, missing="--checkpoint: a .pt snapshot, an NVIDIA .pkl or an exported .safetensors")
     return build_generator(ckpt, "G_ema", path).eval().requires_grad_(False).to(device)
@@ -190,9 +204,11 @@ def export_safetensors(ckpt: dict, dest: str | Path) -> Path:
     """G_ema alone as `.safetensors`, plus `<dest>.json` with its constructor arguments, for sharing."""
     dest = Path(dest)
     tensors = {k: v.contiguous() for k, v in ckpt["G_ema"].items()}
-    meta = {"format": str(FORMAT), "G_kwargs": json.dumps(ckpt["G_kwargs"])}
+    family = ckpt.get("family", "stylegan2")
+    meta = {"format": str(FORMAT), "family": family, "G_kwargs": json.dumps(ckpt["G_kwargs"])}
     write_bytes_atomic(dest, st_save(tensors, metadata=meta))
-    write_text_atomic(dest.with_suffix(".json"), json.dumps({"G_kwargs": ckpt["G_kwargs"]}, indent=2) + "\n")
+    write_text_atomic(dest.with_suffix(".json"), json.dumps({"family": family, "G_kwargs": ckpt["G_kwargs"]},
+                                                            indent=2) + "\n")
     return dest
 
 
@@ -205,9 +221,10 @@ def load_safetensors(path: str | Path) -> dict:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
         if "G_kwargs" in meta:
-            kwargs = json.loads(meta["G_kwargs"])
+            kwargs, family = json.loads(meta["G_kwargs"]), meta.get("family", "stylegan2")
         elif path.with_suffix(".json").is_file():
-            kwargs = json.loads(path.with_suffix(".json").read_text())["G_kwargs"]
+            sidecar = json.loads(path.with_suffix(".json").read_text())
+            kwargs, family = sidecar["G_kwargs"], sidecar.get("family", "stylegan2")
         else:
             raise UserError(f"{path}: no G_kwargs in its metadata and no {path.with_suffix('.json').name} beside it")
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
@@ -215,7 +232,7 @@ def load_safetensors(path: str | Path) -> dict:
                         f"{' '.join(str(e).split())[:200]})") from None
     if not isinstance(kwargs, dict):
         raise UserError(f"{path}: its G_kwargs metadata is not a mapping of constructor arguments")
-    return {"format": FORMAT, "G_kwargs": kwargs, "G_ema": tensors}
+    return {"format": FORMAT, "family": family, "G_kwargs": kwargs, "G_ema": tensors}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ import torch
 from stylegan.errors import UserError
 from stylegan.formats.safe_pickle import Budget, PersistentRecord, TFNetworkRecord, plain, unpickle
 from stylegan.formats.tf_pickle import read_tf_networks
+from stylegan.formats.tf_records import is_stylegan1
+from stylegan.formats.tf_stylegan1 import read_stylegan1_networks
 
 
 def _tensors(record: PersistentRecord, budget: Budget, prefix: str = "", depth: int = 0) -> dict[str, torch.Tensor]:
@@ -117,10 +119,10 @@ def load_nvidia_pickle(path: str | Path) -> dict:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             RuntimeError, MemoryError, RecursionError, OverflowError, UnicodeDecodeError) as e:
         detail = " ".join(str(e).split())[:300] or type(e).__name__
-        raise UserError(f"{path}: cannot read as an NVIDIA StyleGAN2 pickle: {detail}") from None
+        raise UserError(f"{path}: cannot read as an NVIDIA network pickle: {detail}") from None
     budget = Budget(path, 2 * path.stat().st_size + (1 << 20))
     if isinstance(data, tuple) and data and all(isinstance(n, TFNetworkRecord) for n in data):
-        return read_tf_networks(path, data, budget)
+        return (read_stylegan1_networks if is_stylegan1(data) else read_tf_networks)(path, data, budget)
     if not isinstance(data, dict) or not isinstance(data.get("G_ema", data.get("G")), PersistentRecord):
         raise UserError(f"{path}: not an NVIDIA network pickle (expected a dict with 'G', 'D', 'G_ema', or "
                         "TensorFlow's (G, D, Gs))")

@@ -1,5 +1,5 @@
 """Unpickling network files that were written by code we will not run: NVIDIA's PyTorch and TensorFlow StyleGAN2
-pickles (stylegan.formats.nvidia_pickle, stylegan.formats.tf_pickle).
+pickles and TensorFlow StyleGAN (2018) ones (stylegan.formats.nvidia_pickle, tf_pickle, tf_stylegan1).
 
 A restricted unpickler admits only the handful of globals such files need and turns each network object into a
 plain record of its state; the source code such files embed is never executed and their modules never imported.
@@ -108,6 +108,21 @@ def _numpy_reconstruct(subtype: type, shape: tuple, dtype: Any) -> np.ndarray:
     return np.ndarray.__new__(np.ndarray, (0,), _numpy_dtype(dtype))
 
 
+def _numpy_frombuffer(buf: bytes | bytearray, dtype: Any, shape: tuple, order: str) -> np.ndarray:
+    # Protocol 5 pickles of arrays (numpy >= 1.16): a view of bytes the file holds, reshaped (numpy checks the
+    # element count), so nothing larger than the file is ever allocated.
+    if not isinstance(buf, (bytes, bytearray)) or order not in ("C", "F"):
+        _refuse("a numpy buffer that is not plain bytes")
+    return np.frombuffer(buf, dtype=_numpy_dtype(dtype)).reshape(shape, order=order)
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    # Protocol 2 writes bytes (numpy array data) as _codecs.encode(text, 'latin1'): only that is allowed.
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        _refuse("a codec call other than protocol 2's latin-1 bytes")
+    return text.encode("latin-1")
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentRecord,
     ("dnnlib.tflib.network", "Network"): TFNetworkRecord,
@@ -125,6 +140,9 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("_codecs", "encode"): _latin1_bytes,
+    ("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
 }
 
 

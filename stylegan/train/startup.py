@@ -94,6 +94,10 @@ def plan_start(cfg: TrainConfig, world: int) -> StartPlan:
     starts_random = D.layer_names()
     if cfg.fine_tuning:
         plan.source = load_any(cfg.resume, missing=RESUME_MISSING)
+        if plan.source.get("family", "stylegan2") != "stylegan2":
+            raise UserError(f"{cfg.resume}: a StyleGAN (2018) network: the trainer does not build those yet, so it "
+                            "cannot be fine-tuned (sample, evaluate and convert take it); resume from a StyleGAN2 "
+                            "network")
         plan.transfer, plan.warnings, starts_random = fine_tune(plan.source, cfg.resume, G, G, D, G_kwargs, D_kwargs,
                                                                 cfg.transfer_partial)
     if frozen_random := [n for n in plan.frozen if n in starts_random]:
