@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from stylegan.formats.safe_pickle import Budget, TFNetworkRecord
-from stylegan.formats.tf_records import as_tensors, fail, merged_kwargs, take, tf_conv, variables
+from stylegan.formats.tf_records import as_tensors, fail, merged_kwargs, read_networks, take, tf_conv, variables
 from stylegan.models.ops import setup_filter
 from stylegan.models.stylegan2 import FIR_TAPS, Discriminator, Generator
 
@@ -177,12 +177,4 @@ def _fir_filters(key: str) -> torch.Tensor | None:
 
 def read_tf_networks(path: Path, nets: tuple, budget: Budget) -> dict:
     """(G, D, Gs) records -> our checkpoint layout. The resample filter buffers are ours ([1,3,3,1] is checked)."""
-    if len(nets) != 3:
-        fail(path, f"a tuple of {len(nets)} TF networks: NVIDIA's TF pickles hold (G, D, Gs)")
-    G_kwargs, G = _generator(path, nets[0], budget)
-    D_kwargs, D = _discriminator(path, nets[1], budget)
-    Gs_kwargs, G_ema = _generator(path, nets[2], budget)
-    if Gs_kwargs != G_kwargs:
-        fail(path, "its G and Gs have different architectures")
-    return {"format": 1, "source": str(path), "G_kwargs": G_kwargs, "D_kwargs": D_kwargs, "G": G, "D": D,
-            "G_ema": G_ema}
+    return read_networks(path, nets, budget, _generator, _discriminator)

@@ -105,3 +105,17 @@ def as_tensors(path: Path, name: str, sd: dict[str, np.ndarray], network: type, 
                        f"give {list(t.shape)}")
         out[key] = budget.copy(torch.from_numpy(np.array(value, dtype=np.float32, order="C")))
     return out
+
+
+def read_networks(path: Path, nets: tuple, budget: Budget, generator: Callable, discriminator: Callable) -> dict:
+    """(G, D, Gs) records -> our checkpoint layout; `generator` and `discriminator` read one record each, (path,
+    record, budget) -> (constructor arguments, state dict)."""
+    if len(nets) != 3:
+        fail(path, f"a tuple of {len(nets)} TF networks: NVIDIA's TF pickles hold (G, D, Gs)")
+    G_kwargs, G = generator(path, nets[0], budget)
+    D_kwargs, D = discriminator(path, nets[1], budget)
+    Gs_kwargs, G_ema = generator(path, nets[2], budget)
+    if Gs_kwargs != G_kwargs:
+        fail(path, "its G and Gs have different architectures")
+    return {"format": 1, "source": str(path), "G_kwargs": G_kwargs, "D_kwargs": D_kwargs, "G": G, "D": D,
+            "G_ema": G_ema}

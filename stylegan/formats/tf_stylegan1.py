@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from stylegan.formats.safe_pickle import Budget, TFNetworkRecord
-from stylegan.formats.tf_records import as_tensors, fail, merged_kwargs, take, tf_conv, variables
+from stylegan.formats.tf_records import as_tensors, fail, merged_kwargs, read_networks, take, tf_conv, variables
 from stylegan.models.stylegan1 import Discriminator, Generator
 
 FAMILY = "stylegan1"  # the checkpoint key `family` of such networks (absent: StyleGAN2)
@@ -73,14 +73,21 @@ def _layer(sd: dict, take_: Callable[[str], np.ndarray], theirs: str, ours: str,
     sd[f"{ours}.affine.bias"] = take_(f"{theirs}/StyleMod/bias")
 
 
-def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, dict]:
-    name = f"the TF generator '{net.state.get('name')}'"
+def _read(path: Path, net: TFNetworkRecord, budget: Budget, what: str, default_res: int
+          ) -> tuple[str, dict, dict[str, np.ndarray], int]:
+    """The record's name for messages, its checked arguments, its variables and its resolution."""
+    name = f"the TF {what} '{net.state.get('name')}'"
     kw = merged_kwargs(net, budget)
     _check(path, name, kw)
     tf = variables(path, net, budget, VERSIONS, "StyleGAN (2018)")
-    res = kw.get("resolution", 1024)
+    res = kw.get("resolution", default_res)
     if res < 4 or res & (res - 1):
         fail(path, f"{name} has resolution {res}: expected a power of two >= 4")
+    return name, kw, tf, res
+
+
+def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, dict]:
+    name, kw, tf, res = _read(path, net, budget, "generator", 1024)
     cutoff = kw.get("truncation_cutoff", 8)
     G_kwargs = dict(z_dim=kw.get("latent_size", 512), c_dim=0, w_dim=kw.get("dlatent_size", 512),
                     img_resolution=res, img_channels=kw.get("num_channels", 3), fmap_base=kw.get("fmap_base", 8192),
@@ -114,13 +121,7 @@ def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, 
 
 
 def _discriminator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, dict]:
-    name = f"the TF discriminator '{net.state.get('name')}'"
-    kw = merged_kwargs(net, budget)
-    _check(path, name, kw)
-    tf = variables(path, net, budget, VERSIONS, "StyleGAN (2018)")
-    res = kw.get("resolution", 32)
-    if res < 4 or res & (res - 1):
-        fail(path, f"{name} has resolution {res}: expected a power of two >= 4")
+    name, kw, tf, res = _read(path, net, budget, "discriminator", 32)
     D_kwargs = dict(c_dim=0, img_resolution=res, img_channels=kw.get("num_channels", 1),
                     fmap_base=kw.get("fmap_base", 8192), fmap_max=kw.get("fmap_max", 512),
                     mbstd_group_size=kw.get("mbstd_group_size", 4), mbstd_num_features=kw.get("mbstd_num_features", 1))
@@ -148,12 +149,4 @@ def _discriminator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[di
 
 def read_stylegan1_networks(path: Path, nets: tuple, budget: Budget) -> dict:
     """(G, D, Gs) records of NVIDIA's 2018 code -> our checkpoint layout, `family` 'stylegan1'."""
-    if len(nets) != 3:
-        fail(path, f"a tuple of {len(nets)} TF networks: NVIDIA's TF pickles hold (G, D, Gs)")
-    G_kwargs, G = _generator(path, nets[0], budget)
-    D_kwargs, D = _discriminator(path, nets[1], budget)
-    Gs_kwargs, G_ema = _generator(path, nets[2], budget)
-    if Gs_kwargs != G_kwargs:
-        fail(path, "its G and Gs have different architectures")
-    return {"format": 1, "family": FAMILY, "source": str(path), "G_kwargs": G_kwargs, "D_kwargs": D_kwargs, "G": G,
-            "D": D, "G_ema": G_ema}
+    return {**read_networks(path, nets, budget, _generator, _discriminator), "family": FAMILY}

@@ -33,6 +33,13 @@ def channels_at(stage: int, fmap_base: int, fmap_max: int) -> int:
     return min(fmap_base // 2 ** stage, fmap_max)
 
 
+def check_arguments(c_dim: int, img_resolution: int) -> None:
+    if c_dim:
+        raise ValueError("conditional StyleGAN (2018) networks are not supported")
+    if img_resolution < 4 or img_resolution & (img_resolution - 1):
+        raise ValueError(f"img_resolution {img_resolution} is not a power of two >= 4")
+
+
 def lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, LRELU_SLOPE)
 
@@ -200,10 +207,7 @@ class Generator(nn.Module):
     def __init__(self, z_dim: int = 512, c_dim: int = 0, w_dim: int = 512, img_resolution: int = 1024,
                  img_channels: int = 3, fmap_base: int = 8192, fmap_max: int = 512, mapping_kwargs: dict | None = None):
         super().__init__()
-        if c_dim:
-            raise ValueError("conditional StyleGAN (2018) generators are not supported")
-        if img_resolution < 4 or img_resolution & (img_resolution - 1):
-            raise ValueError(f"img_resolution {img_resolution} is not a power of two >= 4")
+        check_arguments(c_dim, img_resolution)
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, fmap_base, fmap_max)
@@ -221,10 +225,7 @@ class Discriminator(nn.Module):
     def __init__(self, c_dim: int = 0, img_resolution: int = 1024, img_channels: int = 3, fmap_base: int = 8192,
                  fmap_max: int = 512, mbstd_group_size: int = 4, mbstd_num_features: int = 1):
         super().__init__()
-        if c_dim:
-            raise ValueError("conditional StyleGAN (2018) discriminators are not supported")
-        if img_resolution < 4 or img_resolution & (img_resolution - 1):
-            raise ValueError(f"img_resolution {img_resolution} is not a power of two >= 4")
+        check_arguments(c_dim, img_resolution)
         self.c_dim, self.img_resolution, self.img_channels = c_dim, img_resolution, img_channels
         self.resolutions = [2 ** i for i in range(int(math.log2(img_resolution)), 1, -1)]
         for r in self.resolutions:
