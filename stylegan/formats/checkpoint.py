@@ -2,11 +2,11 @@
 
 A checkpoint is a plain dict of tensors and Python values (no pickled classes): a training snapshot holds every key
 of TrainingSnapshot below; an imported NVIDIA network or an export holds format, G_kwargs and some of G, D, G_ema,
-D_kwargs, and `family` 'stylegan1' for StyleGAN (2018) networks (absent: StyleGAN2). Files are
-written atomically, so a snapshot under its final name is always complete. Loading checks a file
-before it costs memory or builds anything: every network is first built on the meta device from its arguments and
-its tensors' shapes compared with the file's, so absurd arguments in a small file are refused, not allocated;
-state dicts must hold tensors, and finite ones.
+D_kwargs, and `family` 'stylegan1' for StyleGAN (2018) networks (absent: StyleGAN2). Files are written atomically,
+so a snapshot under its final name is always complete. Loading checks a file before it costs memory or builds
+anything: every network is first built on the meta device from its arguments and its tensors' shapes compared with
+the file's, so absurd arguments in a small file are refused, not allocated; state dicts must hold tensors, and finite
+ones.
 """
 
 from __future__ import annotations

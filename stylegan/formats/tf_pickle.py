@@ -9,8 +9,8 @@ mapping to our (official PyTorch) parameter names, published with NVIDIA's own c
   modulation biases (mod_bias)     -> + 1 (TF adds it in the graph, ours is part of the parameter)
   synthesis/noise<k> [1, 1, r, r]  -> the noise_const of layer k;  dlatent_avg -> mapping.w_avg
   fmap_base                        -> channel_base = 2 * fmap_base;  resolution, latent/dlatent sizes as named
-Anything else is refused with the name of what does not fit: StyleGAN (version 1) networks, other filters or
-channel rules, variables no StyleGAN2 network has.
+Anything else is refused with the name of what does not fit: other filters or channel rules, variables no StyleGAN2
+network has. StyleGAN (2018) networks are read by stylegan.formats.tf_stylegan1.
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ _D_IGNORED = {"structure", "conditioning", "dtype", "num_fp16_res", "conv_clamp"
               "mbstd_num_features", "mapping_layers", "mapping_fmaps", "mapping_lrmul", "freeze_layers"}
 
 
-def _check_common(path: Path, name: str, net: TFNetworkRecord, kw: dict, ignored: set[str]) -> None:
+def _check_common(path: Path, name: str, kw: dict, ignored: set[str]) -> None:
     unknown = sorted(set(kw) - ignored)
     if unknown:
         fail(path, f"{name} has arguments no StyleGAN2 network has ({', '.join(unknown)}): a modified architecture "
-                    "is not supported")
+             "is not supported")
     for key, want in (("fmap_decay", 1.0), ("fmap_min", 1), ("nonlinearity", "lrelu"), ("resample_kernel",
                       [1, 3, 3, 1]), ("mapping_nonlinearity", "lrelu"), ("normalize_latents", True)):
         if key in kw and kw[key] != want:
@@ -57,18 +57,18 @@ def _precision(path: Path, name: str, kw: dict) -> dict:
     if isinstance(fp16, bool) or not isinstance(fp16, int) or fp16 < 0 or \
             not (clamp is None or (isinstance(clamp, (int, float)) and not isinstance(clamp, bool) and clamp > 0)):
         fail(path, f"{name} has num_fp16_res={fp16!r} / conv_clamp={clamp!r}: expected a count >= 0 and a positive "
-                    "number or None")
+             "number or None")
     return dict(num_fp16_res=fp16, conv_clamp=None if clamp is None else float(clamp))
 
 
 def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, dict]:
     name = f"the TF generator '{net.state.get('name')}'"
     kw = merged_kwargs(net, budget)
-    _check_common(path, name, net, kw, _G_IGNORED)
+    _check_common(path, name, kw, _G_IGNORED)
     tf = variables(path, net, budget, versions=(4,), family="StyleGAN2")
     if any(k.startswith("mapping/LabelConcat") for k in tf):
         fail(path, f"{name} is a conditional StyleGAN2 (2019) network (labels concatenated before normalisation): "
-                    "not supported; StyleGAN2-ADA conditional networks (LabelEmbed) are")
+             "not supported; StyleGAN2-ADA conditional networks (LabelEmbed) are")
     res, c_dim = int(kw.get("resolution", 1024)), int(kw.get("label_size", 0))
     arch = kw.get("architecture", "skip")
     if any(re.fullmatch(r"synthesis/ToRGB_lod\d+/.*", k) for k in tf):
@@ -88,7 +88,7 @@ def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, 
                     **_precision(path, name, kw), architecture=arch)
     if kw.get("mapping_fmaps") not in (None, G_kwargs["w_dim"]) or kw.get("mapping_lrmul", 0.01) != 0.01:
         fail(path, f"{name} uses mapping_fmaps={kw.get('mapping_fmaps')} / mapping_lrmul={kw.get('mapping_lrmul')}: "
-                    "only the defaults (dlatent_size, 0.01) are supported")
+             "only the defaults (dlatent_size, 0.01) are supported")
     if c_dim:
         G_kwargs["mapping_kwargs"]["embed_features"] = kw.get("label_fmaps") or G_kwargs["w_dim"]
     sd = {"mapping.w_avg": take(path, name, tf, "dlatent_avg")}
@@ -121,18 +121,18 @@ def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, 
     tf.pop("lod", None)  # progressive-growing leftover some TF generators carry; unused by StyleGAN2
     if tf:
         fail(path, f"{name} has variables no StyleGAN2 generator has ({', '.join(sorted(tf)[:4])}): a modified "
-                    "architecture is not supported")
+             "architecture is not supported")
     return G_kwargs, as_tensors(path, name, sd, Generator, G_kwargs, budget, _fir_filters)
 
 
 def _discriminator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, dict]:
     name = f"the TF discriminator '{net.state.get('name')}'"
     kw = merged_kwargs(net, budget)
-    _check_common(path, name, net, kw, _D_IGNORED)
+    _check_common(path, name, kw, _D_IGNORED)
     tf = variables(path, net, budget, versions=(4,), family="StyleGAN2")
     if kw.get("architecture", "resnet") != "resnet" or any(k.startswith("FromRGB_lod") for k in tf):
         fail(path, f"{name} uses architecture {kw.get('architecture', 'orig')!r}: only 'resnet' discriminators are "
-                    "supported (import G alone by exporting its Gs, or fine-tune with a new D)")
+             "supported (import G alone by exporting its Gs, or fine-tune with a new D)")
     res, c_dim = int(kw.get("resolution", 1024)), int(kw.get("label_size", 0))
     D_kwargs = dict(c_dim=c_dim, img_resolution=res, img_channels=int(kw.get("num_channels", 3)),
                     channel_base=int(kw.get("fmap_base", 16384)) * 2, channel_max=int(kw.get("fmap_max", 512)),
@@ -166,7 +166,7 @@ def _discriminator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[di
     sd["b4.out.bias"] = take(path, name, tf, "Output/bias")
     if tf:
         fail(path, f"{name} has variables no StyleGAN2 discriminator has ({', '.join(sorted(tf)[:4])}): a modified "
-                    "architecture is not supported")
+             "architecture is not supported")
     return D_kwargs, as_tensors(path, name, sd, Discriminator, D_kwargs, budget, _fir_filters)
 
 

@@ -20,6 +20,7 @@ NVIDIA's defaults, which every released network uses; anything else is refused b
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -73,21 +74,22 @@ def _layer(sd: dict, take_: Callable[[str], np.ndarray], theirs: str, ours: str,
     sd[f"{ours}.affine.bias"] = take_(f"{theirs}/StyleMod/bias")
 
 
-def _read(path: Path, net: TFNetworkRecord, budget: Budget, what: str, default_res: int
-          ) -> tuple[str, dict, dict[str, np.ndarray], int]:
-    """The record's name for messages, its checked arguments, its variables and its resolution."""
-    name = f"the TF {what} '{net.state.get('name')}'"
+def _read(path: Path, net: TFNetworkRecord, budget: Budget, name: str, default_res: int
+          ) -> tuple[dict, Callable[[str], np.ndarray], dict[str, np.ndarray], int]:
+    """The record's checked arguments, a function that takes its variables one by one (naming a missing one), the
+    variables left, and its resolution."""
     kw = merged_kwargs(net, budget)
     _check(path, name, kw)
     tf = variables(path, net, budget, VERSIONS, "StyleGAN (2018)")
     res = kw.get("resolution", default_res)
     if res < 4 or res & (res - 1):
         fail(path, f"{name} has resolution {res}: expected a power of two >= 4")
-    return name, kw, tf, res
+    return kw, functools.partial(take, path, name, tf), tf, res
 
 
 def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, dict]:
-    name, kw, tf, res = _read(path, net, budget, "generator", 1024)
+    name = f"the TF generator '{net.state.get('name')}'"
+    kw, take_, tf, res = _read(path, net, budget, name, 1024)
     cutoff = kw.get("truncation_cutoff", 8)
     G_kwargs = dict(z_dim=kw.get("latent_size", 512), c_dim=0, w_dim=kw.get("dlatent_size", 512),
                     img_resolution=res, img_channels=kw.get("num_channels", 3), fmap_base=kw.get("fmap_base", 8192),
@@ -97,9 +99,6 @@ def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, 
                                         lr_multiplier=float(kw.get("mapping_lrmul", 0.01)),
                                         w_avg_beta=float(kw.get("dlatent_avg_beta") or 0.995),
                                         truncation_cutoff=0 if cutoff is None else int(cutoff)))  # None: NVIDIA's off
-
-    def take_(key: str) -> np.ndarray:
-        return take(path, name, tf, key)
 
     sd = {"mapping.w_avg": take_("dlatent_avg"), "synthesis.lod": take_("lod")}
     tf.pop("synthesis/lod", None)  # G_style sets it from its own lod at every call
@@ -121,13 +120,11 @@ def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, 
 
 
 def _discriminator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, dict]:
-    name, kw, tf, res = _read(path, net, budget, "discriminator", 32)
+    name = f"the TF discriminator '{net.state.get('name')}'"
+    kw, take_, tf, res = _read(path, net, budget, name, 32)
     D_kwargs = dict(c_dim=0, img_resolution=res, img_channels=kw.get("num_channels", 1),
                     fmap_base=kw.get("fmap_base", 8192), fmap_max=kw.get("fmap_max", 512),
                     mbstd_group_size=kw.get("mbstd_group_size", 4), mbstd_num_features=kw.get("mbstd_num_features", 1))
-
-    def take_(key: str) -> np.ndarray:
-        return take(path, name, tf, key)
 
     sd = {"lod": take_("lod")}
     log2 = int(math.log2(res))

@@ -231,11 +231,12 @@ class Discriminator(nn.Module):
         for r in self.resolutions:
             stage = int(math.log2(r)) - 1
             block = nn.Module()
-            block.fromrgb = Conv(img_channels, channels_at(stage, fmap_base, fmap_max), 1)
+            here = channels_at(stage, fmap_base, fmap_max)
+            block.fromrgb = Conv(img_channels, here, 1)
             if r > 4:
-                block.conv0 = Conv(channels_at(stage, fmap_base, fmap_max), channels_at(stage, fmap_base, fmap_max), 3)
-                block.conv1 = Conv(channels_at(stage, fmap_base, fmap_max),
-                                   channels_at(stage - 1, fmap_base, fmap_max), 3, down=True, fused=r >= FUSED_FROM)
+                block.conv0 = Conv(here, here, 3)
+                block.conv1 = Conv(here, channels_at(stage - 1, fmap_base, fmap_max), 3, down=True,
+                                   fused=r >= FUSED_FROM)
             else:
                 c = channels_at(1, fmap_base, fmap_max)
                 block.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_features) if mbstd_group_size > 1 \
@@ -252,7 +253,7 @@ class Discriminator(nn.Module):
         x = lrelu(getattr(self, f"b{self.img_resolution}").fromrgb(img))
         for i, r in enumerate(self.resolutions[:-1]):
             block = getattr(self, f"b{r}")
-            x = lrelu(block.conv1.conv(blur(lrelu(block.conv0(x)))) + block.conv1.bias[None, :, None, None])
+            x = lrelu(block.conv1(blur(lrelu(block.conv0(x)))))
             img = downscale(img)
             x = lerp_clip(x, lrelu(getattr(self, f"b{r // 2}").fromrgb(img)), self.lod - i)
         b4 = self.b4
