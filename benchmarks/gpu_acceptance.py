@@ -11,7 +11,10 @@ What runs, as subprocesses of the real jobs:
     resume at the same kimg and the end; then under torchrun over all GPUs;
   * jobs.evaluate --compile: swd, and fid with an Inception detector built from random weights;
   * jobs.sample --compile: seeds at truncation 0.7, a grid, a latent walk (GIF + MP4), style mixing;
-  * jobs.convert: the pickle to .pt and a snapshot to .safetensors, sampled again to the same pixels.
+  * jobs.convert: the pickle to .pt and a snapshot to .safetensors, sampled again to the same pixels;
+  * configs/stylegan1-textures64.yaml from a StyleGAN (2018) pickle of karras2019stylegan-ffhq-1024x1024's shape
+    (random weights, the tests' builder), SIGTERM and resume, evaluate, and the seed's sampling (seeds at 0.7, the
+    walk 200,1000,2500,4000,200, style mixing).
 One line per check (PASS/FAIL and its figure), a summary last; exit 1 if any check failed. `--code` runs the jobs
 of another checkout (e.g. an older commit) against the same checks, to show what they catch.
 """
@@ -33,8 +36,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.nvidia_pickles import write_nvidia_pickle
+from benchmarks.nvidia_pickles import write_nvidia_pickle, write_stylegan1_pickle
 from stylegan.metrics.inception import FIDInceptionV3
+from stylegan.models import stylegan1
 from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.rundir import RunDir
 
@@ -43,6 +47,9 @@ FFHQ_G = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3
               channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256)
 FFHQ_D = dict(c_dim=0, img_resolution=1024, img_channels=3, channel_base=32768, channel_max=512, num_fp16_res=4,
               conv_clamp=256, epilogue_kwargs=dict(mbstd_group_size=4))
+SG1_FFHQ_G = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3, fmap_base=8192, fmap_max=512,
+                  mapping_kwargs=dict(num_layers=8))  # karras2019stylegan-ffhq-1024x1024.pkl's
+SG1_FFHQ_D = dict(c_dim=0, img_resolution=1024, img_channels=3, fmap_base=8192, fmap_max=512, mbstd_group_size=4)
 EXIT_WITHIN_S = 30.0
 
 
@@ -96,23 +103,24 @@ class Acceptance:
             write_nvidia_pickle(pkl, G, D, FFHQ_G, FFHQ_D, augment_p=0.0)
         return data, pkl
 
-    def train_args(self, data: Path, pkl: Path, name: str, kimg: float) -> list[str]:
-        return ["--config", str(self.code / "configs" / "textures64.yaml"), f"data={data}", f"resume={pkl}",
+    def train_args(self, data: Path, pkl: Path, name: str, kimg: float, config: str = "textures64.yaml") -> list[str]:
+        return ["--config", str(self.code / "configs" / config), f"data={data}", f"resume={pkl}",
                 f"outdir={self.work / 'runs'}", f"run_name={name}", f"kimg={kimg}", "tick_kimg=0.5", "snap=1",
                 "aug_p=0.2", "workers=4"]
 
     def exit_delay(self, run: RunDir, exited: float) -> float:
         return exited - run.latest().stat().st_mtime
 
-    def train_one_gpu(self, data: Path, pkl: Path) -> RunDir | None:
-        run = RunDir(self.work / "runs" / "gpu1")
+    def preempt_and_resume(self, args: list[str], run: RunDir, what: str) -> str | None:
+        """Train on 1 GPU, SIGTERM it once a snapshot past kimg 0 exists, then resume to the end, checking each
+        exit. Returns the first part's log (None when it failed)."""
         shutil.rmtree(run.path, ignore_errors=True)  # a fresh run each time (the data and the pickle are kept)
-        args = [sys.executable, "-m", "jobs.train", *self.train_args(data, pkl, "gpu1", 2.0)]
-        start, log = time.time(), self.work / "logs" / "train-gpu1-a.log"
+        start, log = time.time(), self.work / "logs" / f"train-{run.path.name}-a.log"
         log.parent.mkdir(exist_ok=True)
         with open(log, "w") as log_file:
-            proc = subprocess.Popen(args, cwd=self.code, env={**self.env, "CUDA_VISIBLE_DEVICES": "0"},
-                                    stdout=log_file, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *args], cwd=self.code,
+                                    env={**self.env, "CUDA_VISIBLE_DEVICES": "0"}, stdout=log_file,
+                                    stderr=subprocess.STDOUT)
             while proc.poll() is None and not [n for n, _ in run.snapshots() if n > 0] and time.time() - start < 480:
                 time.sleep(0.2)
             if proc.poll() is None:
@@ -121,34 +129,80 @@ class Acceptance:
         exited, out = time.time(), log.read_text(errors="replace")
         first_tick = re.search(r"tick 0 kimg .* time (\S+)", out)
         error = next((line for line in out.splitlines() if re.match(r"\w*(Error|Exception)\b", line)), "")
-        if not self.check("train 1 GPU, ADA p>0, R1 + path length, snapshot, SIGTERM", proc.returncode == 3
-                          and "stopping on signal 15" in out,
+        if not self.check(f"{what}, snapshot, SIGTERM", proc.returncode == 3 and "stopping on signal 15" in out,
                           f"exit {proc.returncode}, {exited - start:.0f} s, first tick after "
                           f"{first_tick.group(1) if first_tick else '-'}; first error: {error[:300]!r}"):
+            return None
+        stopped = run.snapshots()[-1][0]
+        self.check(f"{what}: exit after the signal-time snapshot", self.exit_delay(run, exited) <= EXIT_WITHIN_S,
+                   f"{self.exit_delay(run, exited):.1f} s after it was written")
+        resumed = self.job("train", args)
+        exited = time.time()
+        self.check(f"{what}: resume at the same kimg, run to the end", resumed.returncode == 0
+                   and f"at kimg {stopped / 1000:.3f}" in resumed.stdout and "training complete" in resumed.stdout,
+                   f"exit {resumed.returncode}, resumed at {stopped / 1000:.3f} kimg, {resumed.seconds:.0f} s")
+        self.check(f"{what}: exit after the last snapshot", self.exit_delay(run, exited) <= EXIT_WITHIN_S,
+                   f"{self.exit_delay(run, exited):.1f} s")
+        return out
+
+    def train_one_gpu(self, data: Path, pkl: Path) -> RunDir | None:
+        run = RunDir(self.work / "runs" / "gpu1")
+        out = self.preempt_and_resume(self.train_args(data, pkl, "gpu1", 2.0), run,
+                                      "train 1 GPU, ADA p>0, R1 + path length")
+        if out is None:
             return None
         g = re.search(r"G: copied (\d+)/(\d+) tensors", out)
         d_random = re.search(r"D: start random \(not in the source\): (.*)", out)
         self.check("transfer from the config-f pickle", g and g.group(1) == g.group(2) and d_random
                    and d_random.group(1) == "b64.fromrgb.weight, b64.fromrgb.bias" and "WARNING" not in out,
                    f"G {g.group(0) if g else '?'}, D random: {d_random.group(1) if d_random else '?'}")
-        stopped = run.snapshots()[-1][0]
-        self.check("exit after the signal-time snapshot", self.exit_delay(run, exited) <= EXIT_WITHIN_S,
-                   f"{self.exit_delay(run, exited):.1f} s after it was written")
-        resumed = self.job("train", self.train_args(data, pkl, "gpu1", 2.0))
-        exited = time.time()
         rows = run.ticks()
         regs = [r for r in rows if "r1_penalty" in r and "pl_penalty" in r]
-        self.check("resume at the same kimg, run to the end", resumed.returncode == 0
-                   and f"at kimg {stopped / 1000:.3f}" in resumed.stdout and "training complete" in resumed.stdout,
-                   f"exit {resumed.returncode}, resumed at {stopped / 1000:.3f} kimg, {resumed.seconds:.0f} s")
         self.check("R1 and path length ran with augment p > 0", bool(regs) and all(
             np.isfinite([r["r1_penalty"], r["pl_penalty"], r["loss_G"], r["loss_D"]]).all() for r in regs)
             and min(r["augment_p"] for r in rows) > 0,
             f"{len(regs)} ticks with both, p {rows[0]['augment_p']:.3f} -> {rows[-1]['augment_p']:.3f}, "
             f"sec/kimg last tick {rows[-1]['sec_per_kimg']:.2f}, peak {rows[-1]['gpumem_gb']:.1f} GB")
-        self.check("exit after the last snapshot", self.exit_delay(run, exited) <= EXIT_WITHIN_S,
-                   f"{self.exit_delay(run, exited):.1f} s")
         return run
+
+    def stylegan1(self, data: Path) -> None:
+        """configs/stylegan1-textures64.yaml from a StyleGAN (2018) pickle of FFHQ's shape, preempted and resumed,
+        then evaluated and sampled as the seed's workflow does (seeds at 0.7, its walk, style mixing)."""
+        pkl = self.work / "karras2019-shaped.pkl"
+        if not pkl.is_file():
+            torch.manual_seed(0)
+            write_stylegan1_pickle(pkl, stylegan1.Generator(**SG1_FFHQ_G), stylegan1.Discriminator(**SG1_FFHQ_D),
+                                   SG1_FFHQ_G, SG1_FFHQ_D)
+        run = RunDir(self.work / "runs" / "sg1")
+        out = self.preempt_and_resume(self.train_args(data, pkl, "sg1", 1.5, "stylegan1-textures64.yaml"), run,
+                                      "StyleGAN (2018) preset, ADA p>0, R1 in every D step")
+        if out is None:
+            return
+        copied = re.findall(r"(G|D): copied (\d+)/(\d+) tensors", out)
+        self.check("StyleGAN (2018) transfer by resolution", len(copied) == 2 and all(a == b for _, a, b in copied)
+                   and "WARNING" not in out, ", ".join(f"{n} {a}/{b}" for n, a, b in copied))
+        rows = run.ticks()
+        self.check("StyleGAN (2018): losses finite, p > 0", bool(rows) and all(
+            np.isfinite([r["r1_penalty"], r["loss_G"], r["loss_D"]]).all() for r in rows)
+            and min(r["augment_p"] for r in rows) > 0,
+            f"{len(rows)} ticks, sec/kimg last tick {rows[-1]['sec_per_kimg']:.2f}, peak "
+            f"{rows[-1]['gpumem_gb']:.1f} GB" if rows else "no ticks")
+        swd = self.job("evaluate", ["--run", str(run.path), "--metrics", "swd"])
+        self.check("StyleGAN (2018): evaluate swd", swd.returncode == 0 and len(run.results("swd"))
+                   == len(run.snapshots()), f"{[round(r['value'], 1) for r in run.results('swd')]}")
+        out_dir, snap = self.work / "samples-sg1", str(run.latest())
+        shutil.rmtree(out_dir, ignore_errors=True)
+        seeds = self.job("sample", ["--network", snap, "--trunc", "0.7", "--outdir", str(out_dir / "seeds"),
+                                    "--seeds", "0-499"])
+        walk = self.job("sample", ["--network", snap, "--trunc", "0.8", "--outdir", str(out_dir / "walk"),
+                                   "--walk", "200,1000,2500,4000,200", "--frames", "10"])
+        mix = self.job("sample", ["--network", snap, "--outdir", str(out_dir / "mix"), "--style-mix", "1,2,3",
+                                  "4,5,6"])
+        pngs = list((out_dir / "seeds").rglob("seed*.png"))
+        self.check("StyleGAN (2018): seeds at 0.7, the walk 200,1000,2500,4000,200, style mixing",
+                   seeds.returncode == walk.returncode == mix.returncode == 0 and len(pngs) == 500
+                   and (out_dir / "walk" / "walk.gif").is_file() and (out_dir / "mix" / "style-mix.png").is_file(),
+                   f"{len(pngs)} PNGs in {seeds.seconds:.0f} s, walk {walk.seconds:.0f} s, mix {mix.seconds:.0f} s")
 
     def train_all_gpus(self, data: Path, pkl: Path) -> None:
         run = RunDir(self.work / "runs" / f"gpu{self.gpus}x")
@@ -215,8 +269,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/gpu-acceptance")
     parser.add_argument("--gpus", type=int, default=torch.cuda.device_count())
     parser.add_argument("--images", type=int, default=500, help="textures in the dataset")
-    parser.add_argument("--only", nargs="+", choices=("train", "torchrun", "evaluate", "sample"),
-                        default=["train", "torchrun", "evaluate", "sample"])
+    parts = ("train", "torchrun", "evaluate", "sample", "stylegan1")
+    parser.add_argument("--only", nargs="+", choices=parts, default=list(parts))
     parser.add_argument("--code", default=str(REPO), help="checkout whose jobs run (default: this one)")
     parser.add_argument("--json", help="write the checks to this file")
     args = parser.parse_args()
@@ -240,6 +294,8 @@ def main() -> None:
         acc.evaluate(run)
     if run is not None and "sample" in args.only:
         acc.sample(run, pkl)
+    if "stylegan1" in args.only:
+        acc.stylegan1(data)
     failed = [r for r in acc.results if not r["ok"]]
     print(f"RESULT gpu_acceptance: {len(acc.results) - len(failed)}/{len(acc.results)} checks passed in "
           f"{time.time() - start:.0f} s on {torch.cuda.get_device_name()} x {args.gpus}", flush=True)

@@ -233,6 +233,57 @@ def tf_stylegan1_networks(variables: dict[str, np.ndarray], G_kwargs: dict, D_kw
     return generator("G"), D, generator("Gs")
 
 
+def _tf_conv(w: np.ndarray) -> np.ndarray:
+    return w.transpose(2, 3, 1, 0)  # [out, in, kh, kw] -> TF's [kh, kw, in, out]
+
+
+def tf_stylegan1_variables(G: nn.Module, D: nn.Module) -> dict[str, np.ndarray]:
+    """Our StyleGAN (2018) G and D as the variables of NVIDIA's 2018 code by TF name ('Gs/...', 'D/...', the form
+    tf_stylegan1_networks takes): the inverse of stylegan.formats.tf_stylegan1."""
+    g, d = ({k: _np(v) for k, v in net.state_dict().items()} for net in (G, D))
+    log2 = int(math.log2(G.img_resolution))
+    out = {"Gs/lod": g["synthesis.lod"], "Gs/dlatent_avg": g["mapping.w_avg"], "Gs/G_synthesis/lod": g["synthesis.lod"]}
+    for i in range(G.mapping.num_layers):
+        out[f"Gs/G_mapping/Dense{i}/weight"] = g[f"mapping.fc{i}.weight"].T
+        out[f"Gs/G_mapping/Dense{i}/bias"] = g[f"mapping.fc{i}.bias"]
+    for k, r in enumerate(2 ** i for i in range(2, log2 + 1)):
+        for j, theirs in enumerate(("Const", "Conv") if r == 4 else ("Conv0_up", "Conv1")):
+            t, o = f"Gs/G_synthesis/{r}x{r}/{theirs}", f"synthesis.b{r}.layer{j}"
+            if theirs == "Const":
+                out[f"{t}/const"], out[f"{t}/bias"] = g[f"{o}.const"][None], g[f"{o}.bias"]
+            else:
+                out[f"{t}/weight"], out[f"{t}/bias"] = _tf_conv(g[f"{o}.conv.weight"]), g[f"{o}.conv.bias"]
+            out[f"{t}/Noise/weight"] = g[f"{o}.noise_strength"]
+            out[f"{t}/StyleMod/weight"], out[f"{t}/StyleMod/bias"] = g[f"{o}.affine.weight"].T, g[f"{o}.affine.bias"]
+            out[f"Gs/G_synthesis/noise{2 * k + j}"] = g[f"{o}.noise_const"][None, None]
+        rgb = f"Gs/G_synthesis/ToRGB_lod{log2 - k - 2}"
+        o = f"synthesis.b{r}.torgb"
+        out[f"{rgb}/weight"], out[f"{rgb}/bias"] = _tf_conv(g[f"{o}.weight"]), g[f"{o}.bias"]
+    out["D/lod"] = d["lod"]
+    for r in (2 ** i for i in range(log2, 1, -1)):
+        rgb = f"D/FromRGB_lod{log2 - int(math.log2(r))}"
+        out[f"{rgb}/weight"], out[f"{rgb}/bias"] = _tf_conv(d[f"b{r}.fromrgb.weight"]), d[f"b{r}.fromrgb.bias"]
+        for ours, theirs in (("conv0", "Conv0"), ("conv1", "Conv1_down")) if r > 4 else (("conv", "Conv"),):
+            out[f"D/{r}x{r}/{theirs}/weight"] = _tf_conv(d[f"b{r}.{ours}.weight"])
+            out[f"D/{r}x{r}/{theirs}/bias"] = d[f"b{r}.{ours}.bias"]
+    for ours, theirs in (("fc", "Dense0"), ("out", "Dense1")):
+        out[f"D/4x4/{theirs}/weight"], out[f"D/4x4/{theirs}/bias"] = d[f"b4.{ours}.weight"].T, d[f"b4.{ours}.bias"]
+    return out
+
+
+def write_stylegan1_pickle(path: Path, G: nn.Module, D: nn.Module, G_kwargs: dict, D_kwargs: dict) -> Path:
+    """Our StyleGAN (2018) networks as NVIDIA's 2018 code pickles them ((G, D, Gs), G and Gs alike, static kwargs
+    in its names), e.g. the GPU acceptance's FFHQ-shaped source network."""
+    mapping = G_kwargs.get("mapping_kwargs") or {}
+    common = dict(num_channels=G_kwargs.get("img_channels", 3), resolution=G_kwargs["img_resolution"],
+                  label_size=0, fmap_base=G_kwargs.get("fmap_base", 8192), fmap_max=G_kwargs.get("fmap_max", 512))
+    g_kw = dict(common, latent_size=G_kwargs.get("z_dim", 512), dlatent_size=G_kwargs.get("w_dim", 512),
+                mapping_layers=mapping.get("num_layers", 8),
+                mapping_fmaps=mapping.get("layer_features") or G_kwargs.get("w_dim", 512))
+    d_kw = dict(common, mbstd_group_size=D_kwargs.get("mbstd_group_size", 4))
+    return write_tf_pickle(path, tf_stylegan1_networks(tf_stylegan1_variables(G, D), g_kw, d_kw))
+
+
 def write_tf_pickle(path: Path, networks: tuple, protocol: int = 3) -> Path:
     """Pickle (G, D, Gs) as NVIDIA's TF StyleGAN2 files are: the Network class under its TF module name."""
     Network.__module__ = "dnnlib.tflib.network"

@@ -38,7 +38,8 @@ def missing() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.skipif(missing() is not None, reason=str(missing()))]
+pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.xdist_group("cluster"),
+              pytest.mark.skipif(missing() is not None, reason=str(missing()))]
 
 
 def podman_env(root: Path) -> dict:

@@ -35,7 +35,7 @@ def test_textures_are_deterministic_and_varied(tmp_path):
 def test_short_demo_produces_every_output_and_learns(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run([sys.executable, "-m", "jobs.demo", "--outdir", str(out), "--kimg", "2", "--count",
-                             "600"], cwd=REPO, capture_output=True, text=True, timeout=1200,
+                             "600"], cwd=REPO, capture_output=True, text=True, timeout=1800,
                             env={**os.environ, "STYLEGAN_CACHE": str(tmp_path / "no-detector")})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for stage in ("make textures", "preprocess (2 tasks)", "train 2 kimg", "evaluate snapshots (swd)",

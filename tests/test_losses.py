@@ -6,8 +6,11 @@ import math
 
 import torch
 
+from stylegan.models import stylegan1
 from stylegan.models.stylegan2 import Discriminator, Generator
+from stylegan.train.config import TrainConfig
 from stylegan.train.losses import LossConfig, StyleGAN2Loss, run_G
+from stylegan.train.trainer import build_phases
 from tests.conftest import tiny_discriminator_kwargs, tiny_generator_kwargs
 
 
@@ -48,3 +51,36 @@ def test_path_length_penalty_differentiates_through_this_batchs_share_of_the_mea
     assert gap(ours, reference(detach=False)) < 1e-5 * scale
     assert gap(reference(detach=False), reference(detach=True)) > 1e-3 * scale
     assert float(loss_fn.pl_mean) != 0.5 and not loss_fn.pl_mean.requires_grad
+
+
+def test_r1_in_every_d_step_is_one_step_of_both_d_losses_as_stylegan_2018():
+    """r1_interval 1 (StyleGAN 2018's D_logistic_simplegp): one D phase whose gradient is the logistic loss's plus
+    R1's, stepped by an Adam without the lazy-regularisation correction (NVIDIA's lr, not half of it), and no G
+    regularisation phase when pl_weight is 0."""
+    torch.manual_seed(0)
+    kw = dict(img_resolution=16, fmap_base=64, fmap_max=16)
+    G = stylegan1.Generator(z_dim=16, w_dim=16, mapping_kwargs=dict(num_layers=2), **kw)
+    D = stylegan1.Discriminator(mbstd_group_size=2, **kw)
+    loss_fn = StyleGAN2Loss(G, D, None, LossConfig(r1_gamma=10.0))
+    real, z, c = torch.randn(4, 3, 16, 16), torch.randn(4, 16), torch.zeros(4, 0)
+    params = list(D.parameters())
+
+    def grad(phase: str) -> list[torch.Tensor]:
+        torch.manual_seed(1)
+        loss, _ = loss_fn(phase, real, c, z, c)
+        return torch.autograd.grad(loss, params, allow_unused=True)
+
+    both, main, reg = grad("Dboth"), grad("Dmain"), grad("Dreg")
+    for b, m, r in zip(both, main, reg, strict=True):
+        expected = m + (r if r is not None else 0)
+        assert torch.allclose(b, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+    assert any(float(r.abs().max()) > 1e-3 * float(m.abs().max()) for m, r in zip(main, reg, strict=True)
+               if r is not None)  # R1 really is part of it
+
+    cfg = TrainConfig(data="x", r1_gamma=10.0, r1_interval=1, pl_weight=0.0, glr=0.001, dlr=0.001)
+    phases = build_phases(cfg, G, D, frozen=[])
+    assert [p.name for p in phases] == ["Gmain", "Dboth"]
+    assert [p.opt.param_groups[0]["lr"] for p in phases] == [0.001, 0.001]
+    lazy = build_phases(TrainConfig(data="x", r1_gamma=1.0, r1_interval=16), G, D, frozen=[])
+    assert [p.name for p in lazy] == ["Gmain", "Greg", "Dmain", "Dreg"]
+    assert math.isclose(lazy[-1].opt.param_groups[0]["lr"], 0.0025 * 16 / 17)

@@ -19,8 +19,8 @@ from tests.conftest import REPO, TINY_TRAIN
 from tests.image_folder import BAD, make_image_folder
 from tests.slurm_cluster import LocalSlurm, missing_requirements
 
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(missing_requirements() is not None,
-                                                    reason=str(missing_requirements()))]
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("cluster"),
+              pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))]
 
 # No STYLEGAN_HOME: the scripts find the suite from the path they were submitted as.
 JOB_ENV = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

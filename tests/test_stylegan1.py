@@ -8,19 +8,31 @@ marker file if anything ran it.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from benchmarks.nvidia_pickles import tf_stylegan1_networks, write_tf_pickle
+from benchmarks.nvidia_pickles import (
+    tf_stylegan1_networks,
+    tf_stylegan1_variables,
+    write_stylegan1_pickle,
+    write_tf_pickle,
+)
 from benchmarks.stylegan1_reference import compare
 from stylegan.errors import UserError
+from stylegan.formats.checkpoint import load_any, load_checkpoint
 from stylegan.formats.nvidia_pickle import load_nvidia_pickle
-from tests.conftest import FIXTURES, run_job
+from stylegan.formats.transfer import fine_tune
+from stylegan.models import stylegan1
+from stylegan.rundir import RunDir
+from stylegan.train.config import load_config
+from tests.conftest import FIXTURES, REPO, run_job
 from tests.image_folder import preprocess_folder
 
 
@@ -108,7 +120,7 @@ def test_hostile_and_malformed_files_are_refused_by_name_with_nothing_run(tmp_pa
 def test_sample_convert_and_evaluate_take_the_network_file(tmp_path):
     """The seed's first step: NVIDIA's network sampled at psi 0.7 with stored noise gives NVIDIA's pixels (seed 0's
     latent is the fixture's first); converted to .pt and .safetensors it gives the same files; walks, style mixing
-    and SWD run on it; fine-tuning it is refused in one line until the trainer builds StyleGAN (2018) networks."""
+    and SWD run on it; fine-tuning it with a StyleGAN2 config is refused in one line that names the fix."""
     ref = reference(32)
     net, _ = write(tmp_path, ref)
     out = tmp_path / "seeds"
@@ -136,4 +148,79 @@ def test_sample_convert_and_evaluate_take_the_network_file(tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1])["value"] > 0
     refused = run_job("train", f"data={data}", f"outdir={tmp_path}", "resolution=32", f"resume={net}", check=False)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-    assert "StyleGAN (2018)" in refused.stderr
+    assert "set family=stylegan1" in refused.stderr
+
+
+TINY_SG1 = ["family=stylegan1", "z_dim=32", "w_dim=32", "channel_base=256", "channel_max=32", "map_layers=2",
+            "mbstd_group=2"]
+
+
+def sg1_networks(resolution: int, lod: float = 0.0) -> tuple:
+    """Our StyleGAN (2018) G and D of TINY_SG1's widths with random weights and buffers, at level of detail `lod`."""
+    cfg = load_config(None, ["data=x", f"resolution={resolution}", *TINY_SG1])
+    G_kwargs, D_kwargs = cfg.generator_kwargs(0), cfg.discriminator_kwargs(0)
+    G, D = stylegan1.Generator(**G_kwargs), stylegan1.Discriminator(**D_kwargs)
+    with torch.no_grad():
+        G.mapping.w_avg.normal_()
+        G.synthesis.lod.fill_(lod)
+        D.lod.fill_(lod)
+    return G, D, G_kwargs, D_kwargs
+
+
+def test_fine_tuning_copies_rgb_layers_by_resolution_and_starts_at_full_resolution(tmp_path):
+    """NVIDIA names RGB layers by lod relative to the network's own resolution: a 128x128 network's ToRGB_lod2 is
+    the one at 32x32, which a 32x32 network calls ToRGB_lod0. The transfer must take the former (checked by value
+    against the TF variables in the file), keep the mapping, dlatent_avg and stored noise, and start at lod 0 even
+    from a source saved mid-fade."""
+    G, D, G_kwargs, D_kwargs = sg1_networks(128, lod=1.5)
+    tf = tf_stylegan1_variables(G, D)
+    path = write_stylegan1_pickle(tmp_path / "sg1-128.pkl", G, D, G_kwargs, D_kwargs)
+    G32, D32, G32_kwargs, D32_kwargs = sg1_networks(32)
+    G32_ema = copy.deepcopy(G32)
+    reports, warnings, starts_random = fine_tune(load_any(path), str(path), G32, G32_ema, D32, G32_kwargs,
+                                                 D32_kwargs, partial=False)
+    assert not warnings and not starts_random
+    n = len(G32.state_dict()) - 1  # all but the lod
+    assert reports[0].startswith(f"G: copied {n}/{n} tensors; source tensors left behind: 28 of blocks above")
+
+    def tf_conv(name: str) -> torch.Tensor:
+        return torch.from_numpy(tf[name]).permute(3, 2, 0, 1)
+
+    for net in (G32, G32_ema):
+        assert torch.equal(net.synthesis.b32.torgb.weight, tf_conv("Gs/G_synthesis/ToRGB_lod2/weight"))
+        assert torch.equal(net.synthesis.b8.torgb.weight, tf_conv("Gs/G_synthesis/ToRGB_lod4/weight"))
+        assert torch.equal(net.mapping.w_avg, torch.from_numpy(tf["Gs/dlatent_avg"]))
+        assert torch.equal(net.synthesis.b32.layer1.noise_const, torch.from_numpy(tf["Gs/G_synthesis/noise7"])[0, 0])
+        assert float(net.synthesis.lod) == 0.0
+    assert torch.equal(D32.b32.fromrgb.weight, tf_conv("D/FromRGB_lod2/weight"))
+    assert torch.equal(D32.b16.conv1.weight, tf_conv("D/16x16/Conv1_down/weight")) and float(D32.lod) == 0.0
+
+
+def test_the_preset_fine_tunes_a_stylegan_2018_file_resumes_and_samples(tmp_path):
+    """configs/stylegan1-textures64.yaml (tiny widths) from an NVIDIA-format 2018 pickle: every phase's losses
+    finite (G, D, R1 in D's step), snapshots of the 2018 family that a longer run resumes and `sample` reads."""
+    G, D, G_kwargs, D_kwargs = sg1_networks(32)
+    source = write_stylegan1_pickle(tmp_path / "sg1.pkl", G, D, G_kwargs, D_kwargs)
+    src = tmp_path / "img"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(src / f"{i}.png")
+    data = preprocess_folder(src, tmp_path / "data", 16)
+    args = ["--config", str(REPO / "configs" / "stylegan1-textures64.yaml"), f"data={data}", f"outdir={tmp_path}",
+            "run_name=ft", "resolution=16", f"resume={source}", *TINY_SG1, "batch=8", "workers=1",
+            "tick_kimg=0.008", "snap=1", "grid_size=2"]
+    run_job("train", *args, "kimg=0.016")
+    run = tmp_path / "ft"
+    rows = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    assert rows and all(np.isfinite(r[k]) for r in rows for k in ("loss_G", "loss_D", "r1_penalty"))
+    assert "fine-tuning from" in (run / "log.txt").read_text()
+    snapshot = load_checkpoint(RunDir(run).latest())
+    assert snapshot["family"] == "stylegan1" and float(snapshot["G"]["synthesis.lod"]) == 0.0
+    moved = snapshot["G"]["synthesis.b16.torgb.weight"] - G.synthesis.b16.torgb.weight.detach()
+    assert float(moved.abs().max()) > 0  # it trained
+    run_job("train", *args, "kimg=0.032")
+    assert "resumed from" in (run / "log.txt").read_text() and RunDir(run).latest().name.endswith("000.032.pt")
+    run_job("sample", "--network", str(RunDir(run).latest()), "--outdir", str(tmp_path / "seeds"), "--seeds", "0-1",
+            "--trunc", "0.7", "--workers", "1")
+    assert len(list((tmp_path / "seeds").rglob("seed*.png"))) == 2

@@ -27,7 +27,7 @@ from torch import nn
 from stylegan.errors import UserError
 from stylegan.fileio import atomic_write, write_bytes_atomic, write_text_atomic
 from stylegan.formats.nvidia_pickle import load_nvidia_pickle
-from stylegan.models import stylegan1, stylegan2
+from stylegan.models import FAMILIES
 
 FORMAT = 1
 
@@ -105,11 +105,6 @@ def check_state(path: str | Path, name: str, state: Any) -> dict[str, torch.Tens
     return state
 
 
-# The network families a checkpoint's `family` names (absent: StyleGAN2) and their (generator, discriminator).
-FAMILIES = {"stylegan2": (stylegan2.Generator, stylegan2.Discriminator),
-            "stylegan1": (stylegan1.Generator, stylegan1.Discriminator)}
-
-
 def network_classes(ckpt: dict, path: str | Path = "<checkpoint>") -> tuple[type, type]:
     family = ckpt.get("family", "stylegan2")
     if family not in FAMILIES:
@@ -161,11 +156,14 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
 
 
 
-def load_training_snapshot(path: Path, G_kwargs: dict, D_kwargs: dict) -> dict:
-    """A snapshot this run can resume from: same architecture, every part of the training state, finite networks.
-    Anything else is a UserError that says how to get past it (move the file away: the run then resumes from the
-    snapshot before it)."""
+def load_training_snapshot(path: Path, family: str, G_kwargs: dict, D_kwargs: dict) -> dict:
+    """A snapshot this run can resume from: same network family and architecture, every part of the training state,
+    finite networks. Anything else is a UserError that says how to get past it (move the file away: the run then
+    resumes from the snapshot before it)."""
     ckpt = load_checkpoint(path)
+    if (found := ckpt.get("family", "stylegan2")) != family:
+        raise UserError(f"{path}: holds {found!r:.40} networks and the config builds {family} ones: set "
+                        f"family={found:.40} to resume this run, or start a new run (another run_name)")
     check_same_architecture(path, "G", G_kwargs, ckpt["G_kwargs"])
     check_same_architecture(path, "D", D_kwargs, ckpt.get("D_kwargs"))
     missing = [k for k in TrainingSnapshot.__annotations__ if k not in ckpt]

@@ -19,7 +19,9 @@ from stylegan.errors import UserError
 
 _BLOCK = re.compile(r"(?:^|\.)b(\d+)\.")
 _MAPPING_LAYER = re.compile(r"^mapping\.fc(\d+)\.weight$")
-_FIXED = "resample_filter"  # the constant FIR filter buffers: the same in every network, never counted
+# Never copied nor counted: the constant FIR filter buffers (the same in every network) and StyleGAN (2018)'s level
+# of detail (a fine-tuned network starts at its full resolution, lod 0, whatever the source was at).
+_FIXED = ("resample_filter", "lod")
 
 
 @dataclass
@@ -52,8 +54,9 @@ def _mapping_depth(names) -> int:
 def config_fix(src_kwargs: dict, dst_kwargs: dict) -> str:
     """The config keys whose values would make the target take the source's shapes, as `key=value` text."""
     def flat(kw: dict) -> dict:
-        return {"z_dim": kw.get("z_dim"), "w_dim": kw.get("w_dim"), "channel_base": kw.get("channel_base", 32768),
-                "channel_max": kw.get("channel_max", 512),
+        base = 2 * kw["fmap_base"] if "fmap_base" in kw else kw.get("channel_base", 32768)  # StyleGAN (2018)'s
+        return {"z_dim": kw.get("z_dim"), "w_dim": kw.get("w_dim"), "channel_base": base,
+                "channel_max": kw.get("fmap_max", kw.get("channel_max", 512)),
                 "map_layers": (kw.get("mapping_kwargs") or {}).get("num_layers", 8) if "z_dim" in kw else None}
     src, dst = flat(src_kwargs), flat(dst_kwargs)
     return " ".join(f"{k}={v}" for k, v in src.items() if v is not None and v != dst[k])
@@ -96,7 +99,7 @@ def transfer_weights(src: dict[str, torch.Tensor], dst: nn.Module, name: str, so
         problems.append(f"{len(report.unused)} of its tensors have no place here ({', '.join(report.unused[:3])}"
                         f"{', ...' if len(report.unused) > 3 else ''})")
     if not report.copied:
-        raise UserError(f"{source}: no tensor of its {name} fits this network: is it a StyleGAN2 {name}?")
+        raise UserError(f"{source}: no tensor of its {name} fits this network: is it a {name} of the config's family?")
     if problems and not partial:
         advice = f"Set {fix} (the source's values), or set" if fix else "Set"
         raise UserError(f"{source}: {name} does not fit the config: {'; '.join(problems)}. {advice} "

@@ -247,6 +247,15 @@ class Discriminator(nn.Module):
             setattr(self, f"b{r}", block)
         self.register_buffer("lod", torch.zeros([]))
 
+    def layer_names(self) -> list[str]:
+        """Layer prefixes from the input side (`b64.fromrgb`, `b64.conv0`, ...): what freeze-D counts. Only the
+        full-resolution RGB input counts: the coarser ones take part only while a resolution fades in."""
+        names = [f"b{self.img_resolution}.fromrgb"]
+        for r in self.resolutions:
+            block = getattr(self, f"b{r}")
+            names += [f"b{r}.{n}" for n in ("conv0", "conv1", "conv", "fc", "out") if hasattr(block, n)]
+        return names
+
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """Scores [n, 1]; at a fractional lod the coarser resolution's RGB input (of the 2x2-averaged image) is
         blended in, as NVIDIA's 'linear' structure."""

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from stylegan.errors import UserError
+from stylegan.models import FAMILIES
 from stylegan.train.losses import LossConfig
 
 AUTO = -1.0  # "derive this value" for the keys that say so
@@ -39,10 +40,11 @@ class TrainConfig:
     seed: int = 0
 
     # Networks (constructor arguments of Generator/Discriminator)
+    family: str = "stylegan2"           # stylegan2 | stylegan1: NVIDIA's 2018 StyleGAN (configs/stylegan1-textures64)
     z_dim: int = 512
     w_dim: int = 512
     map_layers: int = 2                 # mapping network depth (8 in the 2020 paper configs)
-    channel_base: int = 16384
+    channel_base: int = 16384           # channels at resolution r: channel_base / r (StyleGAN 2018's fmap_base x 2)
     channel_max: int = 512
     num_fp16_res: int = 4               # highest-resolution blocks in half precision (GPU only)
     conv_clamp: float = 256.0
@@ -50,13 +52,13 @@ class TrainConfig:
 
     # Optimisation
     batch: int = 32                     # total over all GPUs; split into batch_gpu per round and accumulated
-    batch_gpu: int = 0                  # per-GPU minibatch; 0 = batch / world size
+    batch_gpu: int = 0                  # at most this many images per GPU per round; 0 = batch / world size
     glr: float = 0.0025
     dlr: float = 0.0025
     betas: list = field(default_factory=lambda: [0.0, 0.99])
     eps: float = 1e-8
     r1_gamma: float = AUTO              # -1: 0.0002 * resolution^2 / batch
-    r1_interval: int = 16               # lazy R1 every 16 minibatches
+    r1_interval: int = 16               # lazy R1 every 16 minibatches; 1: in D's every step (StyleGAN 2018)
     pl_weight: float = LossConfig.pl_weight
     pl_interval: int = 4
     pl_batch_shrink: int = LossConfig.pl_batch_shrink
@@ -64,6 +66,13 @@ class TrainConfig:
     style_mixing: float = LossConfig.style_mixing
     ema_kimg: float = AUTO              # G_ema half-life; -1: batch * 10 / 32
     ema_rampup: float = AUTO            # -1: 0.05, or 0 (off) when fine-tuning from `resume`; 0 = off
+
+    # Progressive growing (StyleGAN 2018, stylegan.train.progressive; NVIDIA's FFHQ schedule: 8, 600, 600)
+    lod_initial_resolution: int = 0     # start at this resolution; 0 = off (train at `resolution` throughout)
+    lod_training_kimg: float = 600.0    # images per resolution before the next one fades in
+    lod_transition_kimg: float = 600.0  # images over which it fades in
+    batch_per_res: dict = field(default_factory=dict)  # total batch by resolution while growing, e.g. {8: 256}
+    lr_per_res: dict = field(default_factory=dict)     # G's and D's learning rate by resolution, e.g. {128: 0.0015}
 
     # Augmentation
     aug: str = "ada"                    # ada | fixed | noaug
@@ -102,6 +111,13 @@ class TrainConfig:
             raise UserError("config: 'data' is required (a folder written by `python -m jobs.preprocess`)")
         if self.resolution < 4 or self.resolution & (self.resolution - 1):
             raise UserError(f"config: resolution {self.resolution} must be a power of two >= 4")
+        if self.family not in FAMILIES:
+            raise UserError(f"config: family {self.family!r} must be {' or '.join(FAMILIES)}")
+        if self.family == "stylegan1" and self.cond:
+            raise UserError("config: cond: StyleGAN (2018) networks take no labels; set cond=false or "
+                            "family=stylegan2")
+        if self.lod_initial_resolution:
+            self.check_progressive()
         if self.aug not in ("ada", "fixed", "noaug"):
             raise UserError(f"config: aug {self.aug!r} must be ada, fixed or noaug")
         if self.batch < 1 or self.batch_gpu < 0:
@@ -110,8 +126,25 @@ class TrainConfig:
             raise UserError("config: betas must be a list of two numbers, e.g. [0.0, 0.99]")
         if self.compile_mode not in ("default", "reduce-overhead"):
             raise UserError(f"config: compile_mode {self.compile_mode!r} must be default or reduce-overhead")
-        if self.freezed < 0 or self.keep_snapshots < 0:
-            raise UserError("config: freezed and keep_snapshots must be >= 0")
+        if self.freezed < 0 or self.keep_snapshots < 0 or self.r1_interval < 1 or self.pl_interval < 1:
+            raise UserError("config: freezed and keep_snapshots must be >= 0, r1_interval and pl_interval >= 1")
+
+    def check_progressive(self) -> None:
+        start = self.lod_initial_resolution
+        if self.family != "stylegan1":
+            raise UserError("config: lod_initial_resolution: progressive growing needs StyleGAN (2018) networks "
+                            "(family=stylegan1); set lod_initial_resolution=0")
+        if start < 4 or start & (start - 1) or start > self.resolution:
+            raise UserError(f"config: lod_initial_resolution {start} must be a power of two from 4 to resolution "
+                            f"{self.resolution}, or 0 (off)")
+        if self.lod_training_kimg < 0 or self.lod_transition_kimg < 0:
+            raise UserError("config: lod_training_kimg and lod_transition_kimg must be >= 0")
+        for key in ("batch_per_res", "lr_per_res"):
+            table = getattr(self, key)
+            if not all(isinstance(k, int) and not isinstance(v, bool) and isinstance(v, int | float) and v > 0
+                       for k, v in table.items()):
+                raise UserError(f"config: {key} must map resolutions to positive numbers, e.g. {{8: 256, 16: 128}}; "
+                                f"got {table!r:.80}")
 
     @property
     def fine_tuning(self) -> bool:
@@ -131,20 +164,29 @@ class TrainConfig:
     def loss_config(self) -> LossConfig:
         return LossConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(LossConfig)})
 
-    def split_batch(self, world: int) -> tuple[int, int]:
-        """(images per GPU per round, rounds accumulated per step) for `world` GPUs."""
-        batch_gpu = self.batch_gpu or self.batch // world
-        if batch_gpu < 1 or self.batch % (batch_gpu * world):
-            raise UserError(f"config: batch {self.batch} must be a multiple of batch_gpu {batch_gpu} x {world} GPUs")
-        return batch_gpu, self.batch // (batch_gpu * world)
+    def split_batch(self, world: int, batch: int = 0) -> tuple[int, int]:
+        """(images per GPU per round, rounds accumulated per step) for `world` GPUs and a total of `batch` (0: the
+        config's); batch_gpu caps the images per GPU per round."""
+        batch = batch or self.batch
+        batch_gpu = min(self.batch_gpu, batch // world) if self.batch_gpu else batch // world
+        if batch_gpu < 1 or batch % (batch_gpu * world):
+            raise UserError(f"config: batch {batch} must be a multiple of batch_gpu {batch_gpu} x {world} GPUs")
+        return batch_gpu, batch // (batch_gpu * world)
 
     def generator_kwargs(self, c_dim: int) -> dict:
+        if self.family == "stylegan1":
+            return dict(z_dim=self.z_dim, c_dim=c_dim, w_dim=self.w_dim, img_resolution=self.resolution,
+                        img_channels=3, fmap_base=self.channel_base // 2, fmap_max=self.channel_max,
+                        mapping_kwargs=dict(num_layers=self.map_layers))
         return dict(z_dim=self.z_dim, c_dim=c_dim, w_dim=self.w_dim, img_resolution=self.resolution,
                     img_channels=3, mapping_kwargs=dict(num_layers=self.map_layers),
                     channel_base=self.channel_base, channel_max=self.channel_max, num_fp16_res=self.num_fp16_res,
                     conv_clamp=self.conv_clamp)
 
     def discriminator_kwargs(self, c_dim: int) -> dict:
+        if self.family == "stylegan1":
+            return dict(c_dim=c_dim, img_resolution=self.resolution, img_channels=3, fmap_base=self.channel_base // 2,
+                        fmap_max=self.channel_max, mbstd_group_size=self.mbstd_group)
         return dict(c_dim=c_dim, img_resolution=self.resolution, img_channels=3, channel_base=self.channel_base,
                     channel_max=self.channel_max, num_fp16_res=self.num_fp16_res, conv_clamp=self.conv_clamp,
                     epilogue_kwargs=dict(mbstd_group_size=self.mbstd_group))

@@ -58,8 +58,13 @@ class GraphRounds:
 def lazy_adam(params: list, lr: float, betas: list, eps: float, interval: int) -> torch.optim.Adam:
     """Adam for a loss whose regulariser runs every `interval` steps (its own optimizer step): scale lr and betas
     by interval / (interval + 1), as the official trainer. Fused: one kernel for all parameters (the same update)."""
-    ratio = interval / (interval + 1) if interval > 0 else 1.0
+    ratio = lazy_ratio(interval)
     return torch.optim.Adam(params, lr=lr * ratio, betas=(betas[0] ** ratio, betas[1] ** ratio), eps=eps, fused=True)
+
+
+def lazy_ratio(interval: int) -> float:
+    """The share of steps in which a lazily regularised loss's main term runs (interval 0: not lazy)."""
+    return interval / (interval + 1) if interval > 0 else 1.0
 
 
 def average_and_step(params: list[nn.Parameter], opt: torch.optim.Optimizer, world: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """StyleGAN2 losses, one entry point per training phase: Gmain (non-saturating logistic loss, style mixing), Greg
-(path-length regularisation), Dmain (logistic loss on fakes and reals) and Dreg (lazy R1 on reals).
+(path-length regularisation), Dmain (logistic loss on fakes and reals), Dreg (lazy R1 on reals) and Dboth (the two
+D losses in one step, when R1 is not lazy). StyleGAN (2018)'s FFHQ losses are Gmain and Dboth.
 
 Each phase returns the loss to backpropagate for one minibatch round and its statistics by name; the trainer
 multiplies lazily applied regularisers by their interval (the official `gain`). Numbers match stylegan2-ada-pytorch.
@@ -29,13 +30,14 @@ class LossConfig:
     style_mixing: float = 0.9
 
 
-def run_G(G: Generator, z: torch.Tensor, c: torch.Tensor, style_mixing: float,
-          update_emas: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def run_G(G: Generator, z: torch.Tensor, c: torch.Tensor, style_mixing: float, update_emas: bool = False,
+          mixing_layers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate with style mixing: with probability `style_mixing` the layers from a random cutoff on take the ws
-    of a second latent (one cutoff per batch, as the official code)."""
+    of a second latent (one cutoff per batch, as the official code), the cutoff below `mixing_layers` (default:
+    all; StyleGAN 2018 while growing: the layers in use)."""
     ws = G.mapping(z, c, update_emas=update_emas)
     if style_mixing > 0:
-        cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, ws.shape[1])
+        cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, mixing_layers or ws.shape[1])
         cutoff = torch.where(torch.rand([], device=ws.device) < style_mixing, cutoff,
                              torch.full_like(cutoff, ws.shape[1]))
         layer = torch.arange(ws.shape[1], device=ws.device)[None, :, None]
@@ -62,25 +64,26 @@ class StyleGAN2Loss:
         self.D_aug = augmented(D, augment)
         self.D_main = D_main if D_main is not None else self.D_aug
         self.pl_mean = torch.zeros([], device=G.mapping.fc0.weight.device)
+        self.mixing_layers: int | None = None  # style mixing's cutoffs lie below this layer (progressive growing)
 
     def running(self, phase: str) -> list[torch.Tensor]:
         """The running averages `phase` lerps in place (the trainer restores them before each minibatch round and
         sets them to the mean over rounds and ranks afterwards)."""
-        return {"Greg": [self.pl_mean], "Dmain": [self.G.mapping.w_avg]}.get(phase, [])
+        return {"Greg": [self.pl_mean], "Dmain": [self.G.mapping.w_avg], "Dboth": [self.G.mapping.w_avg]}.get(phase, [])
 
     def __call__(self, phase: str, real: torch.Tensor, real_c: torch.Tensor, z: torch.Tensor, c: torch.Tensor
                  ) -> tuple[torch.Tensor, Stats]:
         return getattr(self, phase)(real, real_c, z, c)
 
     def Gmain(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
-        img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing)
+        img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing, mixing_layers=self.mixing_layers)
         loss = F.softplus(-self.D_main(img, c)).mean()
         return loss, {"loss_G": loss}
 
     def Greg(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
         """Path length: |J_w^T y| for random image-space y should stay near its running mean (pl_mean)."""
         n = max(z.shape[0] // self.cfg.pl_batch_shrink, 1)
-        img, ws = run_G(self.G, z[:n], c[:n], self.cfg.style_mixing)
+        img, ws = run_G(self.G, z[:n], c[:n], self.cfg.style_mixing, mixing_layers=self.mixing_layers)
         noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
         (grads,) = torch.autograd.grad(outputs=[(img * noise).sum()], inputs=[ws], create_graph=True)
         lengths = grads.square().sum(2).mean(1).sqrt()
@@ -92,17 +95,31 @@ class StyleGAN2Loss:
         return loss, {"pl_penalty": loss}
 
     def Dmain(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
-        with torch.no_grad():
-            img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing, update_emas=True)
-        fake_loss = F.softplus(self.D_main(img, c)).mean()
-        real_logits = self.D_main(real.detach(), real_c)
-        loss = fake_loss + F.softplus(-real_logits).mean()
-        return loss, {"loss_D": loss, "real_sign": real_logits.detach().sign().mean()}
+        return self.D_loss(real, real_c, z, c, main=True, r1=False)
 
     def Dreg(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
-        """R1 = gamma/2 * |grad_x D(augment(x))|^2 on reals."""
-        real = real.detach().requires_grad_(True)
-        logits = self.D_aug(real, real_c)
-        (grads,) = torch.autograd.grad(outputs=[logits.sum()], inputs=[real], create_graph=True)
-        loss = grads.square().sum([1, 2, 3]).mean() * (self.cfg.r1_gamma / 2)
-        return loss, {"r1_penalty": loss}
+        return self.D_loss(real, real_c, z, c, main=False, r1=True)
+
+    def Dboth(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
+        """Dmain + R1 in one step (r1_interval 1), as StyleGAN (2018)'s D_logistic_simplegp: one pass on the reals."""
+        return self.D_loss(real, real_c, z, c, main=True, r1=True)
+
+    def D_loss(self, real, real_c, z, c, main: bool, r1: bool) -> tuple[torch.Tensor, Stats]:
+        """`main`: the logistic loss on fakes and reals; `r1`: gamma/2 * |grad_x D(augment(x))|^2 on the reals (the
+        eager D: it is differentiated twice)."""
+        loss, stats = torch.zeros([], device=real.device), {}
+        if main:
+            with torch.no_grad():
+                img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing, True, self.mixing_layers)
+            loss = loss + F.softplus(self.D_main(img, c)).mean()
+        real = real.detach().requires_grad_(r1)
+        real_logits = (self.D_aug if r1 else self.D_main)(real, real_c)
+        if main:
+            loss = loss + F.softplus(-real_logits).mean()
+            stats.update(loss_D=loss, real_sign=real_logits.detach().sign().mean())
+        if r1:
+            (grads,) = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real], create_graph=True)
+            penalty = grads.square().sum([1, 2, 3]).mean() * (self.cfg.r1_gamma / 2)
+            loss = loss + penalty
+            stats["r1_penalty"] = penalty
+        return loss, stats

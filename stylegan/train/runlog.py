@@ -21,7 +21,8 @@ TAGS = {
     "augment_p": "Progress/augment", "kimg": "Progress/kimg", "sec_per_kimg": "Timing/sec_per_kimg",
     "images_per_sec_per_gpu": "Timing/images_per_sec_per_gpu", "gpumem_gb": "Resources/gpu_mem_gb",
     "glr": "Progress/glr", "dlr": "Progress/dlr", "nonfinite_steps": "Faults/nonfinite_steps",
-    "rollbacks": "Faults/rollbacks",
+    "rollbacks": "Faults/rollbacks", "lod": "Progress/lod", "resolution": "Progress/resolution",
+    "batch": "Progress/batch",
 }
 
 
@@ -81,7 +82,8 @@ class RunLog:
         """One line of progress, one stats.jsonl row, TensorBoard scalars at the row's kimg."""
         self.log(f"tick {row['tick']} kimg {row['kimg']:.1f} time {format_time(row['time_s'])} "
                  f"sec/tick {row['sec_per_tick']:.1f} sec/kimg {row['sec_per_kimg']:.2f} "
-                 f"maintenance {row['maintenance_s']:.1f} gpumem {row['gpumem_gb']:.1f} augment {row['augment_p']:.3f}")
+                 f"maintenance {row['maintenance_s']:.1f} gpumem {row['gpumem_gb']:.1f} augment {row['augment_p']:.3f}"
+                 + (f" lod {row['lod']:.2f}" if "lod" in row else ""))
         if not self.is_main:
             return
         with open(self.run.stats, "a") as f:

@@ -18,10 +18,11 @@ from stylegan.errors import UserError
 from stylegan.fileio import check_can_create
 from stylegan.formats.checkpoint import load_any, load_training_snapshot
 from stylegan.formats.transfer import fine_tune
-from stylegan.models.stylegan2 import Discriminator, Generator
+from stylegan.models import FAMILIES
 from stylegan.rundir import RunDir
 from stylegan.train.config import TrainConfig
 
+NAMES = {"stylegan2": "StyleGAN2", "stylegan1": "StyleGAN (2018)"}
 RESUME_MISSING = ("config key 'resume': point it at an existing .pkl, .pt or .safetensors file, or set resume=none "
                   "to train from scratch")
 
@@ -76,9 +77,12 @@ def plan_start(cfg: TrainConfig, world: int) -> StartPlan:
         raise UserError(f"{cfg.data}: cond: true but the dataset has no labels (preprocess with --labels, or set "
                         "cond=false)")
     batch_gpu, rounds = cfg.split_batch(world)
+    for batch in cfg.batch_per_res.values() if cfg.lod_initial_resolution else ():
+        cfg.split_batch(world, batch - batch % world)  # every stage's batch splits over the processes
     rundir = RunDir(Path(cfg.outdir) / cfg.run_name)
     check_can_create(rundir.path, "outdir or run_name")
     G_kwargs, D_kwargs = cfg.generator_kwargs(c_dim), cfg.discriminator_kwargs(c_dim)
+    Generator, Discriminator = FAMILIES[cfg.family]
     with torch.device("meta"):  # shapes only: layer names here, the transfer's checks below
         G, D = Generator(**G_kwargs), Discriminator(**D_kwargs)
     plan = StartPlan(cfg, world, rundir, info["total_images"], c_dim, batch_gpu, rounds, G_kwargs, D_kwargs,
@@ -88,16 +92,17 @@ def plan_start(cfg: TrainConfig, world: int) -> StartPlan:
                              "older than --shuffle-seed), so batches follow that order: a class-sorted folder gives "
                              "one-class batches; preprocess again")
     if (snapshot := rundir.latest()) is not None:
-        plan.snapshot, plan.snapshot_state = snapshot, load_training_snapshot(snapshot, G_kwargs, D_kwargs)
+        plan.snapshot = snapshot
+        plan.snapshot_state = load_training_snapshot(snapshot, cfg.family, G_kwargs, D_kwargs)
         return plan
     rundir.check_new_run()
     starts_random = D.layer_names()
     if cfg.fine_tuning:
         plan.source = load_any(cfg.resume, missing=RESUME_MISSING)
-        if plan.source.get("family", "stylegan2") != "stylegan2":
-            raise UserError(f"{cfg.resume}: a StyleGAN (2018) network: the trainer does not build those yet, so it "
-                            "cannot be fine-tuned (sample, evaluate and convert take it); resume from a StyleGAN2 "
-                            "network")
+        if (family := plan.source.get("family", "stylegan2")) != cfg.family:
+            preset = " (configs/stylegan1-textures64.yaml fine-tunes one)" if family == "stylegan1" else ""
+            raise UserError(f"config key 'resume': {cfg.resume} holds a {NAMES[family]} network and the config "
+                            f"builds {NAMES[cfg.family]} ones: set family={family}{preset}")
         plan.transfer, plan.warnings, starts_random = fine_tune(plan.source, cfg.resume, G, G, D, G_kwargs, D_kwargs,
                                                                 cfg.transfer_partial)
     if frozen_random := [n for n in plan.frozen if n in starts_random]:

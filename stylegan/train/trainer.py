@@ -1,7 +1,10 @@
-"""The StyleGAN2 training loop: data -> G/D phases -> EMA -> ADA -> tick report -> snapshot, resumable and preemptible.
+"""The training loop: data -> G/D phases -> EMA -> ADA -> tick report -> snapshot, resumable and preemptible; for
+StyleGAN2 and StyleGAN (2018) networks (`family`), the latter optionally growing progressively
+(`stylegan.train.progressive`).
 
 Semantics follow NVIDIA's StyleGAN2-ADA trainer: phases Gmain, Greg (path length, every pl_interval steps),
-Dmain, Dreg (R1, every r1_interval steps) with the lazy-regularisation lr/beta correction; gradients are averaged
+Dmain, Dreg (R1, every r1_interval steps; r1_interval 1: one phase Dboth, as StyleGAN 2018's) with the
+lazy-regularisation lr/beta correction; gradients are averaged
 over ranks by one all-reduce of the flattened gradients (no DDP wrapper: the double backward of R1 and path length
 needs none). Two deliberate refinements, both world-size invariant and Adam-neutral:
   * each minibatch round's loss is divided by the number of rounds, so the gradient is the mean over the whole
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch import nn
 
 from stylegan.cluster import EXIT_PREEMPTED, StopRequest
 from stylegan.data.reader import device_batches, make_loader, training_pipeline
@@ -41,7 +45,7 @@ from stylegan.formats.checkpoint import (
 from stylegan.formats.transfer import fine_tune
 from stylegan.generate import fakes_grid, grid_latents
 from stylegan.imagefiles import save_png
-from stylegan.models.stylegan2 import Discriminator, Generator
+from stylegan.models import FAMILIES
 from stylegan.train.augment import AugmentPipe
 from stylegan.train.config import TrainConfig, config_dict
 from stylegan.train.fastpath import (
@@ -51,40 +55,49 @@ from stylegan.train.fastpath import (
     compiled_main_networks,
     ema_update,
     lazy_adam,
+    lazy_ratio,
 )
 from stylegan.train.losses import StyleGAN2Loss
+from stylegan.train.progressive import Stage, reals_at_lod, stage_at
 from stylegan.train.runlog import RunLog, TickStats
 from stylegan.train.startup import StartPlan, plan_start
 
 
 @dataclass
 class Phase:
-    name: str  # Gmain | Greg | Dmain | Dreg: the StyleGAN2Loss method that computes it
+    name: str  # Gmain | Greg | Dmain | Dreg | Dboth: the StyleGAN2Loss method that computes it
     index: int  # position in the step, part of each round's random seed
     params: list[torch.nn.Parameter]
     opt: torch.optim.Optimizer
     interval: int  # runs on steps that are a multiple of this
 
 
-def build_phases(cfg: TrainConfig, G: Generator, D: Discriminator, frozen: list[str]) -> list[Phase]:
-    """Gmain, Greg, Dmain, Dreg (the regularisers only when their weight is not 0); D's frozen layers train in none.
-    The first phase holds G's optimizer, the last D's."""
+def build_phases(cfg: TrainConfig, G: nn.Module, D: nn.Module, frozen: list[str]) -> list[Phase]:
+    """Gmain, Greg, Dmain, Dreg (the regularisers only when their weight is not 0; R1 with r1_interval 1 is no lazy
+    regulariser but part of D's every step: Dboth, as StyleGAN 2018's); D's frozen layers train in none. The first
+    phase holds G's optimizer, the last D's."""
     G_params = list(G.parameters())
     D_params = [p for n, p in D.named_parameters() if not n.startswith(tuple(f + "." for f in frozen))]
-    G_opt = lazy_adam(G_params, cfg.glr, cfg.betas, cfg.eps, cfg.pl_interval)
-    D_opt = lazy_adam(D_params, cfg.dlr, cfg.betas, cfg.eps, cfg.r1_interval)
-    phases = [Phase("Gmain", 0, G_params, G_opt, 1), Phase("Greg", 1, G_params, G_opt, cfg.pl_interval),
-              Phase("Dmain", 2, D_params, D_opt, 1), Phase("Dreg", 3, D_params, D_opt, cfg.r1_interval)]
-    return [p for p in phases if not (p.name == "Greg" and cfg.pl_weight == 0)
-            and not (p.name == "Dreg" and cfg.r1_gamma == 0)]
+    G_lazy = cfg.pl_interval if cfg.pl_weight != 0 else 0
+    D_lazy = cfg.r1_interval if cfg.r1_gamma != 0 and cfg.r1_interval > 1 else 0
+    G_opt = lazy_adam(G_params, cfg.glr, cfg.betas, cfg.eps, G_lazy)
+    D_opt = lazy_adam(D_params, cfg.dlr, cfg.betas, cfg.eps, D_lazy)
+    phases = [Phase("Gmain", 0, G_params, G_opt, 1)]
+    if G_lazy:
+        phases.append(Phase("Greg", 1, G_params, G_opt, G_lazy))
+    if cfg.r1_gamma != 0 and not D_lazy:
+        return [*phases, Phase("Dboth", 2, D_params, D_opt, 1)]
+    phases.append(Phase("Dmain", 2, D_params, D_opt, 1))
+    return [*phases, Phase("Dreg", 3, D_params, D_opt, D_lazy)] if D_lazy else phases
 
 
-def ema_beta(cfg: TrainConfig, cur_nimg: int) -> float:
-    """G_ema's decay per step: half-life ema_kimg, shortened to ema_rampup * images seen early in a run."""
+def ema_beta(cfg: TrainConfig, cur_nimg: int, batch: int) -> float:
+    """G_ema's decay per step of `batch` images: half-life ema_kimg, shortened to ema_rampup * images seen early in
+    a run."""
     ema_nimg = cfg.ema_kimg * 1000
     if cfg.ema_rampup > 0:
         ema_nimg = min(ema_nimg, cur_nimg * cfg.ema_rampup)
-    return 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+    return 0.5 ** (batch / max(ema_nimg, 1e-8))
 
 
 class Trainer:
@@ -104,6 +117,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank (rank 0's are broadcast anyway)
+        Generator, Discriminator = FAMILIES[cfg.family]
         self.G = Generator(**self.G_kwargs).train().requires_grad_(False).to(self.device)
         self.D = Discriminator(**self.D_kwargs).train().requires_grad_(False).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval()
@@ -126,11 +140,10 @@ class Trainer:
             if module is not None:
                 broadcast_module(module)
 
-        self.reals = device_batches(make_loader(
-            training_pipeline(cfg.data, rank=env.rank, world=env.world, seed=cfg.seed + self.progress["resumes"],
-                              xflip=cfg.mirror, resolution=cfg.resolution),
-            batch_size=self.batch_gpu, workers=cfg.workers, pin_memory=self.device.type == "cuda", drop_last=True),
-            self.device)
+        # the batch and learning rates the optimizers and the split were made for; then the run's own stage
+        self.stage = Stage(0.0, cfg.resolution, cfg.batch, cfg.glr, cfg.dlr)
+        self.reals = self.real_batches()
+        self.enter_stage(stage_at(cfg, self.progress["cur_nimg"], env.world), reset=False)
         self.grid_z, self.grid_c = grid_latents(cfg.grid_size ** 2, self.G.z_dim, self.c_dim, cfg.seed + 123,
                                                 self.device)
         if env.is_main:
@@ -141,7 +154,7 @@ class Trainer:
 
     def checkpoint_state(self) -> TrainingSnapshot:
         return {
-            "format": FORMAT, "G_kwargs": self.G_kwargs, "D_kwargs": self.D_kwargs,
+            "format": FORMAT, "family": self.cfg.family, "G_kwargs": self.G_kwargs, "D_kwargs": self.D_kwargs,
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
             "G_opt": self.G_opt.state_dict(), "D_opt": self.D_opt.state_dict(),
             "augment": {"p": float(self.augment.p) if self.augment is not None else 0.0},
@@ -165,7 +178,8 @@ class Trainer:
     def load_full(self, path: Path, ckpt: dict | None = None) -> None:
         """Everything of a snapshot of this run (`ckpt`: its contents, already checked): networks, optimizers,
         augmentation, schedule, random state."""
-        ckpt = ckpt if ckpt is not None else load_training_snapshot(path, self.G_kwargs, self.D_kwargs)
+        ckpt = ckpt if ckpt is not None else load_training_snapshot(path, self.cfg.family, self.G_kwargs,
+                                                                          self.D_kwargs)
         restore(path, {"G": self.G, "D": self.D, "G_ema": self.G_ema, "G_opt": self.G_opt, "D_opt": self.D_opt}, ckpt)
         if self.augment is not None:
             self.augment.p.fill_(ckpt["augment"]["p"])
@@ -194,6 +208,47 @@ class Trainer:
         for text in plan.warnings:
             self.runlog.warn(text)
 
+    def real_batches(self):
+        """Endless batches of reals on the device, batch_gpu at a time."""
+        cfg, env = self.cfg, self.env
+        return device_batches(make_loader(
+            training_pipeline(cfg.data, rank=env.rank, world=env.world, seed=cfg.seed + self.progress["resumes"],
+                              xflip=cfg.mirror, resolution=cfg.resolution),
+            batch_size=self.batch_gpu, workers=cfg.workers, pin_memory=self.device.type == "cuda", drop_last=True),
+            self.device)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Progressive growing
+
+    def enter_stage(self, stage: Stage, reset: bool = True) -> None:
+        """Train at `stage` from the next step: the networks' lod, the learning rates, the batch split and loader
+        when the batch changes, style mixing over the layers in use; Adam's moments reset when a fade starts or
+        ends (NVIDIA's reset_opt_for_new_lod; `reset` False: a resume, whose optimizer state is the stage's)."""
+        old, self.stage = self.stage, stage
+        if self.cfg.lod_initial_resolution:  # every step: a rollback restores an older snapshot's lod
+            for net in (self.G.synthesis, self.G_ema.synthesis, self.D):
+                net.lod.fill_(stage.lod)
+            self.loss.mixing_layers = self.G.num_ws - 2 * int(stage.lod)
+        if stage == old:
+            return
+        lazy = {p.name: p.interval for p in self.phases}
+        for opt, lr, interval in ((self.G_opt, stage.glr, lazy.get("Greg", 0)),
+                                  (self.D_opt, stage.dlr, lazy.get("Dreg", 0))):
+            for group in opt.param_groups:
+                group["lr"] = lr * lazy_ratio(interval)
+        if stage.batch != old.batch:
+            self.batch_gpu, self.rounds = self.cfg.split_batch(self.env.world, stage.batch)
+            self.graphs.rounds = self.rounds
+            self.reals = self.real_batches()
+        if reset and not stage.same_level(old):
+            for opt in (self.G_opt, self.D_opt):
+                opt.state.clear()
+        if stage.resolution != old.resolution or not stage.same_level(old):
+            self.runlog.log(f"kimg {self.progress['cur_nimg'] / 1000:.3f}: lod {stage.lod:g}, {stage.resolution}x"
+                            f"{stage.resolution}{' fading in' if stage.lod % 1 else ''}, batch {stage.batch} = "
+                            f"{self.batch_gpu} x {self.rounds} x {self.env.world}, lr {stage.glr:g}/{stage.dlr:g}"
+                            f"{', Adam state reset' if reset and not stage.same_level(old) else ''}")
+
     # ------------------------------------------------------------------------------------------------------------
     # One training step
 
@@ -201,7 +256,12 @@ class Trainer:
         """One training iteration as the loop runs it: the phases due, EMA, the progress counters and the ADA
         adjustment, all queued without waiting for the GPU. Returns whether every phase's gradients were finite, a
         device bool (`settle` does the host's part). Benchmarks time exactly this."""
-        cfg, reals = self.cfg, [next(self.reals) for _ in range(self.rounds)]
+        cfg = self.cfg
+        if cfg.lod_initial_resolution:
+            self.enter_stage(stage_at(cfg, self.progress["cur_nimg"], self.env.world))
+        reals = [next(self.reals) for _ in range(self.rounds)]
+        if self.stage.lod:
+            reals = [(reals_at_lod(real, self.stage.lod), c) for real, c in reals]
         due = [p for p in self.phases if self.progress["batch_idx"] % p.interval == 0]
         stepped = []
         for phase in due:
@@ -209,8 +269,9 @@ class Trainer:
                 self.accumulate_gradients(phase, reals)
                 stepped.append(average_and_step(phase.params, phase.opt, self.env.world))
         finite = torch.stack(stepped).all()
-        ema_update(self.G_ema, self.G, finite * (1 - ema_beta(cfg, self.progress["cur_nimg"])), finite)
-        self.progress["cur_nimg"] += cfg.batch
+        ema_update(self.G_ema, self.G, finite * (1 - ema_beta(cfg, self.progress["cur_nimg"], self.stage.batch)),
+                   finite)
+        self.progress["cur_nimg"] += self.stage.batch
         self.progress["batch_idx"] += 1
         if cfg.aug == "ada" and self.progress["batch_idx"] % cfg.ada_interval == 0:
             self.update_ada()
@@ -232,7 +293,7 @@ class Trainer:
             (loss * (phase.interval / self.rounds)).backward()
             self.graphs.own_gradients(phase.params, rnd)
             self.stats.add(values)
-            if phase.name == "Dmain":
+            if "real_sign" in values:  # Dmain, Dboth
                 self.ada_signs += torch.stack([values["real_sign"], torch.ones_like(values["real_sign"])])
             for end, t in zip(ends, running, strict=True):
                 end.append(t.clone())
@@ -278,7 +339,7 @@ class Trainer:
     def update_ada(self) -> None:
         signs = all_reduce_sum(self.ada_signs.clone())
         rt = signs[0] / signs[1].clamp(min=1)
-        adjust = torch.sign(rt - self.cfg.ada_target) * (self.cfg.batch * self.cfg.ada_interval) / (
+        adjust = torch.sign(rt - self.cfg.ada_target) * (self.stage.batch * self.cfg.ada_interval) / (
             self.cfg.ada_kimg * 1000)
         self.augment.p.copy_((self.augment.p + adjust).clamp(min=0))
         self.ada_signs.zero_()
@@ -308,9 +369,9 @@ class Trainer:
         start_time = tick_start_time = time.time()
         setup_seconds = start_time - self.started
         tick_start_nimg, maintenance, first_tick = self.progress["cur_nimg"], 0.0, True
-        self.runlog.log(f"training {cfg.run_name}: {env.world} process(es) on {self.device}, batch {cfg.batch} = "
-                        f"{self.batch_gpu} x {self.rounds} round(s) x {env.world}, {cfg.kimg} kimg, run dir "
-                        f"{self.rundir}")
+        self.runlog.log(f"training {cfg.run_name}: {env.world} process(es) on {self.device}, batch "
+                        f"{self.stage.batch} = {self.batch_gpu} x {self.rounds} round(s) x {env.world}, {cfg.kimg} "
+                        f"kimg, run dir {self.rundir}")
         flags = LaggedFlags(self.device)
         while True:
             finite = self.step()
@@ -351,7 +412,9 @@ class Trainer:
             "maintenance_s": maintenance, "augment_p": float(self.augment.p) if self.augment is not None else 0.0,
             "gpumem_gb": torch.cuda.max_memory_allocated(self.device) / 2 ** 30 if self.device.type == "cuda" else 0.0,
             "images_per_sec_per_gpu": tick_nimg / max(tick_seconds, 1e-9) / self.env.world,
-            **means, "pl_mean": float(self.loss.pl_mean), "glr": self.cfg.glr, "dlr": self.cfg.dlr,
+            **means, "pl_mean": float(self.loss.pl_mean), "glr": self.stage.glr, "dlr": self.stage.dlr,
+            **({"lod": self.stage.lod, "resolution": self.stage.resolution, "batch": self.stage.batch}
+               if self.cfg.family == "stylegan1" else {}),
             **{k: v for k, v in self.faults.items() if k != "consecutive_nonfinite"},
         })
 
