@@ -113,7 +113,8 @@ class Network:
                  module_src: str = "raise SystemExit('must not run')", version: int = 4):
         self.state = dict(version=version, name=name, static_kwargs=static_kwargs, components=components or {},
                           build_module_src=module_src, build_func_name=func,
-                          variables=[(k, np.asarray(v, np.float32)) for k, v in variables.items()])
+                          # each network its own arrays, as in NVIDIA's files (G and Gs share none)
+                          variables=[(k, np.array(v, np.float32)) for k, v in variables.items()])
 
     def __getstate__(self) -> dict:
         return self.state

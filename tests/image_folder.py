@@ -66,3 +66,13 @@ def preprocess_folder(src: Path, dest: Path, resolution: int = 16, *extra: str) 
     run_job("preprocess", "--source", str(src), "--dest", str(dest), "--resolution", str(resolution), "--workers", "1",
             *extra)
     return dest
+
+
+def random_dataset(root: Path, count: int, resolution: int) -> Path:
+    """`count` random RGB images of `resolution` pixels square, preprocessed at that resolution into root/data."""
+    src = root / "img"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)).save(src / f"{i}.png")
+    return preprocess_folder(src, root / "data", resolution)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from stylegan.errors import UserError
 from stylegan.formats.checkpoint import load_checkpoint
@@ -17,7 +16,7 @@ from stylegan.rundir import RunDir
 from stylegan.train.config import load_config
 from stylegan.train.progressive import reals_at_lod, stage_at
 from tests.conftest import run_job
-from tests.image_folder import preprocess_folder
+from tests.image_folder import random_dataset
 
 FFHQ_2018 = ["data=x", "family=stylegan1", "resolution=64", "lod_initial_resolution=8", "batch=32",
              "batch_per_res={4: 512, 8: 256, 16: 128, 32: 64, 64: 32}", "glr=0.001", "dlr=0.001"]
@@ -86,12 +85,7 @@ def test_a_run_grows_through_a_fade_and_a_requeue_inside_it_resumes_at_the_same_
     """From 8x8 (batch 16) through the fade to 16x16 (batch 8): the tick lines and stats carry the lod, Adam's state
     is reset where the fade starts and ends, and a run stopped inside the fade (at a snapshot) continues with the
     lods and batches of the run that was never stopped."""
-    src = tmp_path / "img"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(src / f"{i}.png")
-    data = preprocess_folder(src, tmp_path / "data", 16)
+    data = random_dataset(tmp_path, 16, 16)
     common = [f"data={data}", f"outdir={tmp_path}", *TINY_GROWING]
     run_job("train", *common, "run_name=straight", "kimg=0.08")
     run_job("train", *common, "run_name=requeued", "kimg=0.056")

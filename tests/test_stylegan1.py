@@ -33,7 +33,7 @@ from stylegan.models import stylegan1
 from stylegan.rundir import RunDir
 from stylegan.train.config import load_config
 from tests.conftest import FIXTURES, REPO, run_job
-from tests.image_folder import preprocess_folder
+from tests.image_folder import random_dataset
 
 
 def reference(res: int) -> dict[str, np.ndarray]:
@@ -138,12 +138,7 @@ def test_sample_convert_and_evaluate_take_the_network_file(tmp_path):
     run_job("sample", "--network", str(net), "--outdir", str(tmp_path / "mix"), "--style-mix", "1,2", "3,4",
             "--workers", "1")
     assert list((tmp_path / "walk").glob("*.gif")) and list((tmp_path / "mix").glob("*.png"))
-    src = tmp_path / "img"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src / f"{i}.png")
-    data = preprocess_folder(src, tmp_path / "data", 32)
+    data = random_dataset(tmp_path, 8, 32)
     result = run_job("evaluate", "--network", str(net), "--data", str(data), "--metrics", "swd")
     assert json.loads(result.stdout.strip().splitlines()[-1])["value"] > 0
     refused = run_job("train", f"data={data}", f"outdir={tmp_path}", "resolution=32", f"resume={net}", check=False)
@@ -201,12 +196,7 @@ def test_the_preset_fine_tunes_a_stylegan_2018_file_resumes_and_samples(tmp_path
     finite (G, D, R1 in D's step), snapshots of the 2018 family that a longer run resumes and `sample` reads."""
     G, D, G_kwargs, D_kwargs = sg1_networks(32)
     source = write_stylegan1_pickle(tmp_path / "sg1.pkl", G, D, G_kwargs, D_kwargs)
-    src = tmp_path / "img"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(src / f"{i}.png")
-    data = preprocess_folder(src, tmp_path / "data", 16)
+    data = random_dataset(tmp_path, 16, 16)
     args = ["--config", str(REPO / "configs" / "stylegan1-textures64.yaml"), f"data={data}", f"outdir={tmp_path}",
             "run_name=ft", "resolution=16", f"resume={source}", *TINY_SG1, "batch=8", "workers=1",
             "tick_kimg=0.008", "snap=1", "grid_size=2"]
