@@ -1,4 +1,5 @@
-"""Train StyleGAN2: a plain process (1 CPU/GPU) or under torchrun (GPUs, nodes).
+"""Train StyleGAN2 or StyleGAN (2018) (`family=stylegan1`): a plain process (1 CPU/GPU) or under torchrun (GPUs,
+nodes).
 
     python -m jobs.train --config configs/textures64.yaml data=/shared/data/tex64
     torchrun --nproc-per-node=8 -m jobs.train --config configs/ffhq256.yaml resume=ffhq.pkl

@@ -63,6 +63,11 @@ class StartPlan:
         lines = [f"config OK: {start} ({self.images} images, batch {self.batch_gpu} x {self.rounds} x {self.world})",
                  f"  networks: {self.cfg.resolution}x{self.cfg.resolution}, {self.c_dim} label classes, "
                  f"frozen D layers: {', '.join(self.frozen) or 'none'}"]
+        if self.cfg.lod_initial_resolution:
+            lines.append(f"  progressive growing from {self.cfg.lod_initial_resolution}x"
+                         f"{self.cfg.lod_initial_resolution}: {self.cfg.lod_training_kimg:g} kimg per resolution, "
+                         f"{self.cfg.lod_transition_kimg:g} of fade, batch by resolution "
+                         f"{self.cfg.batch_per_res or self.cfg.batch}")
         lines += [f"  {line}" for text in self.transfer for line in text.splitlines()]
         lines += [f"  WARNING: {w}" for w in self.warnings]
         return "\n".join(lines)

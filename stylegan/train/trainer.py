@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,8 +209,8 @@ class Trainer:
         for text in plan.warnings:
             self.runlog.warn(text)
 
-    def real_batches(self):
-        """Endless batches of reals on the device, batch_gpu at a time."""
+    def real_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless batches of reals (and labels) on the device, batch_gpu at a time."""
         cfg, env = self.cfg, self.env
         return device_batches(make_loader(
             training_pipeline(cfg.data, rank=env.rank, world=env.world, seed=cfg.seed + self.progress["resumes"],
