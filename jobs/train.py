@@ -15,6 +15,7 @@ import sys
 from jobs.cli import run
 from stylegan.cluster import torchrun_rank
 from stylegan.distributed import init_distributed, shutdown
+from stylegan.rundir import RunOwner
 from stylegan.train.config import FIELDS, load_config
 from stylegan.train.startup import plan_start
 from stylegan.train.trainer import Trainer
@@ -24,6 +25,8 @@ def main(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.overrides)
     plan = plan_start(cfg, torchrun_rank()[1])
     if args.dry_run or plan.complete:  # a finished run resubmitted is a no-op, on every rank alike
+        if args.dry_run:
+            RunOwner(plan.rundir).check()
         print(plan.summary())
         return
     env = init_distributed(cfg.dist_timeout_s)

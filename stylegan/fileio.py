@@ -132,14 +132,16 @@ def _process_start(pid: int) -> str | None:
 
 
 def _owner() -> str:
-    return f"{socket.gethostname()} {os.getpid()} {_process_start(os.getpid()) or 0} {time.time():.0f}"
+    """host, pid, process start, time, and the Slurm job (`job=-` outside Slurm)."""
+    return (f"{socket.gethostname()} {os.getpid()} {_process_start(os.getpid()) or 0} {time.time():.0f} "
+            f"job={os.environ.get('SLURM_JOB_ID') or '-'}")
 
 
 EMPTY_LOCK_S = 10.0  # an owner writes its line right after creating the lock: an empty one this old is abandoned
 
 
 def lock_owner(path: Path) -> list[str]:
-    """The words of a lock file's owner line (host, pid, process start, time); [] for an empty or garbled file.
+    """The words of a lock file's owner line (host, pid, process start, time, job); [] for an empty or garbled file.
     A folder at the lock's path is a UserError: nobody can take or release that lock."""
     if path.is_dir():
         raise UserError(f"{path}: a folder where a lock file belongs; remove it")

@@ -7,6 +7,7 @@
         fakes<stamp>.png              the fakes grid of each snapshot
         checkpoints/network-snapshot-<stamp>.pt
         metric-<name>.jsonl           evaluation results, one row per (snapshot, metric)
+        .owner                        the training that runs in the folder now (RunOwner)
         .lock-<snapshot>-<metric>     an evaluator's claim (stylegan.fileio locks)
 A stamp is the image count as kimg with three decimals (`001234.567`): unique per snapshot and sorting in training
 order. Snapshots written before stamps had decimals (`network-snapshot-001234.pt`) are still found.
@@ -14,14 +15,19 @@ order. Snapshots written before stamps had decimals (`network-snapshot-001234.pt
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
+import os
 import re
+import socket
+import threading
 from pathlib import Path
 
 import yaml
 
 from stylegan.errors import UserError
-from stylegan.fileio import TMP_PREFIX, held_lock, write_text_atomic
+from stylegan.fileio import TMP_PREFIX, held_lock, lock_is_stale, lock_owner, try_lock, write_text_atomic
 
 SNAPSHOT_RE = re.compile(r"^network-snapshot-(\d{6,})(?:\.(\d{3}))?\.pt$")
 
@@ -104,13 +110,82 @@ class RunDir:
         """A run without snapshots starts only in a folder that holds nothing but what a run writes before its
         first snapshot (a start that was stopped or failed): never over another run's fakes, metrics or other
         files."""
-        startup = ("config.yaml", "log.txt", "stats.jsonl", "checkpoints", "events.out.tfevents", TMP_PREFIX)
+        startup = ("config.yaml", "log.txt", "stats.jsonl", "checkpoints", "events.out.tfevents", ".owner", TMP_PREFIX)
         if not self.path.is_dir():
             return
         other = sorted(p.name for p in self.path.iterdir() if not p.name.startswith(startup))
         if other:
             raise UserError(f"{self.path}: holds another run's files ({', '.join(other[:4])}) but no snapshot to "
                             "resume from; choose another run_name or outdir, or delete that folder to start over")
+
+
+class RunOwner:
+    """One training at a time per run folder: its main process holds `.owner` (a stylegan.fileio lock naming host,
+    pid and Slurm job) and touches it every HEARTBEAT_S. A claim is taken over when its process is gone: at once on
+    the same host or by a later incarnation of the same Slurm job (a requeue), after STALE_S without a heartbeat from
+    another host."""
+
+    HEARTBEAT_S = 60.0
+    STALE_S = 300.0
+
+    def __init__(self, rundir: RunDir):
+        self.path = rundir.path / ".owner"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _ours(self) -> bool:
+        """The claim was made by this process (an earlier trainer of it) or this Slurm job (an earlier incarnation:
+        Slurm ends one before it requeues the job)."""
+        job = os.environ.get("SLURM_JOB_ID")
+        with contextlib.suppress(OSError, UserError):
+            words = lock_owner(self.path)
+            return words[:2] == [socket.gethostname(), str(os.getpid())] or bool(job) and words[4:5] == [f"job={job}"]
+        return False
+
+    def check(self) -> None:
+        """A UserError naming the live owner, if another training holds the folder."""
+        if not self.path.exists() or self._ours():
+            return
+        if lock_is_stale(self.path, self.STALE_S):
+            return
+        words = lock_owner(self.path)
+        if not words:
+            who = "a training whose claim is being written"
+        else:
+            since = datetime.datetime.fromtimestamp(int(words[3])).strftime("%Y-%m-%d %H:%M") if \
+                words[3:4] and words[3].isdigit() else "?"
+            job = f", Slurm job {words[4][4:]}" if words[4:5] and words[4] != "job=-" else ""
+            who = f"a training on {words[0]} (pid {words[1]}, since {since}{job})"
+        raise UserError(f"{self.path.parent}: in use by {who}; wait for it to end, or choose another run_name or "
+                        f"outdir (a claim whose process is gone is taken over: at once on the same host, after "
+                        f"{self.STALE_S / 60:.0f} minutes on another)")
+
+    def acquire(self) -> RunOwner:
+        self.check()
+        if self._ours():
+            self.path.unlink(missing_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not try_lock(self.path, self.STALE_S):
+            self.check()  # another training took it between the check and the lock: name it
+            raise UserError(f"{self.path.parent}: in use by another training; wait for it to end")
+        self._thread = threading.Thread(target=self._heartbeat, name="run-owner", daemon=True)
+        self._thread.start()
+        return self
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        with contextlib.suppress(OSError, UserError):
+            if lock_owner(self.path)[1:2] == [str(os.getpid())]:
+                self.path.unlink()
 
 
 def network_path(path: str | Path, what: str) -> Path:

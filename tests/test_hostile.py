@@ -4,6 +4,7 @@ within a memory cap, and nothing runs or is silently wrong."""
 from __future__ import annotations
 
 import collections
+import functools
 import io
 import json
 import os
@@ -21,11 +22,22 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.nvidia_pickles import Persistent, stub_nvidia_modules, write_nvidia_pickle
+from benchmarks.nvidia_pickles import (
+    EasyDict,
+    Network,
+    Persistent,
+    stub_nvidia_modules,
+    tf_networks,
+    tf_stylegan1_networks,
+    write_nvidia_pickle,
+    write_tf_pickle,
+)
+from stylegan.errors import UserError
 from stylegan.formats.checkpoint import save_checkpoint
+from stylegan.formats.nvidia_pickle import load_nvidia_pickle
 from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.rundir import RunDir
-from tests.conftest import REPO, TINY_TRAIN, Fixture, tiny_discriminator_kwargs, tiny_generator_kwargs
+from tests.conftest import FIXTURES, REPO, TINY_TRAIN, Fixture, tiny_discriminator_kwargs, tiny_generator_kwargs
 from tests.image_folder import preprocess_folder
 
 CAP_MB = 1024  # every case runs with at most this much more address space than the job's imports took
@@ -115,6 +127,65 @@ def _deep_kwargs(path: Path, n: int) -> None:
 
 RECONSTRUCT = getattr(np, "_core", np.core).multiarray._reconstruct
 
+
+def shared_tuples(container: bytes) -> bytes:
+    """A pickle that puts a deep structure of shared tuples (a few bytes per level; hashed naively, 2**60 tuples)
+    into a dict or set by the opcodes `container` (written out here: building it in Python would hash it)."""
+    key: tuple = ()
+    for _ in range(60):
+        key = (key, key)
+    body = pickle.dumps(key, protocol=2)[2:-1]  # without PROTO and STOP
+    return b"\x80\x04" + container.replace(b"KEY", body) + b"."
+
+
+HASHED = {  # how each container opcode gets the key
+    "dict key (SETITEM)": b"}KEYK\x01s",
+    "dict keys (SETITEMS)": b"}(KEYK\x01u",
+    "set (ADDITEMS)": b"\x8f(KEY\x90",
+    "frozenset (FROZENSET)": b"(KEY\x91",
+    "set() call": b"cbuiltins\nset\n](KEYe\x85R",
+}
+
+
+class WithState:
+    """Pickles as `cls()` followed by BUILD with `state`."""
+
+    def __init__(self, cls, state: dict):
+        self.cls, self.state = cls, state
+
+    def __reduce__(self):
+        return self.cls, (), self.state
+
+
+def easydict_with_methods(path: Path) -> None:
+    nvidia_like(path, {}, WithState(EasyDict, {"items": set, "keys": frozenset}))
+
+
+def zero_stride_array(path: Path) -> None:
+    """numpy.ndarray(shape, dtype, buffer, offset, strides) called by NEWOBJ: 14 GB of float32 viewing 4 bytes."""
+    args = pickle.dumps(((60000, 60000), "f4", b"\0" * 4, 0, (0, 0)), protocol=2)[2:-1]
+    path.write_bytes(b"\x80\x02cnumpy\nndarray\n" + args + b"\x81.")
+
+
+def tf_names_growing(path: Path, depth: int = 14) -> None:
+    """TF records whose components share one record under long names: each level doubles the names walked."""
+    leaf = Network("leaf", "x", {}, {"w": np.zeros(1, np.float32)})
+    for level in range(depth):
+        leaf = Network(f"n{level}", "x", {}, {}, {f"{'k' * 10_000}{j}": leaf for j in range(2)})
+    write_tf_pickle(path, (leaf, leaf, leaf))
+
+
+def deflated_storage(path: Path) -> None:
+    """A tensor whose storage bytes (torch.save's zip) hold a deflated member: 1000:1 before any budget sees it."""
+    packed = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(_storage_bytes(torch.zeros(1000)))) as src, \
+            zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as dest:
+        for member in src.infolist():
+            dest.writestr(member.filename, src.read(member))
+    weight = Reduce(torch._utils._rebuild_tensor_v2, Reduce(torch.storage._load_from_bytes, packed.getvalue()), 0,
+                    (1000,), (1,), False, collections.OrderedDict())
+    nvidia_like(path, {"weight": weight})
+
 HOSTILE_PICKLES = {
     "expanding references": (lambda p: nvidia_like(p, {}, {"z_dim": 4, "bomb": expanding()}), "larger than"),
     "declared 5 GB of bytes": (lambda p: p.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 5 << 30) + b"x" * 64
@@ -130,6 +201,13 @@ HOSTILE_PICKLES = {
     "state set on a parameter": (lambda p: nvidia_like(p, {"weight": Reduce(
         torch._utils._rebuild_parameter_with_state, torch.zeros(2), False, collections.OrderedDict(),
         {"detach": 1})}), "parameter with hooks or state"),
+    "zero-stride numpy view": (zero_stride_array, "numpy array created directly"),
+    "zero-size numpy type": (lambda p: p.write_bytes(pickle.dumps(np.zeros(10 ** 9, "V0"))), "numpy array of type"),
+    "names growing through shared records": (tf_names_growing, "names would grow"),
+    "deflated tensor storage": (deflated_storage, "compressed or oversized member"),
+    **{f"shared tuples as a {where}": (lambda p, ops=ops: p.write_bytes(shared_tuples(ops)), "tuple as a dict key")
+       for where, ops in HASHED.items()},
+    "EasyDict methods replaced": (easydict_with_methods, "attributes set on a _AttrDict"),
 }
 
 
@@ -139,7 +217,8 @@ def test_hostile_pickles_are_refused_in_one_line_within_the_memory_cap(tmp_path,
     path = tmp_path / "net.pkl"
     make(path)
     assert path.stat().st_size < 1 << 20  # each under 1 MB
-    one_line_error(job("convert", "--source", str(path), "--dest", str(tmp_path / "out.pt")), match, str(path))
+    one_line_error(job("convert", "--source", str(path), "--dest", str(tmp_path / "out.pt"), timeout=120), match,
+                   str(path))
     assert not (tmp_path / "out.pt").exists()
 
 
@@ -344,13 +423,25 @@ def test_a_damaged_member_names_its_shard(tmp_path, dataset):
     assert re.search(r"shard-\d{4}-\d{5}\.tar: sample \d{9} is damaged", line), line
 
 
-def test_a_dataset_with_every_sample_excluded_fails_at_once(tmp_path, dataset):
+@pytest.mark.parametrize("edit,match", [
+    ("total 0", "no usable images"), ("total kept", "the file was edited"),
+    ("counts doubled to fit", "excluded samples in a row: dataset.json excludes every image"),
+])
+def test_a_dataset_with_every_sample_excluded_fails_at_once(tmp_path, dataset, edit, match):
+    """Every key excluded, with total_images set to 0, left as it was, or every count forged to fit: one line from
+    the trainer, which would otherwise search the shards for a usable image for ever (and from the dry run where the
+    file says so)."""
     data = copy_dataset(dataset, tmp_path / "data")
     info = json.loads((data / "dataset.json").read_text())
     info["exclude"] = [f"{i:09d}" for i in range(info["total_images"])]
-    info["total_images"] = 0
+    if edit == "total 0":
+        info["total_images"] = 0
+    for shard in info["shards"] if edit == "counts doubled to fit" else ():
+        shard["count"] *= 2
     (data / "dataset.json").write_text(json.dumps(info))
-    one_line_error(train(data, tmp_path), "no usable images")
+    if edit != "counts doubled to fit":
+        one_line_error(job("train", f"data={data}", f"outdir={tmp_path}", *TRAIN, "--dry-run"), match)
+    one_line_error(train(data, tmp_path), match)
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -380,3 +471,68 @@ def test_a_nan_checkpoint_never_becomes_black_images_and_a_diverging_run_stops(t
                    "nan_rollback=2", "kimg=0.08")
     one_line_error(result, "training diverged", "again after 2 rollbacks")
     assert "training complete" not in result.stdout
+
+
+def _deep_components(nets, k: int, depth: int = 3000) -> None:
+    record = nets[k]
+    for i in range(depth):
+        record.state["components"]["deeper"] = record = Network(f"c{i}", "x", {}, {})
+
+
+MALFORMED_TF = {
+    "no version": (lambda n, k: n[k].state.pop("version"), "of version None"),
+    "version 2.5": (lambda n, k: n[k].state.update(version=2.5), "of version 2.5"),
+    "resolution 0": (lambda n, k: n[k].state["static_kwargs"].update(resolution=0), "resolution 0: expected a power"),
+    "resolution -32": (lambda n, k: n[k].state["static_kwargs"].update(resolution=-32), "resolution=-32"),
+    "resolution '32'": (lambda n, k: n[k].state["static_kwargs"].update(resolution="32"), "resolution='32'"),
+    "resolution [32]": (lambda n, k: n[k].state["static_kwargs"].update(resolution=[32]), "resolution=[32]"),
+    "fmap_max {}": (lambda n, k: n[k].state["static_kwargs"].update(fmap_max={}), "fmap_max={}"),
+    "static_kwargs a list": (lambda n, k: n[k].state.update(static_kwargs=[1, 2]), "static_kwargs is a list"),
+    "components a list": (lambda n, k: n[k].state.update(components=[1]), "components of type list"),
+    "a component a number": (lambda n, k: n[k].state.update(components={"mapping": 3}), "component 'mapping'"),
+    "a component holds its parent": (lambda n, k: n[k].state["components"].update(parent=n[k]), "nested deeper"),
+    "components 3000 deep": (_deep_components, "nested deeper"),
+}
+
+
+@pytest.mark.parametrize("family", ["stylegan2", "stylegan1"])
+@pytest.mark.parametrize("case", list(MALFORMED_TF))
+def test_malformed_tf_records_are_one_line(tmp_path, family, case):
+    """Allow-listed but malformed TF records, in G (index 0) and D (1): one UserError naming the file."""
+    change, match = MALFORMED_TF[case]
+    for k in (0, 1):
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(20_000)  # pickling 3000 nested records
+        try:
+            path = _tf_file(tmp_path / f"{k}.pkl", family, functools.partial(change, k=k))
+        finally:
+            sys.setrecursionlimit(limit)
+        with pytest.raises(UserError, match=re.escape(match)) as info:
+            load_nvidia_pickle(path)
+        assert str(path) in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def _tf_file(path: Path, family: str, change=lambda nets: None, dtype=np.float32, **G_changes) -> Path:
+    if family == "stylegan1":
+        ref = dict(np.load(FIXTURES / "stylegan1_official_32.npz"))
+        meta = json.loads(bytes(ref["meta_json"]).decode())
+        nets = tf_stylegan1_networks({k: v for k, v in ref.items() if k.startswith(("Gs/", "D/"))}, meta["G"],
+                                     meta["D"])
+    else:
+        fx = Fixture("uncond32")
+        G_kwargs, D_kwargs = {**fx.meta["G_kwargs"], **G_changes}, {**fx.meta["D_kwargs"], **G_changes}
+        torch.manual_seed(0)
+        nets = tf_networks(Generator(**G_kwargs), Discriminator(**D_kwargs), G_kwargs, D_kwargs)
+    for net in nets:
+        for record in (net, *net.state["components"].values()):
+            record.state["variables"] = [(name, v.astype(dtype)) for name, v in record.state["variables"]]
+    change(nets)
+    return write_tf_pickle(path, nets)
+
+
+def test_a_float16_tf_pickle_loads_and_its_tensors_are_counted_once(tmp_path):
+    """Tensors stored in float16 are copied to float32: twice the file's bytes, within its budget."""
+    path = _tf_file(tmp_path / "half.pkl", "stylegan2", dtype=np.float16, channel_base=16384, channel_max=256)
+    assert path.stat().st_size > 4 << 20  # well beyond the budget's 1 MB of slack
+    ckpt = load_nvidia_pickle(path)
+    assert ckpt["G"]["synthesis.b32.conv1.weight"].dtype == torch.float32

@@ -52,8 +52,9 @@ def same_images(tmp_path_factory) -> Path:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread everywhere: the same float summation order in every run
 
 
-def train(args: list[str], nproc: int = 1, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    return run_job("train", *args, nproc=nproc, check=check, timeout=timeout)
+def train(args: list[str], nproc: int = 1, check: bool = True, timeout: int = 600,
+          env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_job("train", *args, nproc=nproc, check=check, timeout=timeout, env=env)
 
 
 def stats(run_dir: Path) -> list[dict]:
@@ -329,3 +330,37 @@ def test_a_run_stopped_before_its_first_snapshot_starts_again(same_images, tmp_p
     result = train(args)
     assert "starting again: the earlier start of this run wrote no snapshot" in result.stdout
     assert [row["tick"] for row in stats(run.path)] == ticks and run.latest() is not None  # the old ticks dropped
+
+
+def test_one_training_per_run_folder_and_a_dead_owners_claim_is_taken_over(same_images, tmp_path):
+    """A second training of a folder in use stops in one line naming the owner (the dry run too); once the owner is
+    gone (SIGKILL: no release), the next training takes the folder over at once. A claim from another host is
+    respected, unless it is this Slurm job's own (a requeue)."""
+    args = [f"data={same_images}", f"outdir={tmp_path}", "run_name=shared", *TINY, "batch=4", "tick_kimg=0.004"]
+    first = subprocess.Popen([sys.executable, "-m", "jobs.train", *args, "kimg=100"], cwd=REPO, env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = RunDir(tmp_path / "shared")
+    deadline = time.time() + 120
+    while not (run.log.is_file() and "training shared:" in run.log.read_text()):
+        assert first.poll() is None and time.time() < deadline, first.communicate()
+        time.sleep(0.2)
+    for extra in ([], ["--dry-run"]):
+        second = train([*args, "kimg=0.008", *extra], check=False)
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1, second.stderr[-2000:]
+        assert re.match(rf"error: {re.escape(str(run.path))}: in use by a training on \S+ \(pid {first.pid}, since ",
+                        lines[0]), lines[0]
+    first.kill()
+    first.communicate()
+    assert (run.path / ".owner").is_file()  # a killed owner releases nothing
+    kimg = (run.snapshots()[-1][0] if run.latest() else 0) / 1000 + 0.008
+    train([*args, f"kimg={kimg}"])  # taken over: it resumes the killed run's snapshot, or starts the folder again
+    assert not (run.path / ".owner").exists() and run.snapshots()[-1][0] >= round(kimg * 1000)
+    kimg = run.snapshots()[-1][0] / 1000
+
+    (run.path / ".owner").write_text(f"gpu-node-17 4242 99 {time.time():.0f} job=555\n")  # alive on another host
+    refused = train([*args, f"kimg={kimg + 0.004}"], check=False)
+    assert refused.returncode == 2 and "on gpu-node-17 (pid 4242, since" in refused.stderr, refused.stderr
+    assert "Slurm job 555" in refused.stderr
+    train([*args, f"kimg={kimg + 0.004}"], env={"SLURM_JOB_ID": "555"})  # the same job requeued: its own claim
+    assert run.snapshots()[-1][0] >= round(kimg * 1000) + 4

@@ -29,6 +29,7 @@ from stylegan.fileio import sha256_file
 DATASET_FIELDS = {"resolution": int, "shards": list, "total_images": int}
 OPTIONAL_FIELDS = {"label_count": int, "rejected": int, "exclude": list, "shuffle_seed": int}
 SHARD_FIELDS = {"name": str}
+SHARD_OPTIONAL = {"bytes": int, "count": int}
 
 
 def check_fields(path: Path, info: object) -> None:
@@ -46,8 +47,11 @@ def check_fields(path: Path, info: object) -> None:
     for i, shard in enumerate(info["shards"]):
         if not isinstance(shard, dict) or not all(kind(shard.get(k), t) for k, t in SHARD_FIELDS.items()):
             raise UserError(f"{path}: shards[{i}] must be an object with a 'name'; preprocess again")
-        if shard.get("bytes") is not None and not kind(shard["bytes"], int):
-            raise UserError(f"{path}: shards[{i}].bytes must be int; preprocess again")
+        for key, expected in SHARD_OPTIONAL.items():
+            if shard.get(key) is not None and not kind(shard[key], expected):
+                raise UserError(f"{path}: shards[{i}].{key} must be {expected.__name__}; preprocess again")
+    if not all(isinstance(key, str) for key in info.get("exclude", [])):
+        raise UserError(f"{path}: field 'exclude' must list sample keys (strings); preprocess again")
 
 
 def load_dataset_info(data_dir: str | Path, resolution: int | None = None) -> dict:
@@ -72,9 +76,15 @@ def load_dataset_info(data_dir: str | Path, resolution: int | None = None) -> di
         if shard.get("bytes") is not None and shard_path.stat().st_size != shard["bytes"]:
             raise UserError(f"{shard_path}: {shard_path.stat().st_size} bytes where dataset.json promises "
                             f"{shard['bytes']} (truncated or replaced): restore it, or preprocess again")
-    if info.get("total_images", 0) < 1:
+    excluded = len(set(info.get("exclude", [])))
+    if info["total_images"] < 1:
         raise UserError(f"{path}: the dataset has no usable images ({info.get('rejected', 0)} rejected, "
-                        f"{len(info.get('exclude', []))} excluded as duplicates): check the rejected-*.jsonl files")
+                        f"{excluded} excluded as duplicates): check the rejected-*.jsonl files")
+    counts = [shard.get("count") for shard in info["shards"]]
+    if all(isinstance(n, int) for n in counts) and sum(counts) - excluded != info["total_images"]:
+        # training draws until it finds images: with all of them excluded it would wait for ever
+        raise UserError(f"{path}: total_images is {info['total_images']} but its shards hold {sum(counts)} images "
+                        f"of which {excluded} are excluded: the file was edited; preprocess again (or restore it)")
     return info
 
 
@@ -135,11 +145,24 @@ class _Decode:
 
 
 class _NotExcluded:
+    """Drops the excluded samples. A stream of nothing but excluded samples (a dataset.json edited to exclude
+    every image a rank reads) ends in an error instead of an endless search."""
+
     def __init__(self, exclude: list[str]):
         self.exclude = set(exclude)
+        self.limit = 10 * len(self.exclude) + 1000  # consecutive drops no real dataset comes near
 
-    def __call__(self, sample: dict) -> bool:
-        return sample["__key__"] not in self.exclude
+    def __call__(self, src: Iterator[dict]) -> Iterator[dict]:
+        dropped = 0
+        for sample in src:
+            if sample["__key__"] not in self.exclude:
+                dropped = 0
+                yield sample
+                continue
+            dropped += 1
+            if dropped > self.limit:
+                raise ShardError(f"{sample.get('__url__', '?')}: {dropped} excluded samples in a row: dataset.json "
+                                 "excludes every image this process reads; preprocess again")
 
 
 class _RankSplit:
@@ -171,7 +194,7 @@ def training_pipeline(data_dir: str | Path, *, rank: int = 0, world: int = 1, se
     return wds.DataPipeline(
         wds.ResampledShards(_shard_urls(data_dir, info), worker_seed=_WorkerSeed(seed, rank), deterministic=True),
         wds.tarfile_to_samples(handler=_damaged_tar),
-        wds.select(_NotExcluded(info.get("exclude", []))),
+        _NotExcluded(info.get("exclude", [])),
         wds.shuffle(shuffle, initial=min(shuffle, 100)),
         wds.map(_Decode(info.get("label_count", 0), xflip)),
     )
@@ -187,7 +210,7 @@ def eval_pipeline(data_dir: str | Path, *, rank: int = 0, world: int = 1,
         _RankSplit(rank, world),
         wds.split_by_worker,
         wds.tarfile_to_samples(handler=_damaged_tar),
-        wds.select(_NotExcluded(info.get("exclude", []))),
+        _NotExcluded(info.get("exclude", [])),
         wds.map(_Decode(info.get("label_count", 0), xflip=False)),
     )
 

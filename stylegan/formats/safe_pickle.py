@@ -16,6 +16,7 @@ import io
 import pickle
 import pickletools
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,57 @@ class TFNetworkRecord:
         self.state = state if isinstance(state, dict) else {}
 
 
+def _check_keys(keys: Any) -> None:
+    # A dict key or set element is hashed as it is inserted, and hashing a tuple hashes what it holds: a deep
+    # structure of shared tuples (a few hundred bytes of pickle) would take exponential time. Network pickles key
+    # by names and numbers.
+    for key in keys:
+        if not isinstance(key, _FLAT) and not (isinstance(key, tuple) and all(isinstance(k, _FLAT) for k in key)):
+            _refuse(f"a {type(key).__name__} as a dict key or set element: not a network pickle")
+
+
+_FLAT = (str, bytes, int, float, type(None), np.generic)
+
+
+def _refuse_state(self: Any, state: Any) -> None:
+    # BUILD would otherwise set attributes on these dicts, e.g. replace their methods
+    if state:
+        _refuse(f"attributes set on a {type(self).__name__}: not a network pickle")
+
+
 class _AttrDict(dict):
     """Stands in for dnnlib.util.EasyDict (a dict with attribute access); only its items matter."""
+
+    __setstate__ = _refuse_state
+
+
+class _OrderedDict(collections.OrderedDict):
+    """collections.OrderedDict whose items are checked as they come and whose attributes cannot be set."""
+
+    def __init__(self, items: Any = ()):
+        items = list(items.items() if isinstance(items, dict) else items)
+        _check_keys(k for k, _ in items)
+        super().__init__(items)
+
+    __setstate__ = _refuse_state
+
+
+def _set(items: Any = ()) -> set:
+    items = list(items)
+    _check_keys(items)
+    return set(items)
+
+
+def _frozenset(items: Any = ()) -> frozenset:
+    return frozenset(_set(items))
+
+
+class _NDArrayClass:
+    """Stands in for the numpy.ndarray global, which array pickles name only as _reconstruct's first argument:
+    creating one (NEWOBJ) would allocate the shape the file declares."""
+
+    def __new__(cls, *args: Any) -> None:
+        _refuse("a numpy array created directly: not a network pickle")
 
 
 def _refuse(why: str) -> None:
@@ -85,14 +135,23 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
 
 def _load_storage(data: bytes) -> Any:
     # Tensors in a plain pickle carry their storage as bytes in torch.save format: load those with torch's own
-    # restricted loader, so no code path here unpickles arbitrary objects.
+    # restricted loader, so no code path here unpickles arbitrary objects. torch.save writes a zip of stored
+    # (uncompressed) members; a deflated one would inflate beyond the file before any budget could see it.
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            for member in z.infolist():
+                if member.compress_type != zipfile.ZIP_STORED or member.file_size > len(data):
+                    _refuse(f"tensor storage with a compressed or oversized member ({member.filename!r:.60}): not "
+                            "written by torch.save")
     return torch.load(io.BytesIO(data), weights_only=True)
 
 
 def _numpy_dtype(obj: Any, align: bool = False, copy: bool = False) -> np.dtype:
     dtype = np.dtype(obj, align, copy)
-    if dtype.hasobject:
-        _refuse("a numpy array of Python objects")
+    # numbers only: objects would be unpickled, and a zero-sized type (void, empty string) makes an array of any
+    # length from no bytes at all, which a copy to float32 then allocates
+    if dtype.kind not in "biuf" or dtype.itemsize == 0 or dtype.fields or dtype.subdtype:
+        _refuse(f"a numpy array of type {dtype}: network pickles hold numbers")
     return dtype
 
 
@@ -103,7 +162,7 @@ def _numpy_scalar(dtype: np.dtype, data: bytes | None = None) -> Any:
 def _numpy_reconstruct(subtype: type, shape: tuple, dtype: Any) -> np.ndarray:
     # numpy pickles an empty array here and sets shape and data afterwards (which numpy checks against each
     # other); never allocate the shape a file declares.
-    if subtype is not np.ndarray:
+    if subtype is not _NDArrayClass:
         _refuse(f"numpy array subtype {subtype!r}")
     return np.ndarray.__new__(np.ndarray, (0,), _numpy_dtype(dtype))
 
@@ -127,15 +186,15 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentRecord,
     ("dnnlib.tflib.network", "Network"): TFNetworkRecord,
     ("dnnlib.util", "EasyDict"): _AttrDict,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
+    ("collections", "OrderedDict"): _OrderedDict,
+    ("builtins", "set"): _set,
+    ("builtins", "frozenset"): _frozenset,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _load_storage,
     ("numpy", "dtype"): _numpy_dtype,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDArrayClass,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
@@ -146,7 +205,25 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+def _checking(load: Any, keys: Any) -> Any:
+    """An opcode of pickle's Python unpickler that first checks the keys it is about to hash."""
+    def checked(self: pickle._Unpickler) -> None:
+        _check_keys(keys(self.stack))
+        load(self)
+    return checked
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """pickle's Python unpickler (the C one hashes dict keys and set elements out of reach): only the allow-listed
+    globals, and every key checked before it is hashed."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    for _op, _keys in ((pickle.SETITEM, lambda stack: stack[-2:-1]), (pickle.SETITEMS, lambda stack: stack[0::2]),
+                       (pickle.DICT, lambda stack: stack[0::2]), (pickle.ADDITEMS, lambda stack: stack),
+                       (pickle.FROZENSET, lambda stack: stack)):
+        dispatch[_op[0]] = _checking(dispatch[_op[0]], _keys)
+    del _op, _keys
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
@@ -198,6 +275,14 @@ class Budget:
         if depth > MAX_DEPTH or self.nodes > MAX_NODES:
             raise UserError(f"{self.path}: nested deeper than {MAX_DEPTH} or larger than {MAX_NODES} values: not a "
                             "network pickle (a forged file?)")
+
+    def text(self, s: str) -> str:
+        """`s`, charged: names built from a file's strings (shared records would otherwise repeat them without end)."""
+        self.bytes_left -= len(s)
+        if self.bytes_left < 0:
+            raise UserError(f"{self.path}: its names would grow to more bytes than the file holds (shared "
+                            "references): not a network pickle")
+        return s
 
     def copy(self, t: torch.Tensor) -> torch.Tensor:
         self.bytes_left -= t.numel() * t.element_size()

@@ -22,7 +22,16 @@ from pathlib import Path
 import torch
 
 from stylegan.formats.safe_pickle import Budget, TFNetworkRecord
-from stylegan.formats.tf_records import as_tensors, fail, merged_kwargs, read_networks, take, tf_conv, variables
+from stylegan.formats.tf_records import (
+    as_tensors,
+    check_numbers,
+    fail,
+    merged_kwargs,
+    read_networks,
+    take,
+    tf_conv,
+    variables,
+)
 from stylegan.models.ops import setup_filter
 from stylegan.models.stylegan2 import FIR_TAPS, Discriminator, Generator
 
@@ -40,7 +49,13 @@ _D_IGNORED = {"structure", "conditioning", "dtype", "num_fp16_res", "conv_clamp"
               "mbstd_num_features", "mapping_layers", "mapping_fmaps", "mapping_lrmul", "freeze_layers"}
 
 
+_WHOLE = ("resolution", "label_size", "latent_size", "dlatent_size", "num_channels", "fmap_base", "fmap_max",
+          "mapping_layers", "mapping_fmaps", "label_fmaps", "mbstd_group_size", "mbstd_num_features")
+_REAL = ("mapping_lrmul", "dlatent_avg_beta", "w_avg_beta")
+
+
 def _check_common(path: Path, name: str, kw: dict, ignored: set[str]) -> None:
+    check_numbers(path, name, kw, _WHOLE, _REAL, nullable=("mapping_fmaps", "label_fmaps"))
     unknown = sorted(set(kw) - ignored)
     if unknown:
         fail(path, f"{name} has arguments no StyleGAN2 network has ({', '.join(unknown)}): a modified architecture "
@@ -63,7 +78,7 @@ def _precision(path: Path, name: str, kw: dict) -> dict:
 
 def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, dict]:
     name = f"the TF generator '{net.state.get('name')}'"
-    kw = merged_kwargs(net, budget)
+    kw = merged_kwargs(path, net, budget)
     _check_common(path, name, kw, _G_IGNORED)
     tf = variables(path, net, budget, versions=(4,), family="StyleGAN2")
     if any(k.startswith("mapping/LabelConcat") for k in tf):
@@ -127,7 +142,7 @@ def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, 
 
 def _discriminator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, dict]:
     name = f"the TF discriminator '{net.state.get('name')}'"
-    kw = merged_kwargs(net, budget)
+    kw = merged_kwargs(path, net, budget)
     _check_common(path, name, kw, _D_IGNORED)
     tf = variables(path, net, budget, versions=(4,), family="StyleGAN2")
     if kw.get("architecture", "resnet") != "resnet" or any(k.startswith("FromRGB_lod") for k in tf):

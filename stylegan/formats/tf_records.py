@@ -8,6 +8,7 @@ one (tf_stylegan1); any misfit is one UserError naming the file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,16 +24,27 @@ def fail(path: Path, what: str) -> NoReturn:
     raise UserError(f"{path}: {what}")
 
 
-def build_funcs(net: TFNetworkRecord) -> str:
-    """The build function names of a record and its components, e.g. 'training.networks_stylegan.G_style ...'."""
-    subs = [build_funcs(s) for s in net.state.get("components", {}).values() if isinstance(s, TFNetworkRecord)]
-    return " ".join([str(net.state.get("build_func_name", "")), *subs]).strip()
+def build_func(net: object) -> str:
+    """A record's build function name, e.g. 'training.networks_stylegan.G_style' ('' when it has none)."""
+    name = net.state.get("build_func_name") if isinstance(net, TFNetworkRecord) else None
+    return name[:200] if isinstance(name, str) else ""
 
 
 def is_stylegan1(nets: tuple) -> bool:
-    """A (G, D, Gs) tuple built by NVIDIA's 2018 code (networks_stylegan.G_style / D_basic)."""
-    funcs = " ".join(build_funcs(n) for n in nets if isinstance(n, TFNetworkRecord))
+    """A (G, D, Gs) tuple built by NVIDIA's 2018 code (networks_stylegan.G_style / D_basic at the top level)."""
+    funcs = " ".join(build_func(n) for n in nets)
     return "networks_stylegan." in funcs or "G_style" in funcs or "D_basic" in funcs
+
+
+def components(path: Path, net: TFNetworkRecord) -> dict[str, TFNetworkRecord]:
+    """A record's sub-networks by name, each checked to be a network record."""
+    subs, name = net.state.get("components", {}), str(net.state.get("name"))[:60]
+    if not isinstance(subs, dict):
+        fail(path, f"network record '{name}' has components of type {type(subs).__name__}: not a TF network pickle")
+    for key, sub in subs.items():
+        if not isinstance(key, str) or not isinstance(sub, TFNetworkRecord):
+            fail(path, f"component {key!r:.60} of '{name}' is not a named network record")
+    return subs
 
 
 def variables(path: Path, net: TFNetworkRecord, budget: Budget, versions: tuple[int, ...], family: str,
@@ -40,8 +52,8 @@ def variables(path: Path, net: TFNetworkRecord, budget: Budget, versions: tuple[
     """Every variable of a network and its components, by TF name (`mapping/Dense0/weight`)."""
     budget.visit(depth)
     state = net.state
-    name = prefix or state.get("name")
-    if not isinstance(state.get("variables"), (list, tuple)) or not isinstance(state.get("components", {}), dict):
+    name = prefix or budget.text(str(state.get("name"))[:200])
+    if not isinstance(state.get("variables"), (list, tuple)):
         fail(path, f"network record '{name}' has no variable list: not a TF network pickle")
     version = state.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version not in versions:
@@ -54,23 +66,43 @@ def variables(path: Path, net: TFNetworkRecord, budget: Budget, versions: tuple[
         if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
                 and isinstance(item[1], (np.ndarray, np.floating)) and item[1].dtype.kind == "f"):
             fail(path, f"a variable of '{name}' is not a (name, float array) pair")
-        budget.bytes_left -= item[1].nbytes
-        out[prefix + item[0]] = np.asarray(item[1])
-    for key, sub in state.get("components", {}).items():
-        if not isinstance(sub, TFNetworkRecord):
-            fail(path, f"component '{prefix}{key}' is not a network record")
-        out.update(variables(path, sub, budget, versions, family, f"{prefix}{key}/", depth + 1))
+        # the arrays are the unpickler's (as_tensors charges the copies); names are charged as they are built
+        out[budget.text(prefix + item[0])] = np.asarray(item[1])
+    for key, sub in components(path, net).items():
+        out.update(variables(path, sub, budget, versions, family, budget.text(f"{prefix}{key}/"), depth + 1))
     return out
 
 
-def merged_kwargs(net: TFNetworkRecord, budget: Budget) -> dict:
+def merged_kwargs(path: Path, net: TFNetworkRecord, budget: Budget, depth: int = 0) -> dict:
     """The network's static_kwargs merged with its components' (the components get most of them)."""
+    budget.visit(depth)
     merged: dict[str, Any] = {}
-    for sub in net.state.get("components", {}).values():
-        if isinstance(sub, TFNetworkRecord):
-            merged.update(merged_kwargs(sub, budget))
-    merged.update(plain(net.state.get("static_kwargs") or {}, budget))
+    for sub in components(path, net).values():
+        merged.update(merged_kwargs(path, sub, budget, depth + 1))
+    kwargs = plain(net.state.get("static_kwargs") or {}, budget)
+    if not isinstance(kwargs, dict):
+        fail(path, f"a network record's static_kwargs is a {type(kwargs).__name__}: not a TF network pickle")
+    merged.update(kwargs)
     return merged
+
+
+def check_numbers(path: Path, name: str, kw: dict, whole: tuple[str, ...], real: tuple[str, ...] = (),
+                  nullable: tuple[str, ...] = ()) -> None:
+    """The arguments named in `whole` are whole numbers in [0, 65536], those in `real` finite numbers (each may be
+    absent, and None where `nullable` names it); `resolution` is a power of two >= 4."""
+    for key in whole:
+        value = kw.get(key, 0)
+        if value is None and key in nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1 << 16:
+            fail(path, f"{name} has {key}={value!r:.40}: expected a whole number")
+    for key in real:
+        value = kw.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            fail(path, f"{name} has {key}={value!r:.40}: expected a number")
+    res = kw.get("resolution", 4)
+    if res < 4 or res & (res - 1):
+        fail(path, f"{name} has resolution {res}: expected a power of two >= 4")
 
 
 def take(path: Path, name: str, tf: dict[str, np.ndarray], key: str) -> np.ndarray:

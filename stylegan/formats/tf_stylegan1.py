@@ -28,7 +28,16 @@ from pathlib import Path
 import numpy as np
 
 from stylegan.formats.safe_pickle import Budget, TFNetworkRecord
-from stylegan.formats.tf_records import as_tensors, fail, merged_kwargs, read_networks, take, tf_conv, variables
+from stylegan.formats.tf_records import (
+    as_tensors,
+    check_numbers,
+    fail,
+    merged_kwargs,
+    read_networks,
+    take,
+    tf_conv,
+    variables,
+)
 from stylegan.models.stylegan1 import Discriminator, Generator
 
 FAMILY = "stylegan1"  # the checkpoint key `family` of such networks (absent: StyleGAN2)
@@ -54,11 +63,10 @@ def _check(path: Path, name: str, kw: dict) -> None:
     for key, want in _FIXED.items():
         if key in kw and kw[key] != want:
             fail(path, f"{name} uses {key}={kw[key]!r:.60}; only NVIDIA's {want!r} is supported")
-    for key in ("resolution", "fmap_base", "fmap_max", "latent_size", "dlatent_size", "mapping_layers",
-                "mapping_fmaps", "num_channels", "mbstd_group_size", "mbstd_num_features"):
-        value = kw.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1 << 16:
-            fail(path, f"{name} has {key}={value!r:.40}: expected a whole number")
+    check_numbers(path, name, kw, ("resolution", "fmap_base", "fmap_max", "latent_size", "dlatent_size",
+                                   "mapping_layers", "mapping_fmaps", "num_channels", "mbstd_group_size",
+                                   "mbstd_num_features", "truncation_cutoff"), ("mapping_lrmul", "dlatent_avg_beta"),
+                  nullable=("truncation_cutoff", "dlatent_avg_beta"))
 
 
 def _layer(sd: dict, take_: Callable[[str], np.ndarray], theirs: str, ours: str, noise: np.ndarray) -> None:
@@ -78,13 +86,10 @@ def _read(path: Path, net: TFNetworkRecord, budget: Budget, name: str, default_r
           ) -> tuple[dict, Callable[[str], np.ndarray], dict[str, np.ndarray], int]:
     """The record's checked arguments, a function that takes its variables one by one (naming a missing one), the
     variables left, and its resolution."""
-    kw = merged_kwargs(net, budget)
+    kw = merged_kwargs(path, net, budget)
     _check(path, name, kw)
     tf = variables(path, net, budget, VERSIONS, "StyleGAN (2018)")
-    res = kw.get("resolution", default_res)
-    if res < 4 or res & (res - 1):
-        fail(path, f"{name} has resolution {res}: expected a power of two >= 4")
-    return kw, functools.partial(take, path, name, tf), tf, res
+    return kw, functools.partial(take, path, name, tf), tf, kw.get("resolution", default_res)
 
 
 def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, dict]:

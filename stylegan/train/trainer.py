@@ -47,6 +47,7 @@ from stylegan.formats.transfer import fine_tune
 from stylegan.generate import fakes_grid, grid_latents
 from stylegan.imagefiles import save_png
 from stylegan.models import FAMILIES
+from stylegan.rundir import RunOwner
 from stylegan.train.augment import AugmentPipe
 from stylegan.train.config import TrainConfig, config_dict
 from stylegan.train.fastpath import (
@@ -110,6 +111,8 @@ class Trainer:
         self.batch_gpu, self.rounds, self.frozen = plan.batch_gpu, plan.rounds, plan.frozen
         self.G_kwargs, self.D_kwargs = plan.G_kwargs, plan.D_kwargs
         cfg = self.cfg
+        # the main process owns the folder while it trains: a second training of it stops here, before writing
+        self.owner = RunOwner(self.rundir).acquire() if env.is_main else None
         if env.is_main:
             self.rundir.checkpoints.mkdir(parents=True, exist_ok=True)
         self.runlog = RunLog(self.rundir, env.is_main)
@@ -421,3 +424,5 @@ class Trainer:
 
     def close(self) -> None:
         self.runlog.close()
+        if self.owner is not None:
+            self.owner.release()
