@@ -4,6 +4,7 @@ command (`python -m jobs <job>`) that runs any job of this package by name."""
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import signal
@@ -31,9 +32,9 @@ def stop(signum: int, frame: object) -> None:
 
 def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
         argv: list[str] | None = None) -> None:
-    """Parse, run, and report: bad input as one line (exit 2); SIGINT or SIGTERM as one line saying what is kept
-    (exit 128 + the signal). A signal whose handler is not the default (a launcher's, or ignored in a worker whose
-    parent stops it) is left alone, and so is training's own stop (stylegan.cluster.StopRequest)."""
+    """Parse, run, and report: bad input and a full disk as one line (exit 2); SIGINT or SIGTERM as one line saying
+    what is kept (exit 128 + the signal). A signal whose handler is not the default (a launcher's, or ignored in a
+    worker whose parent stops it) is left alone, and so is training's own stop (stylegan.cluster.StopRequest)."""
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     args = parser.parse_args(argv)
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -45,6 +46,13 @@ def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentPar
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as e:
+        if args.debug or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: {e.filename or 'an output file'}: no space left on the device (disk full or over quota): "
+              "free space, then run the same command again; every file written before is complete and kept",
+              file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt as e:
         if args.debug:

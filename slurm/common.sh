@@ -97,3 +97,5 @@ run_job() {
         in_container "$PYTHON" -m "$module" "$@"
     fi
 }
+
+log "suite $STYLEGAN_HOME, container runtime $CONTAINER_RUNTIME"

@@ -11,8 +11,10 @@
 set -euo pipefail
 # Slurm runs a copy of this script from its spool folder. The suite is $STYLEGAN_HOME, else the folder above this
 # script as it was submitted (relative to the submission folder), else the checkout python3 imports it from.
-submitted=$(scontrol show job "${SLURM_JOB_ID:?submit this script with sbatch}" \
-    | awk '/^ *Command=/ && !found { sub(/^ *Command=/, ""); print $1; found = 1 }')
+# Slurm's Command= is the script's path and the arguments, joined by spaces: the script is its longest prefix that
+# is a file (a path may hold spaces).
+submitted=$(scontrol show job "${SLURM_JOB_ID:?submit this script with sbatch}" | sed -n 's/^ *Command=//p' | head -n 1)
+while [[ "$submitted" == *" "* ]] && ! (cd "$SLURM_SUBMIT_DIR" && [ -f "$submitted" ]); do submitted=${submitted% *}; done
 for STYLEGAN_HOME in ${STYLEGAN_HOME:+"$STYLEGAN_HOME"} "$(cd "$SLURM_SUBMIT_DIR" && cd "$(dirname "$submitted")/.." \
     && pwd)" "$("${PYTHON:-python3}" -c 'import jobs, pathlib; print(pathlib.Path(jobs.__file__).parents[1])')"; do
     [ -f "$STYLEGAN_HOME/slurm/common.sh" ] && break

@@ -52,9 +52,11 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]
             finally:
                 os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # a write through a file object: name what failed
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     if durable:
         _fsync_dir(path.parent)

@@ -536,3 +536,39 @@ def test_a_float16_tf_pickle_loads_and_its_tensors_are_counted_once(tmp_path):
     assert path.stat().st_size > 4 << 20  # well beyond the budget's 1 MB of slack
     ckpt = load_nvidia_pickle(path)
     assert ckpt["G"]["synthesis.b32.conv1.weight"].dtype == torch.float32
+
+
+def full_disk_mount() -> list[str] | None:
+    """unshare's flags for a mount namespace of our own (root: -m; else a user namespace: -rm); None where neither
+    is allowed."""
+    for flags in (["-m"], ["-rm"]):
+        if subprocess.run(["unshare", *flags, "sh", "-c", "mount -t tmpfs -o size=8k tmpfs /mnt"],
+                          capture_output=True).returncode == 0:
+            return flags
+    return None
+
+
+def on_full_disk(dest: Path, size: str, *args: str) -> subprocess.CompletedProcess:
+    """`stylegan <args>` with `dest` a new tmpfs of `size` bytes, in a mount namespace that ends with the job."""
+    flags = full_disk_mount()
+    if flags is None:
+        pytest.skip("no mount namespace here (unshare -m / -rm refused): cannot make a full disk")
+    dest.mkdir(parents=True, exist_ok=True)
+    mount = 'mount -t tmpfs -o size="$1" tmpfs "$0" && shift && exec "$@"'
+    return subprocess.run(["unshare", *flags, "sh", "-c", mount, str(dest), size, sys.executable, "-m", "jobs",
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_a_full_disk_is_named_as_such_in_one_line(tmp_path, dataset):
+    """Training (its snapshot), sampling and preprocessing into a full file system: one line that says the disk is
+    full and names the file, exit 2 (the serializer's own message would speak of stream positions)."""
+    out = tmp_path / "full"
+    result = on_full_disk(out, "40k", "train", f"data={dataset}", f"outdir={out}", "run_name=r", *TRAIN)
+    one_line_error(result, f"{out}/r/", "no space left on the device")
+    net = tmp_path / "net.pt"
+    save_checkpoint(net, tiny_checkpoint())
+    one_line_error(on_full_disk(out, "8k", "sample", "--network", str(net), "--outdir", str(out), "--seeds", "0-99"),
+                   f"{out}/0000/seed", "no space left")
+    one_line_error(on_full_disk(out, "8k", "preprocess", "--source", str(_images(tmp_path / "img", 24)), "--dest",
+                                str(out), "--resolution", "16", "--min-size", "8"), str(out), "no space left")

@@ -110,6 +110,17 @@ def test_a_copy_of_a_script_beside_the_data_finds_the_suite_or_says_how(slurm, w
     assert "set STYLEGAN_HOME=/path/to/the/suite" in log and len(log.strip().splitlines()) == 1, log
 
 
+def test_a_suite_whose_path_holds_spaces(slurm, work):
+    """Slurm's Command= joins the script's path and its arguments with spaces: the script is found whole."""
+    (work / "my suite").symlink_to(REPO, target_is_directory=True)
+    make_image_folder(work / "spaced" / "raw images", count=12)
+    logs = sbatch_and_wait(slurm, work / "spaced", "--array=0", "--job-name=spaced",
+                           "../my suite/slurm/preprocess.sh", "--source", "raw images", "--dest", "data set",
+                           "--resolution", "16", "--min-size", "8", log_pattern="spaced-*.out")
+    assert f"suite {work / 'my suite'}, container runtime none" in logs, logs
+    assert json.loads((work / "spaced" / "data set" / "dataset.json").read_text())["total_images"] == 12
+
+
 def test_a_config_error_under_train_sh_ends_at_once_with_exit_2(slurm, dataset, work):
     job = slurm.sbatch("--cpus-per-task=2", "--job-name=badcfg", script("train"), f"data={dataset}", "batchsize=4",
                        cwd=work, env={**JOB_ENV, "PROCS_PER_NODE": "2"})

@@ -15,7 +15,7 @@ import json
 import random
 import warnings
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import IO, Any, TypedDict
 
 import numpy as np
 import torch
@@ -64,9 +64,33 @@ def torch_load(path: str | Path, what: str) -> Any:
         raise UserError(f"{path}: corrupt or not {what} ({first[:200]})") from None
 
 
+class _KeepsWriteErrors:
+    """A file for torch.save that remembers the OSError of a failed write: torch's serializer reports it as a
+    RuntimeError about stream positions, which would hide a full disk."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.error = f, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: str | Path, ckpt: dict) -> None:
     with atomic_write(path) as f:
-        torch.save(ckpt, f)
+        out = _KeepsWriteErrors(f)
+        try:
+            torch.save(ckpt, out)
+        except RuntimeError:
+            if out.error is None:
+                raise
+            raise OSError(out.error.errno, out.error.strerror, str(path)) from None
 
 
 def load_checkpoint(path: str | Path) -> dict:
