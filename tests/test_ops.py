@@ -1,16 +1,20 @@
-"""The fast fixed-filter resampling ops equal the general upfirdn2d reference, values and gradients."""
+"""The fast fixed-filter resampling ops equal the general upfirdn2d reference, values and gradients, with either
+filter implementation (pooling on GPUs, a depthwise convolution on CPUs)."""
 
 import pytest
 import torch
 
+from stylegan.models import ops
 from stylegan.models.ops import conv2d_resample, fir_downsample2x, fir_filter, fir_upsample2x, setup_filter
 from tests.reference_ops import conv_transpose_then_filter, filter_then_strided_conv, upfirdn2d
 
 F64 = torch.float64
 
 
-@pytest.fixture
-def f() -> torch.Tensor:
+@pytest.fixture(params=["boxes", "depthwise"])
+def f(request, monkeypatch) -> torch.Tensor:
+    """The filter, and the implementation the ops use in this test (whatever the device)."""
+    monkeypatch.setattr(ops, "_fir", getattr(ops, f"_fir_{request.param}"))
     return setup_filter([1, 3, 3, 1]).to(F64)
 
 

@@ -40,20 +40,31 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain:
     return x
 
 
-def fir_filter(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Zero-pad by `pad`, then the [1,3,3,1] FIR filter (normalised to sum 1) in both axes.
+def _fir_depthwise(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """The [1,3,3,1] x [1,3,3,1] / 64 filter as a depthwise convolution (no padding)."""
+    kernel = setup_filter([1, 3, 3, 1]).to(x.dtype)
+    return F.conv2d(x, kernel.expand(x.shape[1], 1, 4, 4), stride=stride, groups=x.shape[1])
 
-    [1,3,3,1] = [1,1] * [1,1] * [1,1], so three 2x2 box filters compute it exactly; pooling kernels are fast,
-    memory-bound and twice differentiable, unlike a depthwise convolution in half precision.
-    """
-    x = F.pad(x, [pad] * 4)
-    return F.avg_pool2d(F.avg_pool2d(F.avg_pool2d(x, 2, 1), 2, 1), 2, 1)
+
+def _fir_boxes(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """The same filter as three 2x2 box filters ([1,3,3,1] = [1,1] * [1,1] * [1,1]), the last one at `stride`."""
+    return F.avg_pool2d(F.avg_pool2d(F.avg_pool2d(x, 2, 1), 2, 1), 2, stride)
+
+
+def _fir(x: torch.Tensor, stride: int) -> torch.Tensor:
+    # GPUs: pooling kernels are fast, memory-bound and twice differentiable, unlike a depthwise convolution in half
+    # precision. CPUs (float32): the depthwise convolution is 10x faster than pooling with stride 1.
+    return _fir_depthwise(x, stride) if x.device.type == "cpu" else _fir_boxes(x, stride)
+
+
+def fir_filter(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Zero-pad by `pad`, then the [1,3,3,1] FIR filter (normalised to sum 1) in both axes."""
+    return _fir(F.pad(x, [pad] * 4), 1)
 
 
 def fir_downsample2x(x: torch.Tensor) -> torch.Tensor:
-    """The official downsample2d: pad 1, [1,3,3,1] filter, keep every second pixel (the last box at stride 2)."""
-    x = F.pad(x, [1, 1, 1, 1])
-    return F.avg_pool2d(F.avg_pool2d(F.avg_pool2d(x, 2, 1), 2, 1), 2, 2)
+    """The official downsample2d: pad 1, [1,3,3,1] filter, keep every second pixel."""
+    return _fir(F.pad(x, [1, 1, 1, 1]), 2)
 
 
 def fir_upsample2x(x: torch.Tensor) -> torch.Tensor:
