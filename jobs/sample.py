@@ -1,9 +1,10 @@
 """Generate images from a trained network: per-seed PNGs, seed grids, latent walks, style-mixing figures.
 
-    python -m jobs.sample --checkpoint net.pt --outdir out --seeds 0-49999
-    python -m jobs.sample --checkpoint net.pkl --outdir out --grid 8x8 --seeds 0-127 --grid-labels
-    python -m jobs.sample --checkpoint net.pt --outdir out --walk 200,1000,2500,4000,200 --frames 10 --trunc 0.8
-    python -m jobs.sample --checkpoint net.pt --outdir out --style-mix 85,100,75 55,821,1789 --layers 0-6
+    python -m jobs.sample --network net.pt --outdir out --seeds 0-49999
+    python -m jobs.sample --network net.pkl --outdir out --grid 8x8 --seeds 0-127 --grid-labels
+    python -m jobs.sample --network net.pt --outdir out --walk 200,1000,2500,4000,200 --frames 10 --trunc 0.8
+    python -m jobs.sample --network net.pt --outdir out --style-mix 85,100,75 55,821,1789 --layers 0-6
+NVIDIA's spellings work too: --checkpoint for --network, --truncation-psi for --trunc.
 Per-seed PNGs are split over Slurm array tasks (or --task-index/--num-tasks) and over torchrun ranks within a
 task; a grid, walk or style-mixing figure is written once, by task 0 rank 0 (the other tasks have nothing to do).
 Per-seed files: <outdir>/<seed // 1000:04d>/seed<seed:04d>.png, plus manifest-<task>.jsonl.
@@ -41,8 +42,15 @@ def main(args: argparse.Namespace) -> None:
         raise UserError("choose one of --seeds (with optional --grid), --walk, --style-mix")
     if args.trunc_cutoff is not None and args.trunc_cutoff < 0:
         raise UserError("--trunc-cutoff must be >= 0")
+    if args.frames is not None and not args.walk:
+        # NVIDIA's gen_video.py walks through --seeds; here --seeds writes one PNG per seed
+        raise UserError(f"--frames: frames belong to a latent walk, whose seeds --walk takes: write --walk "
+                        f"{args.seeds or '200,1000,2500,4000,200'} --frames {args.frames} (NVIDIA's gen_video.py "
+                        "spelling, --seeds with --frames, would write per-seed PNGs here)")
     grid = parse_grid(args.grid) if args.grid else None
     seeds = parse_seeds(args.seeds or args.walk or args.style_mix[0])
+    if args.seeds and not grid:
+        seeds = list(dict.fromkeys(seeds))  # one file per seed: a seed listed twice is written once
     task, num_tasks = array_task(args.task_index, args.num_tasks)
     rank, world, _ = torchrun_rank()
     if (grid or not args.seeds) and (task, rank) != (0, 0):
@@ -63,7 +71,7 @@ def main(args: argparse.Namespace) -> None:
     elif args.seeds:
         sample_seeds(G, seeds, outdir, opts, sha256_file(network), task, num_tasks, rank, world, args.workers)
     elif args.walk:
-        write_walk(G, seeds, args.frames, args.space, outdir, opts, fps=args.fps)
+        write_walk(G, seeds, args.frames or 10, args.space, outdir, opts, fps=args.fps)
     else:
         write_style_mix(G, seeds, parse_seeds(args.style_mix[1]), parse_layers(args.layers), outdir, opts)
 
@@ -77,14 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grid", help="COLSxROWS contact sheets of --seeds (several sheets when needed)")
     parser.add_argument("--grid-labels", action="store_true", help="draw each seed number under its cell")
     parser.add_argument("--walk", help="seeds to walk through, e.g. 200,1000,2500,4000,200")
-    parser.add_argument("--frames", type=int, default=10, help="frames per walk segment")
+    parser.add_argument("--frames", type=int, help="frames per walk segment (default 10)")
     parser.add_argument("--space", choices=("w", "z"), default="w", help="lerp in W or slerp in Z")
     parser.add_argument("--fps", type=int, default=10)
     parser.add_argument("--style-mix", nargs=2, metavar=("ROW_SEEDS", "COL_SEEDS"))
     parser.add_argument("--layers", default="0-6", help="style layers taken from the column seeds")
-    parser.add_argument("--trunc", type=float, default=1.0, help="truncation psi")
-    parser.add_argument("--trunc-cutoff", type=int, help="truncate only the first N style layers (default: all for "
-                        "StyleGAN2, 8 for StyleGAN (2018) networks, as NVIDIA's)")
+    parser.add_argument("--trunc", "--truncation-psi", dest="trunc", type=float, default=1.0,
+                        help="truncation psi (NVIDIA's --truncation-psi is the same flag)")
+    parser.add_argument("--trunc-cutoff", "--truncation-cutoff", dest="trunc_cutoff", type=int,
+                        help="truncate only the first N style layers (default: all for StyleGAN2, 8 for StyleGAN "
+                             "(2018) networks, as NVIDIA's)")
     parser.add_argument("--noise-mode", choices=("const", "random", "none"), default="const")
     parser.add_argument("--class", type=int, help="class index for conditional networks")
     parser.add_argument("--batch", type=int, default=32)

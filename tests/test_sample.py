@@ -61,9 +61,11 @@ def close(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def test_seed_pngs_equal_the_network(network, tmp_path):
+    """In NVIDIA's spellings (--network, --truncation-psi); a seed listed twice is one file, and counted once."""
     path, G = network
-    sample("--checkpoint", str(path), "--outdir", str(tmp_path), "--seeds", "0-2,1500", "--trunc", "0.7",
-           "--workers", "1")
+    result = sample("--network", str(path), "--outdir", str(tmp_path), "--seeds", "0-2,1500,1", "--truncation-psi",
+                    "0.7", "--workers", "1")
+    assert "wrote 4 seeds of 4 to" in result.stdout, result.stdout
     ref = expected(G, [0, 1, 2, 1500], psi=0.7)
     for seed, img in zip([0, 1, 2, 1500], ref, strict=True):
         assert close(read(seed_path(tmp_path, seed)), img)
@@ -201,6 +203,8 @@ def test_style_mix_figure(network, tmp_path):
     (["--style-mix", "1", "2", "--layers", "0-99"], "style layers"),
     (["--style-mix", "1", "2", "--layers", "coarse"], "--layers: bad style layer 'coarse'"),
     (["--style-mix", "1", "2", "--layers", "6-0"], "--layers: bad style layer range"),
+    (["--seeds", "200,1000,200", "--frames", "10"], "--frames: frames belong to a latent walk, whose seeds --walk "
+                                                    "takes: write --walk 200,1000,200 --frames 10"),
 ])
 def test_bad_input_one_line(network, tmp_path, args, match):
     result = sample("--checkpoint", str(network[0]), "--outdir", str(tmp_path), *args, check=False)
