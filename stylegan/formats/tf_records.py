@@ -31,9 +31,14 @@ def build_func(net: object) -> str:
 
 
 def is_stylegan1(nets: tuple) -> bool:
-    """A (G, D, Gs) tuple built by NVIDIA's 2018 code (networks_stylegan.G_style / D_basic at the top level)."""
-    funcs = " ".join(build_func(n) for n in nets)
-    return "networks_stylegan." in funcs or "G_style" in funcs or "D_basic" in funcs
+    """A (G, D, Gs) tuple built by NVIDIA's 2018 code (networks_stylegan.G_style / D_basic, or their components)."""
+    def records():
+        for net in nets:
+            yield net
+            subs = net.state.get("components") if isinstance(net, TFNetworkRecord) else None
+            yield from subs.values() if isinstance(subs, dict) else ()  # one level: no growth through sharing
+
+    return any("networks_stylegan." in f or "G_style" in f or "D_basic" in f for f in map(build_func, records()))
 
 
 def components(path: Path, net: TFNetworkRecord) -> dict[str, TFNetworkRecord]:
