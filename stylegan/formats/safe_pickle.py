@@ -5,8 +5,10 @@ A restricted unpickler admits only the handful of globals such files need and tu
 plain record of its state; the source code such files embed is never executed and their modules never imported.
 Hostile files are refused before they cost memory: the opcode stream is scanned first, so no declared length can
 exceed what the file holds; tensors must be contiguous views inside their storage (a zero-stride view of a few
-bytes would otherwise expand when copied); object arrays, tensor hooks and tensor attributes are refused; and the
-walk over the records (Budget) is bounded in depth, in nodes and in bytes copied, so shared references cannot expand.
+bytes would otherwise expand when copied) and their storages uncompressed; numpy arrays hold numbers and are made
+only through numpy's pickling path; tensor hooks and attributes set on dicts are refused; dict keys and set elements
+are checked before they are hashed (CPU); and the walk over the records (Budget) is bounded in depth, in nodes and in
+bytes copied or built into names, so shared references cannot expand.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class TFNetworkRecord:
         self.state = state if isinstance(state, dict) else {}
 
 
+_FLAT = (str, bytes, int, float, type(None), np.generic)
+
+
 def _check_keys(keys: Any) -> None:
     # A dict key or set element is hashed as it is inserted, and hashing a tuple hashes what it holds: a deep
     # structure of shared tuples (a few hundred bytes of pickle) would take exponential time. Network pickles key
@@ -57,9 +62,6 @@ def _check_keys(keys: Any) -> None:
     for key in keys:
         if not isinstance(key, _FLAT) and not (isinstance(key, tuple) and all(isinstance(k, _FLAT) for k in key)):
             _refuse(f"a {type(key).__name__} as a dict key or set element: not a network pickle")
-
-
-_FLAT = (str, bytes, int, float, type(None), np.generic)
 
 
 def _refuse_state(self: Any, state: Any) -> None:
