@@ -90,7 +90,7 @@ def save_checkpoint(path: str | Path, ckpt: dict) -> None:
         except RuntimeError:
             if out.error is None:
                 raise
-            raise OSError(out.error.errno, out.error.strerror, str(path)) from None
+            raise out.error from None  # atomic_write names the file
 
 
 def load_checkpoint(path: str | Path) -> dict:

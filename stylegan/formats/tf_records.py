@@ -57,7 +57,7 @@ def variables(path: Path, net: TFNetworkRecord, budget: Budget, versions: tuple[
     """Every variable of a network and its components, by TF name (`mapping/Dense0/weight`)."""
     budget.visit(depth)
     state = net.state
-    name = prefix or budget.text(str(state.get("name"))[:200])
+    name = prefix or str(state.get("name"))[:200]
     if not isinstance(state.get("variables"), (list, tuple)):
         fail(path, f"network record '{name}' has no variable list: not a TF network pickle")
     version = state.get("version")
