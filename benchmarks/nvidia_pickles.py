@@ -11,13 +11,16 @@ import collections
 import contextlib
 import math
 import pickle
-import re
 import sys
 import types
 from pathlib import Path
 
 import numpy as np
 from torch import nn
+
+from stylegan.formats.tf_export import NetworkRecord as Network
+from stylegan.formats.tf_export import as_numpy, to_tf_conv, write_tf_pickle
+from stylegan.formats.tf_export import tf_networks as export_tf_networks
 
 
 def _reconstruct_persistent_obj(meta):  # pragma: no cover - never called: the importer must not run it
@@ -103,114 +106,30 @@ def write_nvidia_pickle(path: Path, G: nn.Module, D: nn.Module, G_kwargs: dict, 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# TensorFlow StyleGAN2 pickles: a tuple (G, D, Gs) of dnnlib.tflib.network.Network objects, each pickled with its
-# state (static kwargs, components, variables by TF name as numpy arrays, the build source).
+# TensorFlow pickles: a tuple (G, D, Gs) of dnnlib.tflib.network.Network records (static kwargs, components,
+# variables by TF name as numpy arrays, the build source), written by the library's export
+# (stylegan.formats.tf_export); the tests give the records a build source that must never run.
 
-class Network:
-    """Pickles like NVIDIA's dnnlib.tflib.network.Network: its class, then its state (BUILD)."""
-
-    def __init__(self, name: str, func: str, static_kwargs: dict, variables: dict, components: dict | None = None,
-                 module_src: str = "raise SystemExit('must not run')", version: int = 4):
-        self.state = dict(version=version, name=name, static_kwargs=static_kwargs, components=components or {},
-                          build_module_src=module_src, build_func_name=func,
-                          # each network its own arrays, as in NVIDIA's files (G and Gs share none)
-                          variables=[(k, np.array(v, np.float32)) for k, v in variables.items()])
-
-    def __getstate__(self) -> dict:
-        return self.state
+NEVER_RUN = "raise SystemExit('must not run')"
 
 
-def _np(t) -> np.ndarray:
-    return t.detach().cpu().numpy()
-
-
-def tf_generator_variables(G: nn.Module) -> tuple[dict, dict, dict]:
-    """Our G's tensors as the TF G_main (own), mapping and synthesis variables: the inverse of the import."""
-    sd = {k: _np(v) for k, v in G.state_dict().items()}
-    mapping = {}
-    for k, v in sd.items():
-        m = re.fullmatch(r"mapping\.fc(\d+)\.(weight|bias)", k)
-        if m:
-            mapping[f"Dense{m.group(1)}/{m.group(2)}"] = v.T if m.group(2) == "weight" else v
-        elif k.startswith("mapping.embed."):
-            mapping[f"LabelEmbed/{k.rsplit('.', 1)[1]}"] = v.T if k.endswith("weight") else v
-    synthesis = {}
-    res = G.img_resolution
-    for r in (2 ** i for i in range(2, int(math.log2(res)) + 1)):
-        b, t = f"synthesis.b{r}", f"{r}x{r}"
-        convs = [("conv1", "Conv", 0)] if r == 4 else [("conv0", "Conv0_up", 2 * int(math.log2(r)) - 5),
-                                                      ("conv1", "Conv1", 2 * int(math.log2(r)) - 4)]
-        if r == 4:
-            synthesis[f"{t}/Const/const"] = sd[f"{b}.const"][None]
-        for ours, theirs, noise in convs:
-            w = sd[f"{b}.{ours}.weight"].transpose(2, 3, 1, 0)
-            synthesis[f"{t}/{theirs}/weight"] = w[::-1, ::-1] if theirs == "Conv0_up" else w
-            synthesis[f"{t}/{theirs}/bias"] = sd[f"{b}.{ours}.bias"]
-            synthesis[f"{t}/{theirs}/mod_weight"] = sd[f"{b}.{ours}.affine.weight"].T
-            synthesis[f"{t}/{theirs}/mod_bias"] = sd[f"{b}.{ours}.affine.bias"] - 1
-            synthesis[f"{t}/{theirs}/noise_strength"] = sd[f"{b}.{ours}.noise_strength"]
-            synthesis[f"noise{noise}"] = sd[f"{b}.{ours}.noise_const"][None, None]
-        if f"{b}.torgb.weight" in sd:
-            synthesis[f"{t}/ToRGB/weight"] = sd[f"{b}.torgb.weight"].transpose(2, 3, 1, 0)
-            synthesis[f"{t}/ToRGB/bias"] = sd[f"{b}.torgb.bias"]
-            synthesis[f"{t}/ToRGB/mod_weight"] = sd[f"{b}.torgb.affine.weight"].T
-            synthesis[f"{t}/ToRGB/mod_bias"] = sd[f"{b}.torgb.affine.bias"] - 1
-    return {"dlatent_avg": sd["mapping.w_avg"]}, mapping, synthesis
-
-
-def tf_discriminator_variables(D: nn.Module) -> dict:
-    sd = {k: _np(v) for k, v in D.state_dict().items()}
-    out = {}
-    for k, v in sd.items():
-        if k.endswith("resample_filter"):
-            continue
-        m = re.fullmatch(r"b(\d+)\.(fromrgb|conv0|conv1|skip)\.(weight|bias)", k)
-        if m:
-            r, layer, kind = m.groups()
-            name = {"fromrgb": "FromRGB", "conv0": "Conv0", "conv1": "Conv1_down", "skip": "Skip"}[layer]
-            out[f"{r}x{r}/{name}/{kind}"] = v.transpose(2, 3, 1, 0) if kind == "weight" else v
-        elif k.startswith("mapping.embed."):
-            out[f"LabelEmbed/{k.rsplit('.', 1)[1]}"] = v.T if k.endswith("weight") else v
-        elif k.startswith("mapping.fc"):
-            i, kind = re.fullmatch(r"mapping\.fc(\d+)\.(weight|bias)", k).groups()
-            out[f"Mapping{i}/{kind}"] = v.T if kind == "weight" else v
-        else:
-            tf = {"b4.conv": "4x4/Conv", "b4.fc": "4x4/Dense0", "b4.out": "Output"}[k.rsplit(".", 1)[0]]
-            kind = k.rsplit(".", 1)[1]
-            out[f"{tf}/{kind}"] = (v.transpose(2, 3, 1, 0) if v.ndim == 4 else v.T) if kind == "weight" else v
-    return out
+def _with_source(record: Network, module_src: str) -> Network:
+    record.state["build_module_src"] = module_src
+    for sub in record.state["components"].values():
+        _with_source(sub, module_src)
+    return record
 
 
 def tf_networks(G: nn.Module, D: nn.Module, G_kwargs: dict, D_kwargs: dict, G_ema: nn.Module | None = None,
-                module_src: str = "raise SystemExit('must not run')") -> tuple:
-    common = dict(num_channels=G_kwargs.get("img_channels", 3), resolution=G_kwargs["img_resolution"],
-                  label_size=G_kwargs["c_dim"], num_fp16_res=G_kwargs.get("num_fp16_res", 0),
-                  conv_clamp=G_kwargs.get("conv_clamp"))  # as StyleGAN2-ADA TF networks carry them
-    g_kw = dict(common, latent_size=G_kwargs["z_dim"], dlatent_size=G_kwargs["w_dim"],
-                fmap_base=G_kwargs.get("channel_base", 32768) // 2, fmap_max=G_kwargs.get("channel_max", 512),
-                mapping_layers=(G_kwargs.get("mapping_kwargs") or {}).get("num_layers", 8))
-
-    def generator(name: str, net: nn.Module) -> Network:
-        own, mapping, synthesis = tf_generator_variables(net)
-        comps = {"mapping": Network("G_mapping", "training.networks_stylegan2.G_mapping", g_kw, mapping,
-                                    module_src=module_src),
-                 "synthesis": Network("G_synthesis", "training.networks_stylegan2.G_synthesis_stylegan2", g_kw,
-                                      synthesis, module_src=module_src)}
-        return Network(name, "training.networks_stylegan2.G_main", dict(g_kw, truncation_psi=0.5), own, comps,
-                       module_src=module_src)
-
-    d_kw = dict(common, fmap_base=D_kwargs.get("channel_base", 32768) // 2, fmap_max=D_kwargs.get("channel_max", 512),
-                mbstd_group_size=(D_kwargs.get("epilogue_kwargs") or {}).get("mbstd_group_size", 4))
-    if G_kwargs["c_dim"]:  # our D's label mapping: MappingNetwork's defaults (8 layers, lr 0.01) unless given
-        d_mapping = D_kwargs.get("mapping_kwargs") or {}
-        d_kw.update(mapping_layers=d_mapping.get("num_layers", 8), mapping_lrmul=d_mapping.get("lr_multiplier", 0.01))
-    D_net = Network("D", "training.networks_stylegan2.D_stylegan2", d_kw, tf_discriminator_variables(D),
-                    module_src=module_src)
-    return generator("G", G), D_net, generator("Gs", G_ema or G)
+                module_src: str = NEVER_RUN) -> tuple:
+    """Our StyleGAN2 networks as the (G, D, Gs) records of NVIDIA's TF StyleGAN2 pickles."""
+    ckpt = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": (G_ema or G).state_dict(), "G_kwargs": G_kwargs,
+            "D_kwargs": D_kwargs}
+    return tuple(_with_source(net, module_src) for net in export_tf_networks(ckpt))
 
 
 def tf_stylegan1_networks(variables: dict[str, np.ndarray], G_kwargs: dict, D_kwargs: dict,
-                          module_src: str = "raise SystemExit('must not run')", version: int = 3) -> tuple:
+                          module_src: str = NEVER_RUN, version: int = 3) -> tuple:
     """(G, D, Gs) records of a StyleGAN (2018) network as NVIDIA's 2018 code pickles them, from its variables by TF
     name as that code's Network.vars lists them ('Gs/lod', 'Gs/G_synthesis/4x4/Const/const', 'D/4x4/Dense0/weight':
     the keys benchmarks/stylegan1_official_side.py records). G and Gs get Gs's variables."""
@@ -234,14 +153,10 @@ def tf_stylegan1_networks(variables: dict[str, np.ndarray], G_kwargs: dict, D_kw
     return generator("G"), D, generator("Gs")
 
 
-def _tf_conv(w: np.ndarray) -> np.ndarray:
-    return w.transpose(2, 3, 1, 0)  # [out, in, kh, kw] -> TF's [kh, kw, in, out]
-
-
 def tf_stylegan1_variables(G: nn.Module, D: nn.Module) -> dict[str, np.ndarray]:
     """Our StyleGAN (2018) G and D as the variables of NVIDIA's 2018 code by TF name ('Gs/...', 'D/...', the form
     tf_stylegan1_networks takes): the inverse of stylegan.formats.tf_stylegan1."""
-    g, d = ({k: _np(v) for k, v in net.state_dict().items()} for net in (G, D))
+    g, d = ({k: as_numpy(v) for k, v in net.state_dict().items()} for net in (G, D))
     log2 = int(math.log2(G.img_resolution))
     out = {"Gs/lod": g["synthesis.lod"], "Gs/dlatent_avg": g["mapping.w_avg"], "Gs/G_synthesis/lod": g["synthesis.lod"]}
     for i in range(G.mapping.num_layers):
@@ -253,19 +168,19 @@ def tf_stylegan1_variables(G: nn.Module, D: nn.Module) -> dict[str, np.ndarray]:
             if theirs == "Const":
                 out[f"{t}/const"], out[f"{t}/bias"] = g[f"{o}.const"][None], g[f"{o}.bias"]
             else:
-                out[f"{t}/weight"], out[f"{t}/bias"] = _tf_conv(g[f"{o}.conv.weight"]), g[f"{o}.conv.bias"]
+                out[f"{t}/weight"], out[f"{t}/bias"] = to_tf_conv(g[f"{o}.conv.weight"]), g[f"{o}.conv.bias"]
             out[f"{t}/Noise/weight"] = g[f"{o}.noise_strength"]
             out[f"{t}/StyleMod/weight"], out[f"{t}/StyleMod/bias"] = g[f"{o}.affine.weight"].T, g[f"{o}.affine.bias"]
             out[f"Gs/G_synthesis/noise{2 * k + j}"] = g[f"{o}.noise_const"][None, None]
         rgb = f"Gs/G_synthesis/ToRGB_lod{log2 - k - 2}"
         o = f"synthesis.b{r}.torgb"
-        out[f"{rgb}/weight"], out[f"{rgb}/bias"] = _tf_conv(g[f"{o}.weight"]), g[f"{o}.bias"]
+        out[f"{rgb}/weight"], out[f"{rgb}/bias"] = to_tf_conv(g[f"{o}.weight"]), g[f"{o}.bias"]
     out["D/lod"] = d["lod"]
     for r in (2 ** i for i in range(log2, 1, -1)):
         rgb = f"D/FromRGB_lod{log2 - int(math.log2(r))}"
-        out[f"{rgb}/weight"], out[f"{rgb}/bias"] = _tf_conv(d[f"b{r}.fromrgb.weight"]), d[f"b{r}.fromrgb.bias"]
+        out[f"{rgb}/weight"], out[f"{rgb}/bias"] = to_tf_conv(d[f"b{r}.fromrgb.weight"]), d[f"b{r}.fromrgb.bias"]
         for ours, theirs in (("conv0", "Conv0"), ("conv1", "Conv1_down")) if r > 4 else (("conv", "Conv"),):
-            out[f"D/{r}x{r}/{theirs}/weight"] = _tf_conv(d[f"b{r}.{ours}.weight"])
+            out[f"D/{r}x{r}/{theirs}/weight"] = to_tf_conv(d[f"b{r}.{ours}.weight"])
             out[f"D/{r}x{r}/{theirs}/bias"] = d[f"b{r}.{ours}.bias"]
     for ours, theirs in (("fc", "Dense0"), ("out", "Dense1")):
         out[f"D/4x4/{theirs}/weight"], out[f"D/4x4/{theirs}/bias"] = d[f"b4.{ours}.weight"].T, d[f"b4.{ours}.bias"]
@@ -283,19 +198,3 @@ def write_stylegan1_pickle(path: Path, G: nn.Module, D: nn.Module, G_kwargs: dic
                 mapping_fmaps=mapping.get("layer_features") or G_kwargs.get("w_dim", 512))
     d_kw = dict(common, mbstd_group_size=D_kwargs.get("mbstd_group_size", 4))
     return write_tf_pickle(path, tf_stylegan1_networks(tf_stylegan1_variables(G, D), g_kw, d_kw))
-
-
-def write_tf_pickle(path: Path, networks: tuple, protocol: int = 3) -> Path:
-    """Pickle (G, D, Gs) as NVIDIA's TF StyleGAN2 files are: the Network class under its TF module name."""
-    Network.__module__ = "dnnlib.tflib.network"
-    stubs = {name: types.ModuleType(name) for name in ("dnnlib", "dnnlib.tflib", "dnnlib.tflib.network")}
-    stubs["dnnlib.tflib.network"].Network = Network
-    sys.modules.update(stubs)
-    try:
-        with open(path, "wb") as f:
-            pickle.dump(tuple(networks), f, protocol=protocol)
-    finally:
-        for name in stubs:
-            del sys.modules[name]
-        Network.__module__ = __name__
-    return path

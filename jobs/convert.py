@@ -1,7 +1,10 @@
-"""Convert network files: an NVIDIA .pkl (or our .pt) to our .pt checkpoint, or G_ema to .safetensors.
+"""Convert network files: an NVIDIA .pkl (or our .pt) to our .pt checkpoint, G_ema to .safetensors, or a StyleGAN2
+network to a pickle NVIDIA's PyTorch tools load (stylegan2-ada-pytorch, stylegan3: gen_images.py, projector.py, the
+visualizer, train.py --resume; and PTI, e4e, StyleGAN-NADA, which load through them).
 
     python -m jobs.convert --source ffhq.pkl --dest ffhq.pt
     python -m jobs.convert --source network-snapshot-000200.pt --dest textures.safetensors
+    python -m jobs.convert --source runs/textures --dest textures.pkl
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from stylegan.formats.checkpoint import (
     load_any,
     save_checkpoint,
 )
+from stylegan.formats.tf_export import tf_networks, write_tf_pickle
 from stylegan.rundir import network_path
 
 
@@ -34,8 +38,13 @@ def main(args: argparse.Namespace) -> None:
         save_checkpoint(dest, ckpt)
     elif dest.suffix == ".safetensors":
         export_safetensors(ckpt, dest)
+    elif dest.suffix == ".pkl":
+        if ckpt.get("family", "stylegan2") != "stylegan2":
+            raise UserError(f"{source}: a StyleGAN (2018) network: NVIDIA's PyTorch tools load StyleGAN2 networks "
+                            "only (export it to .pt or .safetensors instead)")
+        write_tf_pickle(dest, tf_networks(ckpt, str(source)))
     else:
-        raise UserError(f"{dest}: destination must end in .pt or .safetensors")
+        raise UserError(f"{dest}: destination must end in .pt, .safetensors or .pkl")
     print(f"wrote {dest} ({G.img_resolution}x{G.img_resolution}, {', '.join(counts)})")
 
 
@@ -43,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="NVIDIA .pkl, our .pt or .safetensors, or a run folder "
                         "(its newest snapshot)")
-    parser.add_argument("--dest", required=True, help="output .pt (full checkpoint) or .safetensors (G_ema only)")
+    parser.add_argument("--dest", required=True, help="output .pt (full checkpoint), .safetensors (G_ema only) or "
+                        ".pkl (G, D and G_ema as NVIDIA's TF StyleGAN2 pickles hold them: NVIDIA's PyTorch loader "
+                        "legacy.load_network_pkl reads it without running anything from it)")
     return parser
 
 

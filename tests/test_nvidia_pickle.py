@@ -2,7 +2,9 @@
 
 import os
 import pickle
+import pickletools
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +112,83 @@ def test_convert_job_bad_input_one_line_no_traceback(tmp_path, make, match):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Export: our networks as the TF records NVIDIA's PyTorch loader converts (benchmarks/export_reference.py runs that
+# loader and gen_images.py on such a file as an outside program)
+
+# The static_kwargs NVIDIA's legacy.convert_tf_generator / convert_tf_discriminator know: any other is an error there
+NVIDIA_G_KWARGS = {"latent_size", "label_size", "dlatent_size", "resolution", "num_channels", "mapping_layers",
+                   "label_fmaps", "mapping_fmaps", "mapping_nonlinearity", "mapping_lrmul", "w_avg_beta", "fmap_base",
+                   "fmap_max", "num_fp16_res", "conv_clamp", "architecture", "resample_kernel", "use_noise",
+                   "nonlinearity", "truncation_psi", "truncation_cutoff", "style_mixing_prob", "structure"}
+NVIDIA_D_KWARGS = {"label_size", "resolution", "num_channels", "architecture", "fmap_base", "fmap_max",
+                   "num_fp16_res", "conv_clamp", "mapping_fmaps", "nonlinearity", "resample_kernel", "freeze_layers",
+                   "mapping_layers", "mapping_lrmul", "mbstd_group_size", "mbstd_num_features", "structure"}
+
+
+class _TFNetwork(dict):
+    """What NVIDIA's loader makes of a TF network record: an EasyDict whose attributes BUILD fills."""
+
+
+class _AsNVIDIALoads(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) == ("dnnlib.tflib.network", "Network"):
+            return _TFNetwork
+        return super().find_class(module, name)
+
+
+def _tf_params(record, prefix=""):
+    out = {prefix + name: value for name, value in record.variables}
+    for name, sub in record.components.items():
+        out.update(_tf_params(sub, f"{prefix}{name}/"))
+    return out
+
+
+def test_convert_exports_a_pickle_nvidia_s_loader_reads(fixture, official_pickle, tmp_path):
+    """`convert --dest x.pkl`: (G, D, Gs) TF records with nothing to run, naming only NVIDIA's record class and
+    numpy's array classes (numpy 1 spelling); arguments only NVIDIA's converter knows, all on the top records (the
+    only ones it reads); our importer reads the same tensors back and they give the official outputs."""
+    path, _ = official_pickle
+    ours, dest = tmp_path / "ours.pt", tmp_path / "export.pkl"
+    run_job("convert", "--source", str(path), "--dest", str(ours))
+    result = run_job("convert", "--source", str(ours), "--dest", str(dest))
+    assert f"wrote {dest}" in result.stdout
+    ops = list(pickletools.genops(dest.read_bytes()))
+    assert (ops[0][0].name, ops[0][1]) == ("PROTO", 3)
+    assert {arg for op, arg, _ in ops if op.name == "GLOBAL"} == {
+        "dnnlib.tflib.network Network", "numpy ndarray", "numpy dtype", "numpy.core.multiarray _reconstruct"}
+    with open(dest, "rb") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2 reads numpy 1's spelling, with a warning
+        records = _AsNVIDIALoads(f).load()
+    assert isinstance(records, tuple) and len(records) == 3 and all(isinstance(r, _TFNetwork) for r in records)
+    tf_G, tf_D, tf_Gs = records
+    for record, known in ((tf_G, NVIDIA_G_KWARGS), (tf_D, NVIDIA_D_KWARGS), (tf_Gs, NVIDIA_G_KWARGS)):
+        assert record.version == 4 and record.build_module_src == "" and set(record.static_kwargs) <= known
+    G_kwargs = fixture.meta["G_kwargs"]
+    assert tf_G.static_kwargs["fmap_base"] * 2 == G_kwargs["channel_base"]
+    assert tf_Gs.static_kwargs["label_size"] == tf_D.static_kwargs["label_size"] == G_kwargs["c_dim"]
+    # absent, NVIDIA's converter would take the whole batch as one group
+    assert tf_D.static_kwargs["mbstd_group_size"] == fixture.meta["D_kwargs"].get("epilogue_kwargs", {}).get(
+        "mbstd_group_size", 4)
+    params = _tf_params(tf_Gs)
+    assert params["synthesis/4x4/Const/const"].shape[0] == 1 and "dlatent_avg" in params
+    ckpt = assert_official_outputs(fixture, dest)
+    source = load_checkpoint(ours)
+    for net in ("G", "D", "G_ema"):
+        assert ckpt[net].keys() == source[net].keys()
+        assert all(torch.equal(ckpt[net][k], source[net][k]) for k in source[net]), net
+
+
+def test_convert_to_pkl_needs_d(fixture, official_pickle, tmp_path):
+    path, _ = official_pickle
+    run_job("convert", "--source", str(path), "--dest", str(tmp_path / "g.safetensors"))
+    result = run_job("convert", "--source", str(tmp_path / "g.safetensors"), "--dest", str(tmp_path / "g.pkl"),
+                     check=False)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "has no G, D" in result.stderr and "not from a generator-only .safetensors" in result.stderr
+    assert not (tmp_path / "g.pkl").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # TensorFlow pickles (StyleGAN2 config-e/f, StyleGAN2-ADA TF), from known weights (benchmarks/nvidia_pickles.py)
 
 @pytest.fixture
@@ -131,13 +210,14 @@ def test_tf_pickles_keep_their_precision_settings(tmp_path):
     """StyleGAN2-ADA TF networks carry num_fp16_res and conv_clamp: the import keeps them (config-e/f: none)."""
     fx = Fixture("uncond32")
     G, D = fx.networks()
-    kwargs = dict(fx.meta["G_kwargs"], num_fp16_res=2, conv_clamp=256)
-    ckpt = load_nvidia_pickle(write_tf_pickle(tmp_path / "ada.pkl", tf_networks(G, D, kwargs, fx.meta["D_kwargs"])))
+    G_kw, D_kw = (dict(fx.meta[k], num_fp16_res=2, conv_clamp=256) for k in ("G_kwargs", "D_kwargs"))
+    ckpt = load_nvidia_pickle(write_tf_pickle(tmp_path / "ada.pkl", tf_networks(G, D, G_kw, D_kw)))
     assert (ckpt["G_kwargs"]["num_fp16_res"], ckpt["G_kwargs"]["conv_clamp"]) == (2, 256.0)
     assert (ckpt["D_kwargs"]["num_fp16_res"], ckpt["D_kwargs"]["conv_clamp"]) == (2, 256.0)
-    plain = dict(fx.meta["G_kwargs"], num_fp16_res=0, conv_clamp=None)
-    ckpt = load_nvidia_pickle(write_tf_pickle(tmp_path / "f.pkl", tf_networks(G, D, plain, fx.meta["D_kwargs"])))
+    G_kw, D_kw = (dict(fx.meta[k], num_fp16_res=0, conv_clamp=None) for k in ("G_kwargs", "D_kwargs"))
+    ckpt = load_nvidia_pickle(write_tf_pickle(tmp_path / "f.pkl", tf_networks(G, D, G_kw, D_kw)))
     assert (ckpt["G_kwargs"]["num_fp16_res"], ckpt["G_kwargs"]["conv_clamp"]) == (0, None)
+    assert (ckpt["D_kwargs"]["num_fp16_res"], ckpt["D_kwargs"]["conv_clamp"]) == (0, None)
 
 
 def test_tf_and_pytorch_pickles_of_one_network_sample_the_same_pngs(tmp_path):

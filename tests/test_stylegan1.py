@@ -120,7 +120,8 @@ def test_hostile_and_malformed_files_are_refused_by_name_with_nothing_run(tmp_pa
 def test_sample_convert_and_evaluate_take_the_network_file(tmp_path):
     """The seed's first step: NVIDIA's network sampled at psi 0.7 with stored noise gives NVIDIA's pixels (seed 0's
     latent is the fixture's first); converted to .pt and .safetensors it gives the same files; walks, style mixing
-    and SWD run on it; fine-tuning it with a StyleGAN2 config is refused in one line that names the fix."""
+    and SWD run on it; an export to NVIDIA's PyTorch tools (StyleGAN2 only) is refused in one line; fine-tuning it
+    with a StyleGAN2 config is refused in one line that names the fix."""
     ref = reference(32)
     net, _ = write(tmp_path, ref)
     out = tmp_path / "seeds"
@@ -133,6 +134,9 @@ def test_sample_convert_and_evaluate_take_the_network_file(tmp_path):
         run_job("sample", "--network", str(tmp_path / dest), "--outdir", str(again), "--seeds", "0", "--trunc",
                 "0.7", "--workers", "1")
         assert np.array_equal(np.asarray(Image.open(again / "0000" / "seed0000.png")), png)
+    refused = run_job("convert", "--source", str(net), "--dest", str(tmp_path / "sg1.pkl"), check=False)
+    assert refused.returncode == 2 and "StyleGAN2 networks only" in refused.stderr, refused.stderr
+    assert not (tmp_path / "sg1.pkl").exists()
     run_job("sample", "--network", str(net), "--outdir", str(tmp_path / "walk"), "--walk", "1,2,1", "--frames", "2",
             "--trunc", "0.8", "--workers", "1")
     run_job("sample", "--network", str(net), "--outdir", str(tmp_path / "mix"), "--style-mix", "1,2", "3,4",

@@ -1,0 +1,44 @@
+"""NVIDIA's side of benchmarks/export_reference.py: run as an outside program with NVIDIA's stylegan2-ada-pytorch or
+stylegan3 checkout first on the path, never imported by the project.
+
+    python benchmarks/export_official_side.py --network EXPORT.pkl --inputs IN.npz --dest OUT.npz [--device cuda]
+Loads the pickle with NVIDIA's `legacy.load_network_pkl` (the loader of gen_images.py, projector.py, train.py
+--resume) and records, for the latents, labels and images of IN.npz, G_ema's images at psi 0.7 with stored noise,
+its ws, D's logits, and the constructor arguments NVIDIA's loader gave each network. On the CPU every layer runs in
+float32 (stylegan3 does so by itself; stylegan2-ada-pytorch would run its fp16 layers in float16 on the CPU).
+"""
+
+import argparse
+import json
+
+import dnnlib  # NVIDIA's, from their checkout
+import legacy  # NVIDIA's, from their checkout
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--network", required=True)
+    parser.add_argument("--inputs", required=True)
+    parser.add_argument("--dest", required=True)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    with dnnlib.util.open_url(args.network) as f:
+        data = legacy.load_network_pkl(f)
+    device = torch.device(args.device)
+    G, D = data["G_ema"].eval().to(device), data["D"].eval().to(device)
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in np.load(args.inputs).items()}
+    c = inputs["c"] if G.c_dim else None
+    ws = G.mapping(inputs["z"], c, truncation_psi=0.7)
+    fp32 = dict(force_fp32=True) if device.type == "cpu" else {}
+    img = G.synthesis(ws, noise_mode="const", **fp32)
+    logits = D(inputs["d_input"], c, **fp32)
+    kwargs = {name: json.dumps(data[name].init_kwargs, default=str) for name in ("G", "D", "G_ema")}
+    np.savez(args.dest, ws=ws.cpu().numpy(), img=img.float().cpu().numpy(), d_logits=logits.float().cpu().numpy(),
+             **{f"{k}_kwargs": np.frombuffer(v.encode(), np.uint8) for k, v in kwargs.items()})
+
+
+if __name__ == "__main__":
+    main()
