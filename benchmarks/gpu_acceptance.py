@@ -11,10 +11,13 @@ What runs, as subprocesses of the real jobs:
     resume at the same kimg and the end; then under torchrun over all GPUs;
   * jobs.evaluate --compile: swd, and fid with an Inception detector built from random weights;
   * jobs.sample --compile: seeds at truncation 0.7, a grid, a latent walk (GIF + MP4), style mixing;
-  * jobs.convert: the pickle to .pt and a snapshot to .safetensors, sampled again to the same pixels;
+  * jobs.convert: the pickle to .pt, a snapshot to .safetensors and to an NVIDIA-loadable .pkl, sampled again to the
+    same pixels (benchmarks/export_reference.py runs NVIDIA's own loader and gen_images.py on such a file);
   * configs/stylegan1-textures64.yaml from a StyleGAN (2018) pickle of karras2019stylegan-ffhq-1024x1024's shape
     (random weights, the tests' builder), SIGTERM and resume, evaluate, and the seed's sampling (seeds at 0.7, the
-    walk 200,1000,2500,4000,200, style mixing).
+    walk 200,1000,2500,4000,200, style mixing);
+  * progressive growing from scratch (StyleGAN (2018), 32x32 then the fade to 64x64), SIGTERM inside the fade and the
+    resume at the same lod and image count.
 One line per check (PASS/FAIL and its figure), a summary last; exit 1 if any check failed. `--code` runs the jobs
 of another checkout (e.g. an older commit) against the same checks, to show what they catch.
 """
@@ -111,9 +114,9 @@ class Acceptance:
     def exit_delay(self, run: RunDir, exited: float) -> float:
         return exited - run.latest().stat().st_mtime
 
-    def preempt_and_resume(self, args: list[str], run: RunDir, what: str) -> str | None:
-        """Train on 1 GPU, SIGTERM it once a snapshot past kimg 0 exists, then resume to the end, checking each
-        exit. Returns the first part's log (None when it failed)."""
+    def preempt_and_resume(self, args: list[str], run: RunDir, what: str, stop_after_nimg: int = 0) -> str | None:
+        """Train on 1 GPU, SIGTERM it once a snapshot past `stop_after_nimg` exists, then resume to the end,
+        checking each exit. Returns the first part's log (None when it failed)."""
         shutil.rmtree(run.path, ignore_errors=True)  # a fresh run each time (the data and the pickle are kept)
         start, log = time.time(), self.work / "logs" / f"train-{run.path.name}-a.log"
         log.parent.mkdir(exist_ok=True)
@@ -121,7 +124,8 @@ class Acceptance:
             proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *args], cwd=self.code,
                                     env={**self.env, "CUDA_VISIBLE_DEVICES": "0"}, stdout=log_file,
                                     stderr=subprocess.STDOUT)
-            while proc.poll() is None and not [n for n, _ in run.snapshots() if n > 0] and time.time() - start < 480:
+            while proc.poll() is None and not [n for n, _ in run.snapshots() if n > stop_after_nimg] \
+                    and time.time() - start < 480:
                 time.sleep(0.2)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -204,6 +208,33 @@ class Acceptance:
                    and (out_dir / "walk" / "walk.gif").is_file() and (out_dir / "mix" / "style-mix.png").is_file(),
                    f"{len(pngs)} PNGs in {seeds.seconds:.0f} s, walk {walk.seconds:.0f} s, mix {mix.seconds:.0f} s")
 
+    def progressive(self, data: Path) -> None:
+        """StyleGAN (2018) from scratch, growing as NVIDIA's schedule does (here 0.5 kimg at 32x32, 0.5 kimg of fade
+        to 64x64, then 64x64), stopped by SIGTERM inside the fade and resumed there."""
+        run = RunDir(self.work / "runs" / "grow")
+        args = ["--config", str(self.code / "configs" / "stylegan1-textures64.yaml"), f"data={data}", "resume=none",
+                f"outdir={self.work / 'runs'}", "run_name=grow", "kimg=1.5", "tick_kimg=0.25", "snap=1",
+                "workers=4", "lod_initial_resolution=32", "lod_training_kimg=0.5", "lod_transition_kimg=0.5"]
+        out = self.preempt_and_resume(args, run, "progressive growing 32 -> 64, SIGTERM in the fade", 600)
+        if out is None:
+            return
+        stopped = re.search(r"stopping on signal \S+ at kimg ([\d.]+)", out)
+        rows = run.ticks()
+
+        def nvidia_lod(kimg: float) -> float:  # NVIDIA's schedule for these settings: 0.5 kimg at 32, 0.5 of fade
+            return max(1 - kimg // 1.0 - max(kimg % 1.0 - 0.5, 0) / 0.5, 0)
+
+        # a tick's lod is that of its last step, which began one batch (32 images) earlier
+        off = max((abs(r["lod"] - nvidia_lod(r["kimg"] - 0.032)) for r in rows), default=1.0)
+        lods = [round(r["lod"], 2) for r in rows]
+        self.check("progressive: lod 1 (32x32), the fade, lod 0 (64x64), losses finite", bool(rows)
+                   and lods[0] == 1 and lods[-1] == 0 and any(0 < lod < 1 for lod in lods)
+                   and all(np.isfinite([r["loss_G"], r["loss_D"]]).all() for r in rows),
+                   f"lod by tick {lods}, sec/kimg last tick {rows[-1]['sec_per_kimg']:.2f}" if rows else "no ticks")
+        self.check("progressive: stopped inside the fade, resumed on NVIDIA's schedule", stopped is not None
+                   and 0.5 < float(stopped.group(1)) < 1.0 and off <= 0.035,
+                   f"stopped at kimg {stopped.group(1) if stopped else '-'}, largest lod off the schedule {off:.3f}")
+
     def train_all_gpus(self, data: Path, pkl: Path) -> None:
         run = RunDir(self.work / "runs" / f"gpu{self.gpus}x")
         shutil.rmtree(run.path, ignore_errors=True)
@@ -252,16 +283,17 @@ class Acceptance:
         self.check("sample --compile style mixing", mix.returncode == 0 and image_size(out / "mix" / "style-mix.png")
                    == (256, 256), f"{mix.seconds:.0f} s")
         converted = self.job("convert", ["--source", str(pkl), "--dest", str(self.work / "ffhq.pt")])
-        exported = self.job("convert", ["--source", snap, "--dest", str(self.work / "net.safetensors")])
-        again = self.job("sample", ["--checkpoint", str(self.work / "net.safetensors"), "--trunc", "0.7", "--outdir",
-                                    str(out / "again"), "--seeds", "1999"])
-        diff = -1
-        if again.returncode == 0 and pngs:  # eager here, compiled above: the fp16 blocks may round differently by 1/255
-            diff = int(np.abs(np.asarray(Image.open(out / "again" / "0001" / "seed1999.png"), np.int16)
-                              - np.asarray(Image.open(pngs[-1]), np.int16)).max())
-        self.check("convert (.pkl -> .pt, snapshot -> .safetensors), same pixels", converted.returncode == 0
-                   and exported.returncode == 0 and 0 <= diff <= 1,
-                   f"max difference {diff}/255; {converted.stdout.strip()[-100:]!r}")
+        diffs, ok = [], converted.returncode == 0
+        for dest in ("net.safetensors", "net.pkl"):  # ours for sharing; NVIDIA's PyTorch tools
+            ok &= self.job("convert", ["--source", snap, "--dest", str(self.work / dest)]).returncode == 0
+            again = self.job("sample", ["--checkpoint", str(self.work / dest), "--trunc", "0.7", "--outdir",
+                                        str(out / f"again-{dest}"), "--seeds", "1999"])
+            if again.returncode == 0 and pngs:  # eager, compiled above: the fp16 blocks may round differently by 1
+                diffs.append(int(np.abs(np.asarray(Image.open(out / f"again-{dest}" / "0001" / "seed1999.png"),
+                                                   np.int16) - np.asarray(Image.open(pngs[-1]), np.int16)).max()))
+        self.check("convert (.pkl -> .pt, snapshot -> .safetensors and NVIDIA .pkl), same pixels", ok
+                   and len(diffs) == 2 and max(diffs) <= 1,
+                   f"max differences {diffs}/255; {converted.stdout.strip()[-100:]!r}")
 
 
 def main() -> None:
@@ -269,7 +301,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/gpu-acceptance")
     parser.add_argument("--gpus", type=int, default=torch.cuda.device_count())
     parser.add_argument("--images", type=int, default=500, help="textures in the dataset")
-    parts = ("train", "torchrun", "evaluate", "sample", "stylegan1")
+    parts = ("train", "torchrun", "evaluate", "sample", "stylegan1", "progressive")
     parser.add_argument("--only", nargs="+", choices=parts, default=list(parts))
     parser.add_argument("--code", default=str(REPO), help="checkout whose jobs run (default: this one)")
     parser.add_argument("--json", help="write the checks to this file")
@@ -296,6 +328,8 @@ def main() -> None:
         acc.sample(run, pkl)
     if "stylegan1" in args.only:
         acc.stylegan1(data)
+    if "progressive" in args.only:
+        acc.progressive(data)
     failed = [r for r in acc.results if not r["ok"]]
     print(f"RESULT gpu_acceptance: {len(acc.results) - len(failed)}/{len(acc.results)} checks passed in "
           f"{time.time() - start:.0f} s on {torch.cuda.get_device_name()} x {args.gpus}", flush=True)

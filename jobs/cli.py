@@ -9,6 +9,7 @@ import importlib
 import pkgutil
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 import jobs
@@ -30,6 +31,19 @@ def stop(signum: int, frame: object) -> None:
     raise StopSignal(signum)
 
 
+def _full_disk(e: BaseException | None) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _quiet_full_disk(hook: Callable) -> Callable:
+    """A thread's excepthook that leaves a full disk to the main thread (TensorBoard writes from a thread of its
+    own, and its writer hands the error back to the main thread, which reports it in one line)."""
+    def excepthook(info: threading.ExceptHookArgs) -> None:
+        if not _full_disk(info.exc_value):
+            hook(info)
+    return excepthook
+
+
 def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
         argv: list[str] | None = None) -> None:
     """Parse, run, and report: bad input and a full disk as one line (exit 2); SIGINT or SIGTERM as one line saying
@@ -40,6 +54,8 @@ def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentPar
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
             signal.signal(signum, stop)
+    if not args.debug:
+        threading.excepthook = _quiet_full_disk(threading.excepthook)
     try:
         main(args)
     except UserError as e:
@@ -48,7 +64,7 @@ def run(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentPar
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except OSError as e:
-        if args.debug or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if args.debug or not _full_disk(e):
             raise
         print(f"error: {e.filename or 'an output file'}: no space left on the device (disk full or over quota): "
               "free space, then run the same command again; every file written before is complete and kept",

@@ -1,5 +1,5 @@
 """Evaluate a run's snapshots off the training path: newest first, each (snapshot, metric) once across any number
-of evaluator jobs, results into `RUN/metric-<name>.jsonl` and TensorBoard scalars at the snapshot's kimg.
+of evaluator jobs, results into `RUN/metric-<name>.jsonl` and TensorBoard scalars at the snapshot's image count.
 
 Only complete snapshots exist under their final names (atomic writes), so a snapshot being written is never read.
 A (snapshot, metric) pair is claimed with a lock file that names its owner (stylegan.fileio): a lock whose owner died
@@ -10,6 +10,8 @@ rank 0 decides what to evaluate and writes the results; every rank generates and
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from stylegan.distributed import DistEnv, broadcast_object
 from stylegan.errors import UserError
-from stylegan.fileio import lock_owner, try_lock
+from stylegan.fileio import TMP_PREFIX, held_lock, lock_owner, try_lock
 from stylegan.formats.checkpoint import build_generator, load_checkpoint
 from stylegan.metrics.compute import MetricSpec, compute_metric, detector_for, parse_metric
 from stylegan.rundir import RunDir
@@ -31,6 +33,30 @@ def wait_for_run(run_dir: Path, poll_s: float) -> None:
         print(f"{run_dir}: waiting for training to start (for {config.name})", flush=True)
     while not config.is_file():
         time.sleep(poll_s)
+
+
+def write_metric_events(rundir: RunDir) -> Path:
+    """Every metric result of the run so far, in order of image count, as one new TensorBoard event file in the run
+    folder, which replaces the evaluators' earlier ones. TensorBoard drops a tag's points from a step on when an
+    earlier step follows them (as scoring the newest snapshot first does), so the file is written whole and in order:
+    read after older files, it puts back whatever they lost, and the curve is complete whatever order snapshots were
+    scored in. Under one lock, so that the newest file always holds every result (results are appended first)."""
+    with held_lock(rundir.path / ".events.lock"):
+        tmp = rundir.path / f"{TMP_PREFIX}events-{os.getpid()}"
+        writer = SummaryWriter(str(tmp))
+        for metric in rundir.metric_names():
+            for row in sorted(rundir.results(metric), key=lambda r: r["kimg"]):
+                writer.add_scalar(f"Metrics/{metric}", row["value"], round(row["kimg"] * 1000))
+        writer.close()
+        (written,) = tmp.iterdir()
+        older = list(rundir.path.glob("events.out.tfevents.*.eval"))
+        # a name that sorts after every earlier file, as TensorBoard reads them in name order
+        dest = rundir.path / f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.eval"
+        written.rename(dest)
+        tmp.rmdir()
+        for path in older:
+            path.unlink(missing_ok=True)
+    return dest
 
 
 class RunEvaluator:
@@ -51,7 +77,6 @@ class RunEvaluator:
         self.detector = detector_for(self.specs, detector_path, env.device)
         self.env, self.batch, self.compile, self.stale_s = env, batch, compile, stale_s
         self.skipped: set[str] = set()  # snapshots that cannot be read, claims that cannot be taken (by file name)
-        self.writer: SummaryWriter | None = None
 
     def done(self, metric: str) -> set[int]:
         """Image counts of the snapshots that have a result for `metric`."""
@@ -110,10 +135,7 @@ class RunEvaluator:
                    "seconds": round(time.time() - start, 3),
                    "detector_sha256": None if spec.weight_free else self.detector.sha256}
             self.rundir.append_result(spec.name, row)
-            if self.writer is None:  # its own event file: training and evaluation never write the same file
-                self.writer = SummaryWriter(str(self.rundir.path), filename_suffix=".eval")
-            self.writer.add_scalar(f"Metrics/{spec.name}", value, nimg // 1000)
-            self.writer.flush()
+            write_metric_events(self.rundir)  # its own files: training and evaluation never write the same file
             print(f"{path.name} {spec.name} {value:.4f} ({row['seconds']:.1f} s)", flush=True)
             return row
         finally:
@@ -133,5 +155,3 @@ class RunEvaluator:
             if not watch or broadcast_object(self.training_finished() and not self.pending()):
                 break
             time.sleep(poll_s)
-        if self.writer is not None:
-            self.writer.close()

@@ -1,4 +1,5 @@
-"""Progress reporting: a tqdm bar on a terminal, periodic plain lines in batch logs (Slurm output files)."""
+"""Progress reporting: a tqdm bar on a terminal, periodic plain lines in batch logs (Slurm output files), each with
+count, rate and the time left."""
 
 from __future__ import annotations
 
@@ -8,12 +9,24 @@ import time
 from tqdm import tqdm
 
 
+def format_time(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s // 60 % 60:02d}m"
+
+
 class Progress:
-    def __init__(self, total: int, desc: str, unit: str = "img", interval: float = 30.0):
-        self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
+    """`enabled` False: silent (the ranks other than the main one)."""
+
+    def __init__(self, total: int, desc: str, unit: str = "img", interval: float = 30.0, enabled: bool = True):
+        self.total, self.desc, self.unit, self.interval, self.enabled = total, desc, unit, interval, enabled
         self.count = 0
         self.start = self.last = time.monotonic()
-        self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True) if sys.stderr.isatty() else None
+        self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True) \
+            if enabled and sys.stderr.isatty() else None
 
     def update(self, n: int = 1) -> None:
         self.count += n
@@ -21,16 +34,19 @@ class Progress:
             self.bar.update(n)
             return
         now = time.monotonic()
-        if now - self.last >= self.interval:
+        if self.enabled and now - self.last >= self.interval:
             self.last = now
             self._line()
 
     def _line(self) -> None:
-        rate = self.count / max(time.monotonic() - self.start, 1e-9)
-        print(f"{self.desc}: {self.count}/{self.total} {self.unit} ({rate:.1f} {self.unit}/s)", flush=True)
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rate = self.count / elapsed
+        left = f", {format_time((self.total - self.count) / rate)} left" if 0 < self.count < self.total else ""
+        print(f"{self.desc}: {self.count}/{self.total} {self.unit} ({rate:.1f} {self.unit}/s, "
+              f"{format_time(elapsed)} so far{left})", flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        else:
+        elif self.enabled:
             self._line()

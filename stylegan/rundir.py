@@ -54,6 +54,7 @@ class RunDir:
         self.config = self.path / "config.yaml"
         self.log = self.path / "log.txt"
         self.stats = self.path / "stats.jsonl"
+        self.reals = self.path / "reals.png"
 
     def __str__(self) -> str:
         return str(self.path)
@@ -89,6 +90,10 @@ class RunDir:
     def metric_file(self, metric: str) -> Path:
         return self.path / f"metric-{metric}.jsonl"
 
+    def metric_names(self) -> list[str]:
+        """The metrics the run has results for."""
+        return sorted(p.name[len("metric-"):-len(".jsonl")] for p in self.path.glob("metric-*.jsonl"))
+
     def results(self, metric: str) -> list[dict]:
         """The evaluator's rows for `metric`, in the order they were written."""
         return read_rows(self.metric_file(metric))
@@ -110,7 +115,8 @@ class RunDir:
         """A run without snapshots starts only in a folder that holds nothing but what a run writes before its
         first snapshot (a start that was stopped or failed): never over another run's fakes, metrics or other
         files."""
-        startup = ("config.yaml", "log.txt", "stats.jsonl", "checkpoints", "events.out.tfevents", ".owner", TMP_PREFIX)
+        startup = ("config.yaml", "log.txt", "stats.jsonl", "checkpoints", "events.out.tfevents", ".owner", "reals.png",
+                   TMP_PREFIX)
         if not self.path.is_dir():
             return
         other = sorted(p.name for p in self.path.iterdir() if not p.name.startswith(startup))

@@ -29,6 +29,7 @@ from stylegan.models.stylegan2 import Generator
 from stylegan.rundir import RunDir
 from tests.conftest import REPO, tiny_discriminator_kwargs, tiny_generator_kwargs
 from tests.image_folder import preprocess_folder
+from tests.tensorboard_server import served_steps
 
 
 def test_frechet_distance_closed_form_and_scipy():
@@ -178,7 +179,7 @@ def test_watcher_follows_a_training_run_and_two_evaluators_never_repeat(tmp_path
     events = EventAccumulator(str(run))
     events.Reload()
     steps = sorted(e.step for e in events.Scalars("Metrics/swd"))
-    assert steps == [0, 2, 3]
+    assert steps == [0, 2000, 3000]  # the snapshots' image counts
     assert not list(run.glob(".lock-*"))
 
 
@@ -194,6 +195,23 @@ def test_a_corrupt_newest_snapshot_does_not_stop_the_watcher(tmp_path, capsys):
     evaluator.run(watch=True, poll_s=0.1)
     assert [r["snapshot"] for r in run.results("swd")] == [snapshot_name(0)]
     assert f"skipping corrupt snapshot: {run.checkpoints / snapshot_name(1)}" in capsys.readouterr().out
+
+
+def test_tensorboard_shows_every_result_whatever_order_they_were_scored_in(tmp_path):
+    """Scored newest first, the results were written to TensorBoard with falling steps, and TensorBoard kept only the
+    last one written. Each evaluation now writes the whole curve, in order, to a new event file (and removes its
+    last): TensorBoard's own server shows every point."""
+    data = make_data(tmp_path / "d", 32, "smooth")
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text(f"data: {data}\nkimg: 4\n")
+    G = Generator(**tiny_generator_kwargs())
+    for kimg in (0, 2, 4):
+        write_snapshot(run.checkpoints, G, kimg)
+    RunEvaluator(run.path, ["swd"], None, None, DistEnv(0, 1, 0, torch.device("cpu"))).run(watch=False)
+    assert [r["kimg"] for r in run.results("swd")] == [4, 2, 0]  # newest first
+    assert len(list(run.path.glob("events.out.tfevents.*.eval"))) == 1
+    assert served_steps(run.path, "Metrics/swd", want=3) == [0, 2000, 4000]
 
 
 def test_score_only_the_latest_or_every_nth_snapshot(tmp_path):

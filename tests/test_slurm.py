@@ -63,9 +63,10 @@ def dataset(slurm, work) -> Path:
     """`sbatch slurm/preprocess.sh` as a 2-task array; the last task writes dataset.json."""
     count = make_image_folder(work / "raw", count=40)
     # no --cpus-per-task: the scripts ask for nothing a small node lacks
-    sbatch_and_wait(slurm, work, "--array=0-1", script("preprocess"), "--source", "raw",
-                    "--dest", "data", "--resolution", "16", "--min-size", "8", "--shard-size", "8",
-                    log_pattern="preprocess-*.out")
+    logs = sbatch_and_wait(slurm, work, "--array=0-1", script("preprocess"), "--source", "raw",
+                           "--dest", "data", "--resolution", "16", "--min-size", "8", "--shard-size", "8",
+                           log_pattern="preprocess-*.out")
+    assert re.search(r"preprocess task 1/2: \d+/\d+ img \([\d.]+ img/s, \d+s so far\)", logs), logs  # progress
     info = json.loads((work / "data" / "dataset.json").read_text())
     assert info["total_images"] == count and info["rejected"] == len(BAD) and info["num_tasks"] == 2
     assert {s["name"][:10] for s in info["shards"]} == {"shard-0000", "shard-0001"}
@@ -168,13 +169,15 @@ def test_train_preempted_requeued_resumes_then_evaluate_and_sample(slurm, datase
     assert float(json.loads((work / "runs/pre/stats.jsonl").read_text().splitlines()[-1])["kimg"]) == 1.2
 
     assert slurm.wait_job(evaluation) == ["COMPLETED"], read_logs(work, f"evaluate-{evaluation}.out")
+    assert re.search(r"swd: fakes: \d+/\d+ img \([\d.]+ img/s", read_logs(work, f"evaluate-{evaluation}.out"))
     rows = [json.loads(line) for line in (work / "runs/pre/metric-swd.jsonl").read_text().splitlines()]
     assert rows and all(np.isfinite(r["value"]) for r in rows)
 
     checkpoint = RunDir(work / "runs/pre").latest()
-    sbatch_and_wait(slurm, work, "--array=0-1", "--cpus-per-task=1", script("sample"), "--checkpoint",
-                    str(checkpoint), "--outdir", "samples", "--seeds", "0-9", "--workers", "1",
-                    log_pattern="sample-*.out")
+    logs = sbatch_and_wait(slurm, work, "--array=0-1", "--cpus-per-task=1", script("sample"), "--checkpoint",
+                           str(checkpoint), "--outdir", "samples", "--seeds", "0-9", "--workers", "1",
+                           log_pattern="sample-*.out")
+    assert re.search(r": 5/5 img \([\d.]+ img/s, \d+s so far\)", logs), logs
     subprocess.run([sys.executable, "-m", "jobs.sample", "--checkpoint", str(checkpoint), "--outdir",
                     str(work / "samples-local"), "--seeds", "0-9", "--workers", "1"], cwd=REPO, check=True,
                    capture_output=True, env={**os.environ, **JOB_ENV})  # one thread, as the jobs: same float sums

@@ -134,9 +134,9 @@ def test_sample_convert_and_evaluate_take_the_network_file(tmp_path):
         run_job("sample", "--network", str(tmp_path / dest), "--outdir", str(again), "--seeds", "0", "--trunc",
                 "0.7", "--workers", "1")
         assert np.array_equal(np.asarray(Image.open(again / "0000" / "seed0000.png")), png)
-    refused = run_job("convert", "--source", str(net), "--dest", str(tmp_path / "sg1.pkl"), check=False)
+    refused = run_job("convert", "--source", str(net), "--dest", str(tmp_path / "export.pkl"), check=False)
     assert refused.returncode == 2 and "StyleGAN2 networks only" in refused.stderr, refused.stderr
-    assert not (tmp_path / "sg1.pkl").exists()
+    assert not (tmp_path / "export.pkl").exists()
     run_job("sample", "--network", str(net), "--outdir", str(tmp_path / "walk"), "--walk", "1,2,1", "--frames", "2",
             "--trunc", "0.8", "--workers", "1")
     run_job("sample", "--network", str(net), "--outdir", str(tmp_path / "mix"), "--style-mix", "1,2", "3,4",

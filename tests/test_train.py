@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -92,11 +94,26 @@ def test_two_process_gloo_run_writes_everything_and_matches_one_process(same_ima
     events = EventAccumulator(str(run))
     events.Reload()
     tags = events.Tags()["scalars"]
-    for tag in ("Loss/G/loss", "Loss/D/loss", "Loss/D/r1_penalty", "Loss/G/pl_penalty", "Progress/augment",
-                "Timing/sec_per_kimg", "Timing/images_per_sec_per_gpu", "Resources/gpu_mem_gb", "Progress/glr"):
+    for tag in ("Loss/G/loss", "Loss/D/loss", "Loss/D/r1_penalty", "Loss/G/pl_penalty", "Loss/scores/fake",
+                "Loss/scores/real", "Loss/signs/fake", "Loss/signs/real", "Progress/augment", "Timing/sec_per_kimg",
+                "Timing/images_per_sec_per_gpu", "Timing/Gmain", "Timing/Greg", "Timing/Dmain", "Timing/Dreg",
+                "Resources/cpu_mem_gb", "Resources/peak_gpu_mem_gb", "Progress/glr"):
         assert tag in tags, tag
     assert np.isfinite([e.value for e in events.Scalars("Loss/G/loss")]).all()
-    assert "fakes" in events.Tags()["images"]
+    # ticks of 8 images: one point each, at the image count (kimg as the step put 125 ticks on step 0)
+    assert [e.step for e in events.Scalars("Progress/kimg")] == [row["nimg"] for row in s2] == sorted(
+        {row["nimg"] for row in s2})
+    assert all(e.value > 0 for e in events.Scalars("Resources/cpu_mem_gb"))
+    assert [e.step for e in events.Images("fakes")] == [8, 208, 400] and [e.step for e in events.Images("reals")] == [0]
+    log = (run / "log.txt").read_text()
+    assert re.search(r"cpumem [\d.]+ gpumem 0.0 reserved 0.0 augment .* \| loss G [-\d.]+ D [-\d.]+ .*\| phase sec "
+                     r"Gmain [\d.]+ Greg [\d.]+ Dmain [\d.]+ Dreg [\d.]+", log), log[-2000:]
+    # the reals grid, once: cells of the dataset's pixels (all images of this set are one image)
+    with tarfile.open(sorted(same_images.glob("*.tar"))[0]) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".png"))
+        first = np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"))
+    reals = np.asarray(Image.open(run / "reals.png"))
+    assert reals.shape[0] == reals.shape[1] and np.array_equal(reals[:16, :16], first)
 
 
 def test_ranks_hold_identical_weights(same_images, tmp_path):

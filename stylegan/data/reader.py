@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -213,6 +214,13 @@ def eval_pipeline(data_dir: str | Path, *, rank: int = 0, world: int = 1,
         _NotExcluded(info.get("exclude", [])),
         wds.map(_Decode(info.get("label_count", 0), xflip=False)),
     )
+
+
+def first_images(data_dir: str | Path, count: int, resolution: int | None = None) -> list[np.ndarray]:
+    """The dataset's first `count` images (all, if it holds fewer), uint8 [H, W, 3] each: the run's reals grid. The
+    shards hold the images in a seeded random order, so these are a random sample, as NVIDIA's grid."""
+    images = named_errors(itertools.islice(eval_pipeline(data_dir, resolution=resolution), count))
+    return [img.permute(1, 2, 0).numpy() for img, _ in images]
 
 
 class OutliveJobSignals:

@@ -26,6 +26,7 @@ from stylegan.generate import images_from_z, one_hot
 from stylegan.metrics import distances, diversity, swd
 from stylegan.metrics.detector import Detector, find_detector
 from stylegan.models.stylegan2 import Generator
+from stylegan.progress import Progress
 from stylegan.seeds import seed_latents
 
 SWD_IMAGES = 2048
@@ -91,6 +92,7 @@ def real_features(data_dir: Path, spec: MetricSpec, detector: Detector | None, d
     and the mirroring, so a changed dataset or detector never reuses stale statistics."""
     mirror = mirror and not spec.weight_free
     info_bytes = (data_dir / "dataset.json").read_bytes()
+    info = json.loads(info_bytes)
     key_src = info_bytes + (detector.sha256 if detector else "none").encode() + spec.kind.encode() + \
         (b"mirror" if mirror else b"")
     key = hashlib.sha256(key_src).hexdigest()[:16]
@@ -100,8 +102,11 @@ def real_features(data_dir: Path, spec: MetricSpec, detector: Detector | None, d
         return (stored.numpy() if isinstance(stored, torch.Tensor) else stored), True
     limit = spec.num_gen if spec.weight_free else None
     extract = _extract(spec, detector, seed=rank)
-    verify_shards(data_dir, json.loads(info_bytes))  # statistics of damaged shards would be cached for good
+    verify_shards(data_dir, info)  # statistics of damaged shards would be cached for good
     chunks, seen = [], 0
+    share = -(-min(limit or info["total_images"], info["total_images"]) // world)  # this rank's, about
+    progress = Progress(share, f"{spec.name}: reals" + (f" (rank {rank} of {world})" if world > 1 else ""),
+                        enabled=rank == 0)
     for imgs, _ in named_errors(make_loader(eval_pipeline(data_dir, rank=rank, world=world), batch_size=batch,
                                             workers=2)):
         if limit is not None and seen >= limit // world:
@@ -111,6 +116,8 @@ def real_features(data_dir: Path, spec: MetricSpec, detector: Detector | None, d
         if mirror:
             chunks.append(extract(imgs.flip(3)))
         seen += len(imgs)
+        progress.update(len(imgs))
+    progress.close()
     features = _combine(spec, gather_lists(chunks))
     if rank == 0:
         buf = io.BytesIO()
@@ -128,12 +135,16 @@ def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector |
     extract = _extract(spec, detector, seed=1000 + rank)
     indices = list(range(rank, num, world))
     chunks = []
+    progress = Progress(len(indices), f"{spec.name}: fakes" + (f" (rank {rank} of {world})" if world > 1 else ""),
+                        enabled=rank == 0)
     for start in range(0, len(indices), batch):
         idx = indices[start:start + batch]
         z = seed_latents(idx, G.z_dim).to(device)
         c = one_hot(torch.tensor(idx, device=device) % max(G.c_dim, 1), G.c_dim)
         imgs = images_from_z(G, z, c, noise_mode="random", pad_to=batch).permute(0, 3, 1, 2)
         chunks.append(extract(imgs))
+        progress.update(len(idx))
+    progress.close()
     return _combine(spec, gather_lists(chunks))
 
 

@@ -77,8 +77,9 @@ class StyleGAN2Loss:
 
     def Gmain(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
         img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing, mixing_layers=self.mixing_layers)
-        loss = F.softplus(-self.D_main(img, c)).mean()
-        return loss, {"loss_G": loss}
+        logits = self.D_main(img, c)
+        loss = F.softplus(-logits).mean()
+        return loss, {"loss_G": loss, "score_fake": logits.detach().mean()}
 
     def Greg(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
         """Path length: |J_w^T y| for random image-space y should stay near its running mean (pl_mean)."""
@@ -111,12 +112,15 @@ class StyleGAN2Loss:
         if main:
             with torch.no_grad():
                 img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing, True, self.mixing_layers)
-            loss = loss + F.softplus(self.D_main(img, c)).mean()
+            fake_logits = self.D_main(img, c)
+            loss = loss + F.softplus(fake_logits).mean()
+            stats.update(score_fake=fake_logits.detach().mean(), sign_fake=fake_logits.detach().sign().mean())
         real = real.detach().requires_grad_(r1)
         real_logits = (self.D_aug if r1 else self.D_main)(real, real_c)
         if main:
             loss = loss + F.softplus(-real_logits).mean()
-            stats.update(loss_D=loss, real_sign=real_logits.detach().sign().mean())
+            scores = real_logits.detach()
+            stats.update(loss_D=loss, score_real=scores.mean(), real_sign=scores.sign().mean())
         if r1:
             (grads,) = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real], create_graph=True)
             penalty = grads.square().sum([1, 2, 3]).mean() * (self.cfg.r1_gamma / 2)

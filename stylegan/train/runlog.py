@@ -3,27 +3,86 @@ TensorBoard scalars and images. Rank 0 writes; statistics are means over every r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from stylegan.distributed import all_reduce_sum
+from stylegan.progress import format_time
 from stylegan.rundir import RunDir
 
-# stats.jsonl key -> TensorBoard tag (the official trainer's tags where it has one)
+# stats.jsonl key -> TensorBoard tag (the official trainer's tags where it has one); `phase_<name>` -> Timing/<name>
 TAGS = {
     "loss_G": "Loss/G/loss", "loss_D": "Loss/D/loss", "pl_penalty": "Loss/G/pl_penalty",
-    "r1_penalty": "Loss/D/r1_penalty", "pl_mean": "Loss/G/pl_mean", "real_sign": "Loss/signs/real",
-    "augment_p": "Progress/augment", "kimg": "Progress/kimg", "sec_per_kimg": "Timing/sec_per_kimg",
-    "images_per_sec_per_gpu": "Timing/images_per_sec_per_gpu", "gpumem_gb": "Resources/gpu_mem_gb",
-    "glr": "Progress/glr", "dlr": "Progress/dlr", "nonfinite_steps": "Faults/nonfinite_steps",
-    "rollbacks": "Faults/rollbacks", "lod": "Progress/lod", "resolution": "Progress/resolution",
-    "batch": "Progress/batch",
+    "r1_penalty": "Loss/D/r1_penalty", "pl_mean": "Loss/G/pl_mean", "score_fake": "Loss/scores/fake",
+    "score_real": "Loss/scores/real", "sign_fake": "Loss/signs/fake", "real_sign": "Loss/signs/real",
+    "augment_p": "Progress/augment", "kimg": "Progress/kimg", "time_s": "Timing/total_sec",
+    "sec_per_tick": "Timing/sec_per_tick", "sec_per_kimg": "Timing/sec_per_kimg",
+    "maintenance_s": "Timing/maintenance_sec", "images_per_sec_per_gpu": "Timing/images_per_sec_per_gpu",
+    "cpumem_gb": "Resources/cpu_mem_gb", "gpumem_gb": "Resources/peak_gpu_mem_gb",
+    "gpumem_reserved_gb": "Resources/peak_gpu_mem_reserved_gb", "glr": "Progress/glr", "dlr": "Progress/dlr",
+    "nonfinite_steps": "Faults/nonfinite_steps", "rollbacks": "Faults/rollbacks", "lod": "Progress/lod",
+    "resolution": "Progress/resolution", "batch": "Progress/batch",
 }
+
+
+def tag_of(key: str) -> str | None:
+    return f"Timing/{key[6:]}" if key.startswith("phase_") else TAGS.get(key)
+
+
+class PhaseTimes:
+    """Seconds spent in each training phase over a tick on this rank, as NVIDIA's Timing/<phase>: CUDA events on a
+    GPU, so that a step never waits for one; read once per tick."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list[tuple[str, object, object]] = []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+        else:
+            start = time.perf_counter()
+            yield
+            end = time.perf_counter()
+        self.marks.append((name, start, end))
+
+    def reduce(self) -> dict[str, float]:
+        """`phase_<name>`: seconds per phase since the last call."""
+        out: dict[str, float] = {}
+        if self.cuda and self.marks:
+            self.marks[-1][2].synchronize()
+        for name, start, end in self.marks:
+            seconds = start.elapsed_time(end) / 1000 if self.cuda else end - start
+            out[f"phase_{name}"] = out.get(f"phase_{name}", 0.0) + seconds
+        self.marks = []
+        return out
+
+
+def memory_figures(device: torch.device) -> dict[str, float]:
+    """This process's resident memory, and the GPU's peaks since the last call (reset each tick, as NVIDIA's log)."""
+    try:
+        with open("/proc/self/statm") as f:
+            cpu = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+    except (OSError, ValueError, IndexError):  # no /proc: not Linux
+        cpu = 0.0
+    out = {"cpumem_gb": cpu, "gpumem_gb": 0.0, "gpumem_reserved_gb": 0.0}
+    if device.type == "cuda":
+        out.update(gpumem_gb=torch.cuda.max_memory_allocated(device) / 2 ** 30,
+                   gpumem_reserved_gb=torch.cuda.max_memory_reserved(device) / 2 ** 30)
+        torch.cuda.reset_peak_memory_stats(device)
+    return out
 
 
 class TickStats:
@@ -79,33 +138,44 @@ class RunLog:
                  f"({why})")
 
     def tick(self, row: dict) -> None:
-        """One line of progress, one stats.jsonl row, TensorBoard scalars at the row's kimg."""
+        """One line of progress, one stats.jsonl row, TensorBoard scalars at the row's image count (`nimg`: ticks
+        shorter than a kimg never share a step)."""
+        losses = " ".join(f"{name} {row[key]:.3f}" for name, key in (("G", "loss_G"), ("D", "loss_D"), ("pl",
+                          "pl_penalty"), ("r1", "r1_penalty")) if key in row)
+        phases = " ".join(f"{key[6:]} {value:.2f}" for key, value in row.items() if key.startswith("phase_"))
         self.log(f"tick {row['tick']} kimg {row['kimg']:.1f} time {format_time(row['time_s'])} "
                  f"sec/tick {row['sec_per_tick']:.1f} sec/kimg {row['sec_per_kimg']:.2f} "
-                 f"maintenance {row['maintenance_s']:.1f} gpumem {row['gpumem_gb']:.1f} augment {row['augment_p']:.3f}"
-                 + (f" lod {row['lod']:.2f}" if "lod" in row else ""))
+                 f"maintenance {row['maintenance_s']:.1f} cpumem {row['cpumem_gb']:.2f} gpumem {row['gpumem_gb']:.1f} "
+                 f"reserved {row['gpumem_reserved_gb']:.1f} augment {row['augment_p']:.3f}"
+                 + (f" lod {row['lod']:.2f}" if "lod" in row else "")
+                 + (f" | loss {losses}" if losses else "") + (f" | phase sec {phases}" if phases else ""))
         if not self.is_main:
             return
         with open(self.run.stats, "a") as f:
             f.write(json.dumps(row) + "\n")
-        for key, tag in TAGS.items():
-            if key in row:
-                self.writer.add_scalar(tag, row[key], int(row["kimg"]))
-        self.writer.flush()
+        with self.events():
+            for key, value in row.items():
+                if (tag := tag_of(key)) is not None:
+                    self.writer.add_scalar(tag, value, row["nimg"])
+            self.writer.flush()
 
-    def image(self, tag: str, image: np.ndarray, kimg: int) -> None:
+    def image(self, tag: str, image: np.ndarray, nimg: int) -> None:
         if self.is_main:
-            self.writer.add_image(tag, image, kimg, dataformats="HWC")
+            with self.events():
+                self.writer.add_image(tag, image, nimg, dataformats="HWC")
+                self.writer.flush()
+
+    @contextlib.contextmanager
+    def events(self) -> Iterator[None]:
+        """TensorBoard writes from a thread of its own, whose errors (a full disk) come back here without a file
+        name: name the event files."""
+        try:
+            yield
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.run.path / "events.out.tfevents.*")) from e
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            with self.events():
+                self.writer.close()
 
-
-def format_time(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s // 60 % 60:02d}m"

@@ -29,7 +29,7 @@ import yaml
 from torch import nn
 
 from stylegan.cluster import EXIT_PREEMPTED, StopRequest
-from stylegan.data.reader import device_batches, make_loader, training_pipeline
+from stylegan.data.reader import device_batches, first_images, make_loader, training_pipeline
 from stylegan.distributed import DistEnv, all_reduce_max, all_reduce_sum, broadcast_module
 from stylegan.errors import UserError
 from stylegan.fileio import write_text_atomic
@@ -45,7 +45,7 @@ from stylegan.formats.checkpoint import (
 )
 from stylegan.formats.transfer import fine_tune
 from stylegan.generate import fakes_grid, grid_latents
-from stylegan.imagefiles import save_png
+from stylegan.imagefiles import save_png, tile
 from stylegan.models import FAMILIES
 from stylegan.rundir import RunOwner
 from stylegan.train.augment import AugmentPipe
@@ -61,7 +61,7 @@ from stylegan.train.fastpath import (
 )
 from stylegan.train.losses import StyleGAN2Loss
 from stylegan.train.progressive import Stage, reals_at_lod, stage_at
-from stylegan.train.runlog import RunLog, TickStats
+from stylegan.train.runlog import PhaseTimes, RunLog, TickStats, memory_figures
 from stylegan.train.startup import StartPlan, plan_start
 
 
@@ -135,6 +135,7 @@ class Trainer:
         self.progress = {"cur_nimg": 0, "cur_tick": 0, "batch_idx": 0, "resumes": 0}
         self.faults = {"nonfinite_steps": 0, "rollbacks": 0, "consecutive_nonfinite": 0, "rollbacks_in_a_row": 0}
         self.stats = TickStats(self.device)
+        self.phase_times = PhaseTimes(self.device)
         if plan.snapshot is not None:
             self.load_full(plan.snapshot, plan.snapshot_state)
         else:
@@ -174,7 +175,7 @@ class Trainer:
             save_checkpoint(self.rundir.snapshot(nimg), state)
             grid = fakes_grid(self.G_ema, self.grid_z, self.grid_c, self.cfg.grid_size, self.batch_gpu)
             save_png(grid, self.rundir.fakes(nimg))
-            self.runlog.image("fakes", grid, nimg // 1000)
+            self.runlog.image("fakes", grid, nimg)
             self.runlog.log(f"snapshot {self.rundir.snapshot(nimg)}")
             for old in self.rundir.prune(self.cfg.keep_snapshots):
                 self.runlog.log(f"removed {old.name} (keep_snapshots={self.cfg.keep_snapshots})")
@@ -211,6 +212,11 @@ class Trainer:
                             f"{self.cfg.ema_rampup:g}")
         for text in plan.warnings:
             self.runlog.warn(text)
+        reals = first_images(self.cfg.data, self.cfg.grid_size ** 2, self.cfg.resolution) if self.env.is_main else []
+        if reals:  # a sheet of reals beside the fakes, once, as NVIDIA's reals.png
+            grid = tile(np.stack(reals), self.cfg.grid_size, self.cfg.grid_size)
+            save_png(grid, self.rundir.reals)
+            self.runlog.image("reals", grid, 0)
 
     def real_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless batches of reals (and labels) on the device, batch_gpu at a time."""
@@ -269,7 +275,8 @@ class Trainer:
         due = [p for p in self.phases if self.progress["batch_idx"] % p.interval == 0]
         stepped = []
         for phase in due:
-            with torch.profiler.record_function(phase.name):  # profiles show each phase by name
+            # profiles and the tick's Timing/<phase> show each phase by name
+            with torch.profiler.record_function(phase.name), self.phase_times(phase.name):
                 self.accumulate_gradients(phase, reals)
                 stepped.append(average_and_step(phase.params, phase.opt, self.env.world))
         finite = torch.stack(stepped).all()
@@ -414,7 +421,7 @@ class Trainer:
             "tick": self.progress["cur_tick"], "kimg": self.progress["cur_nimg"] / 1000, "time_s": total,
             "sec_per_tick": tick_seconds, "sec_per_kimg": tick_seconds / max(tick_nimg / 1000, 1e-9),
             "maintenance_s": maintenance, "augment_p": float(self.augment.p) if self.augment is not None else 0.0,
-            "gpumem_gb": torch.cuda.max_memory_allocated(self.device) / 2 ** 30 if self.device.type == "cuda" else 0.0,
+            "nimg": self.progress["cur_nimg"], **memory_figures(self.device), **self.phase_times.reduce(),
             "images_per_sec_per_gpu": tick_nimg / max(tick_seconds, 1e-9) / self.env.world,
             **means, "pl_mean": float(self.loss.pl_mean), "glr": self.stage.glr, "dlr": self.stage.dlr,
             **({"lod": self.stage.lod, "resolution": self.stage.resolution, "batch": self.stage.batch}
