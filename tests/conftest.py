@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from stylegan.models import stylegan1
 from stylegan.models.stylegan2 import Discriminator, Generator
+from stylegan.train.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"  # shipped with the repository: README.md there says how they were made
@@ -79,3 +81,19 @@ def tiny_generator_kwargs(resolution: int = 16, c_dim: int = 0) -> dict:
 def tiny_discriminator_kwargs(resolution: int = 16, c_dim: int = 0) -> dict:
     return dict(c_dim=c_dim, img_resolution=resolution, img_channels=3, channel_base=128, channel_max=16,
                 num_fp16_res=0, epilogue_kwargs=dict(mbstd_group_size=2))
+
+
+TINY_SG1 = ["family=stylegan1", "z_dim=32", "w_dim=32", "channel_base=256", "channel_max=32", "map_layers=2",
+            "mbstd_group=2"]
+
+
+def sg1_networks(resolution: int, lod: float = 0.0) -> tuple:
+    """Our StyleGAN (2018) G and D of TINY_SG1's widths with random weights and buffers, at level of detail `lod`."""
+    cfg = load_config(None, ["data=x", f"resolution={resolution}", *TINY_SG1])
+    G_kwargs, D_kwargs = cfg.generator_kwargs(0), cfg.discriminator_kwargs(0)
+    G, D = stylegan1.Generator(**G_kwargs), stylegan1.Discriminator(**D_kwargs)
+    with torch.no_grad():
+        G.mapping.w_avg.normal_()
+        G.synthesis.lod.fill_(lod)
+        D.lod.fill_(lod)
+    return G, D, G_kwargs, D_kwargs

@@ -1,14 +1,16 @@
-"""StyleGAN (2018)'s progressive growing: NVIDIA's schedule, its reals at a fractional level of detail, and a run
-through a fade that a requeue in the middle of it continues at the same lod."""
+"""StyleGAN (2018)'s progressive growing: NVIDIA's schedule, its reals at a fractional level of detail, a run
+through a fade that a requeue in the middle of it continues at the same lod, and the same run on two ranks."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from stylegan.errors import UserError
 from stylegan.formats.checkpoint import load_checkpoint
@@ -16,7 +18,7 @@ from stylegan.rundir import RunDir
 from stylegan.train.config import load_config
 from stylegan.train.progressive import reals_at_lod, stage_at
 from tests.conftest import run_job
-from tests.image_folder import random_dataset
+from tests.image_folder import preprocess_folder, random_dataset
 
 FFHQ_2018 = ["data=x", "family=stylegan1", "resolution=64", "lod_initial_resolution=8", "batch=32",
              "batch_per_res={4: 512, 8: 256, 16: 128, 32: 64, 64: 32}", "glr=0.001", "dlr=0.001"]
@@ -100,3 +102,26 @@ def test_a_run_grows_through_a_fade_and_a_requeue_inside_it_resumes_at_the_same_
     assert "resumed from" in (tmp_path / "requeued" / "log.txt").read_text()
     rows = [json.loads(x) for x in (tmp_path / "requeued" / "stats.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r[k]) for r in rows for k in ("loss_G", "loss_D", "r1_penalty"))
+
+
+def test_two_ranks_grow_as_one_rank_with_the_same_rounds(tmp_path):
+    """StyleGAN (2018) growing under torchrun (2 gloo processes): the same lods, batches and losses tick by tick as
+    one process running the same rounds (every image of the set is one image, so each rank's reals are the same)."""
+    src = tmp_path / "img"
+    src.mkdir()
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for i in range(16):
+        Image.fromarray(image).save(src / f"{i}.png")
+    data = preprocess_folder(src, tmp_path / "data", 16)
+    common = [f"data={data}", f"outdir={tmp_path}", *TINY_GROWING, "batch_gpu=4", "kimg=0.08"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same float summation order in every process
+    two = run_job("train", *common, "run_name=two", nproc=2, env=env)
+    run_job("train", *common, "run_name=one", env=env)
+    assert "2 process(es)" in two.stdout
+    assert lods(tmp_path / "two") == lods(tmp_path / "one")
+    rows = {name: [json.loads(x) for x in (tmp_path / name / "stats.jsonl").read_text().splitlines()]
+            for name in ("one", "two")}
+    assert len(rows["one"]) == len(rows["two"]) >= 6 and any(0 < r["lod"] < 1 for r in rows["two"])  # a fade
+    for a, b in zip(rows["one"], rows["two"], strict=True):
+        for key in ("loss_G", "loss_D", "r1_penalty"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["kimg"], key)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.nvidia_pickles import write_stylegan1_pickle
 from stylegan.rundir import RunDir
-from tests.conftest import REPO, TINY_TRAIN
+from tests.conftest import REPO, TINY_SG1, TINY_TRAIN, sg1_networks
 from tests.image_folder import BAD, make_image_folder
 from tests.slurm_cluster import LocalSlurm, missing_requirements
 
@@ -239,7 +240,7 @@ def test_submit_train_requeues_after_every_time_limit(slurm, dataset, work):
     at every time limit, as slurm/train.sh does. Four time-outs, four resumes, then the run completes."""
     out = submit(work, slurm, "train", "--cluster", "slurm", "--cpus", "2", "--folder", "submitit-timeouts",
                  "--time", "00:05:00", "--", f"data={dataset}", "outdir=runs", "run_name=timeouts", *TINY,
-                 "kimg=0.4", "tick_kimg=0.05")
+                 "kimg=1.2", "tick_kimg=0.05")  # room for 5 runs: one moves ~0.15 kimg between its tick and the signal
     job = int(re.search(r"submitted train job (\d+)", out).group(1))
     log = work / "submitit-timeouts" / f"{job}_0_log.out"
     for restarts in range(1, 5):
@@ -260,3 +261,35 @@ def test_submit_local_runs_the_same_job(work, dataset):
     out = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env={**os.environ, **JOB_ENV}, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "(local)" in out.stdout and RunDir(work / "runs" / "local").latest() is not None
+
+
+def test_the_readme_stylegan_2018_walkthrough_on_the_cluster(slurm, work, dataset):
+    """README's walkthrough with NVIDIA's 2018 network, as written but tiny: `sbatch --job-name=tex-sg1
+    slurm/train.sh --config configs/stylegan1-textures64.yaml resume=<2018 pickle>` (the run folder is named by the
+    job), then evaluate (swd: fid2k needs Inception weights), seeds at 0.7, the walk 200,1000,2500,4000,200 with 10
+    frames at 0.8, and style mixing, with the `stylegan` command."""
+    G, D, G_kwargs, D_kwargs = sg1_networks(32)
+    pkl = write_stylegan1_pickle(work / "karras2019-tiny.pkl", G, D, G_kwargs, D_kwargs)
+    logs = sbatch_and_wait(slurm, work, "--job-name=tex-sg1", script("train"), "--config",
+                           str(REPO / "configs" / "stylegan1-textures64.yaml"), f"resume={pkl}", f"data={dataset}",
+                           "resolution=16", *TINY_SG1, "batch=8", "workers=1", "tick_kimg=0.008", "snap=1",
+                           "kimg=0.016", "grid_size=2", log_pattern="tex-sg1-*.out")
+    assert "fine-tuning from" in logs and "training complete" in logs and "lod 0.00" in logs
+    run = RunDir(work / "runs" / "tex-sg1")
+    snapshot = str(run.latest())
+
+    def stylegan(*args: str) -> None:
+        subprocess.run(["stylegan", *args], cwd=work, check=True, capture_output=True, env={**os.environ, **JOB_ENV})
+
+    stylegan("evaluate", "--run", "runs/tex-sg1", "--metrics", "swd")
+    stylegan("sample", "--network", snapshot, "--outdir", "out", "--seeds", "0-9", "--trunc", "0.7", "--workers", "1")
+    stylegan("sample", "--network", snapshot, "--outdir", "out", "--walk", "200,1000,2500,4000,200", "--frames", "10",
+             "--trunc", "0.8", "--workers", "1")
+    # a 16x16 network has 6 style layers: NVIDIA's default columns 0-6 do not fit it
+    stylegan("sample", "--network", snapshot, "--outdir", "out", "--style-mix", "1,2,3", "4,5,6", "--layers", "0-3",
+             "--workers", "1")
+    assert len(run.results("swd")) == len(run.snapshots()) and all(np.isfinite(r["value"]) for r in run.results("swd"))
+    out = work / "out"
+    assert len(list(out.rglob("seed*.png"))) == 10 and (out / "style-mix.png").is_file()
+    with Image.open(out / "walk.gif") as walk:
+        assert walk.n_frames == 4 * 10 + 1 and walk.size == (16, 16)

@@ -29,10 +29,8 @@ from stylegan.errors import UserError
 from stylegan.formats.checkpoint import load_any, load_checkpoint
 from stylegan.formats.nvidia_pickle import load_nvidia_pickle
 from stylegan.formats.transfer import fine_tune
-from stylegan.models import stylegan1
 from stylegan.rundir import RunDir
-from stylegan.train.config import load_config
-from tests.conftest import FIXTURES, REPO, run_job
+from tests.conftest import FIXTURES, REPO, TINY_SG1, run_job, sg1_networks
 from tests.image_folder import random_dataset
 
 
@@ -148,22 +146,6 @@ def test_sample_convert_and_evaluate_take_the_network_file(tmp_path):
     refused = run_job("train", f"data={data}", f"outdir={tmp_path}", "resolution=32", f"resume={net}", check=False)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "set family=stylegan1" in refused.stderr
-
-
-TINY_SG1 = ["family=stylegan1", "z_dim=32", "w_dim=32", "channel_base=256", "channel_max=32", "map_layers=2",
-            "mbstd_group=2"]
-
-
-def sg1_networks(resolution: int, lod: float = 0.0) -> tuple:
-    """Our StyleGAN (2018) G and D of TINY_SG1's widths with random weights and buffers, at level of detail `lod`."""
-    cfg = load_config(None, ["data=x", f"resolution={resolution}", *TINY_SG1])
-    G_kwargs, D_kwargs = cfg.generator_kwargs(0), cfg.discriminator_kwargs(0)
-    G, D = stylegan1.Generator(**G_kwargs), stylegan1.Discriminator(**D_kwargs)
-    with torch.no_grad():
-        G.mapping.w_avg.normal_()
-        G.synthesis.lod.fill_(lod)
-        D.lod.fill_(lod)
-    return G, D, G_kwargs, D_kwargs
 
 
 def test_fine_tuning_copies_rgb_layers_by_resolution_and_starts_at_full_resolution(tmp_path):
