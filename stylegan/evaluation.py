@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def write_metric_events(rundir: RunDir) -> Path:
     read after older files, it puts back whatever they lost, and the curve is complete whatever order snapshots were
     scored in. Under one lock, so that the newest file always holds every result (results are appended first)."""
     with held_lock(rundir.path / ".events.lock"):
-        tmp = rundir.path / f"{TMP_PREFIX}events-{os.getpid()}"
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}events-", dir=rundir.path))
         writer = SummaryWriter(str(tmp))
         for metric in rundir.metric_names():
             for row in sorted(rundir.results(metric), key=lambda r: r["kimg"]):
