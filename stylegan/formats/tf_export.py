@@ -26,6 +26,7 @@ import torch
 
 from stylegan.errors import UserError
 from stylegan.fileio import atomic_write
+from stylegan.formats.tf_pickle import synthesis_layers
 from stylegan.models.stylegan2 import Discriminator, Generator, MappingNetwork, channels_at
 
 EMPTY_SOURCE = ""  # the build source the records carry: nothing to run
@@ -60,7 +61,7 @@ class _Pickler(pickle._Pickler):
     """pickle's Python pickler, which lets the globals be spelled as _SPELLINGS says."""
 
     def save_global(self, obj: Any, name: str | None = None) -> None:
-        spelled = _SPELLINGS.get(obj) if isinstance(obj, type) or callable(obj) else None
+        spelled = _SPELLINGS.get(obj)  # globals are classes and functions: hashable
         if spelled is None:
             return super().save_global(obj, name)
         module, name = spelled
@@ -108,11 +109,9 @@ def generator_variables(state: dict[str, torch.Tensor], resolution: int
     synthesis = {}
     for r in (2 ** i for i in range(2, int(math.log2(resolution)) + 1)):
         b, t = f"synthesis.b{r}", f"{r}x{r}"
-        convs = [("conv1", "Conv", 0)] if r == 4 else [("conv0", "Conv0_up", 2 * int(math.log2(r)) - 5),
-                                                      ("conv1", "Conv1", 2 * int(math.log2(r)) - 4)]
         if r == 4:
             synthesis[f"{t}/Const/const"] = sd[f"{b}.const"][None]
-        for ours, theirs, noise in convs:
+        for ours, theirs, noise in synthesis_layers(r):
             synthesis[f"{t}/{theirs}/weight"] = to_tf_conv(sd[f"{b}.{ours}.weight"], flip=theirs == "Conv0_up")
             synthesis[f"{t}/{theirs}/bias"] = sd[f"{b}.{ours}.bias"]
             synthesis[f"{t}/{theirs}/mod_weight"] = sd[f"{b}.{ours}.affine.weight"].T

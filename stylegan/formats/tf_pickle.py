@@ -115,11 +115,9 @@ def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, 
         sd[f"mapping.fc{i}.bias"] = take(path, name, tf, f"mapping/Dense{i}/bias")
     for r in (2 ** i for i in range(2, int(math.log2(res)) + 1)):
         blk, t = f"synthesis.b{r}", f"synthesis/{r}x{r}"
-        convs = [("conv1", "Conv", 0)] if r == 4 else [("conv0", "Conv0_up", 2 * int(math.log2(r)) - 5),
-                                                      ("conv1", "Conv1", 2 * int(math.log2(r)) - 4)]
         if r == 4:
             sd[f"{blk}.const"] = take(path, name, tf, f"{t}/Const/const")[0]
-        for ours, theirs, noise in convs:
+        for ours, theirs, noise in synthesis_layers(r):
             sd[f"{blk}.{ours}.weight"] = tf_conv(take(path, name, tf, f"{t}/{theirs}/weight"), theirs == "Conv0_up")
             sd[f"{blk}.{ours}.bias"] = take(path, name, tf, f"{t}/{theirs}/bias")
             sd[f"{blk}.{ours}.affine.weight"] = take(path, name, tf, f"{t}/{theirs}/mod_weight").T
@@ -138,6 +136,14 @@ def _generator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, 
         fail(path, f"{name} has variables no StyleGAN2 generator has ({', '.join(sorted(tf)[:4])}): a modified "
              "architecture is not supported")
     return G_kwargs, as_tensors(path, name, sd, Generator, G_kwargs, budget, _fir_filters)
+
+
+def synthesis_layers(r: int) -> list[tuple[str, str, int]]:
+    """The modulated convolutions of synthesis block `r`: (our layer, its TF name, the index of its stored noise)."""
+    if r == 4:
+        return [("conv1", "Conv", 0)]
+    k = 2 * int(math.log2(r))
+    return [("conv0", "Conv0_up", k - 5), ("conv1", "Conv1", k - 4)]
 
 
 def _discriminator(path: Path, net: TFNetworkRecord, budget: Budget) -> tuple[dict, dict]:

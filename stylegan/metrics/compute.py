@@ -82,6 +82,12 @@ def _combine(spec: MetricSpec, chunks: list) -> object:
     return [lvl[torch.randperm(len(lvl), generator=gen)[:SWD_MAX_DESCRIPTORS]] for lvl in levels]
 
 
+def _progress(spec: MetricSpec, what: str, total: int, rank: int, world: int) -> Progress:
+    """Progress lines of one rank's share of a metric's images, printed by rank 0."""
+    return Progress(total, f"{spec.name}: {what}" + (f" (rank {rank} of {world})" if world > 1 else ""),
+                    enabled=rank == 0)
+
+
 def real_features(data_dir: Path, spec: MetricSpec, detector: Detector | None, device: torch.device,
                   rank: int = 0, world: int = 1, batch: int = 64, mirror: bool = False) -> tuple[object, bool]:
     """Features (or SWD descriptors) of the real set, cached next to the dataset. Returns (features, cached).
@@ -104,9 +110,8 @@ def real_features(data_dir: Path, spec: MetricSpec, detector: Detector | None, d
     extract = _extract(spec, detector, seed=rank)
     verify_shards(data_dir, info)  # statistics of damaged shards would be cached for good
     chunks, seen = [], 0
-    share = -(-min(limit or info["total_images"], info["total_images"]) // world)  # this rank's, about
-    progress = Progress(share, f"{spec.name}: reals" + (f" (rank {rank} of {world})" if world > 1 else ""),
-                        enabled=rank == 0)
+    total = min(limit or info["total_images"], info["total_images"])
+    progress = _progress(spec, "reals", -(-total // world), rank, world)  # this rank's share, about
     for imgs, _ in named_errors(make_loader(eval_pipeline(data_dir, rank=rank, world=world), batch_size=batch,
                                             workers=2)):
         if limit is not None and seen >= limit // world:
@@ -135,8 +140,7 @@ def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector |
     extract = _extract(spec, detector, seed=1000 + rank)
     indices = list(range(rank, num, world))
     chunks = []
-    progress = Progress(len(indices), f"{spec.name}: fakes" + (f" (rank {rank} of {world})" if world > 1 else ""),
-                        enabled=rank == 0)
+    progress = _progress(spec, "fakes", len(indices), rank, world)
     for start in range(0, len(indices), batch):
         idx = indices[start:start + batch]
         z = seed_latents(idx, G.z_dim).to(device)
