@@ -2,10 +2,12 @@
 stylegan3 checkout first on the path, never imported by the project.
 
     python benchmarks/export_official_side.py --network EXPORT.pkl --inputs IN.npz --dest OUT.npz [--device cuda]
+        [--no-tf32]
 Loads the pickle with NVIDIA's `legacy.load_network_pkl` (the loader of gen_images.py, projector.py, train.py
 --resume) and records, for the latents, labels and images of IN.npz, G_ema's images at psi 0.7 with stored noise,
 its ws, D's logits, and the constructor arguments NVIDIA's loader gave each network. On the CPU every layer runs in
-float32 (stylegan3 does so by itself; stylegan2-ada-pytorch would run its fp16 layers in float16 on the CPU).
+float32 (stylegan3 does so by itself; stylegan2-ada-pytorch would run its fp16 layers in float16 on the CPU). On a
+GPU, `--no-tf32` turns off the TF32 convolutions PyTorch allows by default.
 """
 
 import argparse
@@ -24,7 +26,10 @@ def main() -> None:
     parser.add_argument("--inputs", required=True)
     parser.add_argument("--dest", required=True)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-tf32", action="store_true")
     args = parser.parse_args()
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     with dnnlib.util.open_url(args.network) as f:
         data = legacy.load_network_pkl(f)
     device = torch.device(args.device)

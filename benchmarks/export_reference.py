@@ -6,8 +6,9 @@ For each case (the textures preset's widths with fp16 layers and clamping; a con
 weights moved off their initial values are saved as our checkpoint and exported with `python -m jobs.convert`.
 NVIDIA's `legacy.load_network_pkl` then loads the export in an outside program (benchmarks/export_official_side.py,
 run with each checkout on the path) and we compare G_ema's ws and images at psi 0.7 with stored noise and D's logits
-with ours on the same inputs. On CUDA, NVIDIA's own gen_images.py (stylegan3) or generate.py (stylegan2-ada-pytorch)
-also writes PNGs of the export, compared pixel by pixel with `python -m jobs.sample` on our checkpoint.
+with ours on the same inputs. On CUDA the comparison runs twice, as PyTorch runs by default (TF32 convolutions) and
+with TF32 off on both sides, and NVIDIA's own gen_images.py (stylegan3) or generate.py (stylegan2-ada-pytorch) also
+writes PNGs of the export, compared pixel by pixel with `python -m jobs.sample` on our checkpoint.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ def official_env(official: Path, shims: Path) -> dict:
 
 @torch.no_grad()
 def compare_loaded(ckpt_path: Path, export: Path, official: Path, shims: Path, work: Path, device: str,
-                   seeds: list[int]) -> dict[str, float]:
-    """NVIDIA's loader on the export against our networks on the same inputs."""
+                   seeds: list[int], tf32: bool = True) -> dict[str, float]:
+    """NVIDIA's loader on the export against our networks on the same inputs; `tf32=False` turns TF32 off on both
+    sides (PyTorch allows it in convolutions by default, not in matrix products)."""
+    torch.backends.cudnn.allow_tf32 = tf32
     ckpt = load_checkpoint(ckpt_path)
     G = build_generator(ckpt, "G_ema", ckpt_path).eval().to(device)
     D = build_discriminator(ckpt, ckpt_path).eval().to(device)
@@ -81,7 +84,8 @@ def compare_loaded(ckpt_path: Path, export: Path, official: Path, shims: Path, w
     inputs = dict(z=z, c=c, d_input=d_input.astype(np.float32))
     np.savez(work / "inputs.npz", **inputs)
     run([sys.executable, str(OFFICIAL_SIDE), "--network", str(export), "--inputs", str(work / "inputs.npz"),
-         "--dest", str(work / "theirs.npz"), "--device", device], env=official_env(official, shims))
+         "--dest", str(work / "theirs.npz"), "--device", device, *["--no-tf32"] * (not tf32)],
+        env=official_env(official, shims))
     theirs = dict(np.load(work / "theirs.npz"))
     t = {k: torch.from_numpy(v).to(device) for k, v in inputs.items()}
     cond = t["c"] if G.c_dim else None
@@ -143,6 +147,9 @@ def main() -> None:
             print(f"{case} | {official.name} | device {args.device}")
             figures = compare_loaded(ckpt, export, official, shims, work, args.device, seeds)
             if args.device == "cuda":
+                figures.update({f"{k}, TF32 off both sides": v for k, v in compare_loaded(
+                    ckpt, export, official, shims, work, args.device, seeds, tf32=False).items() if k != "NVIDIA's G: "
+                    "channel_base"})
                 figures.update(compare_pngs(ckpt, export, official, shims, work / official.name, args.seeds,
                                             G_kwargs["c_dim"]) or {})
             for name, value in figures.items():

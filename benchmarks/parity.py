@@ -1,10 +1,12 @@
 """Does our trainer learn as well as NVIDIA's? Both on the same data with the same settings, side by side.
 
-    python -m benchmarks.parity prepare --workdir W [--official PATH] [--images 2500] [--res 64]
+    python -m benchmarks.parity prepare --workdir W [--official PATH] [--images 2500] [--res 64] [--by-kind]
     python -m benchmarks.parity launch  --workdir W [--official PATH] --kimg 150 --seeds 0 1 --gpus 0 1 2 3
+                                        [--by-kind-seeds 0 --gpus ... (two more per seed)] [--sides ours|official]
     python -m benchmarks.parity wait    --workdir W [--timeout 540]
     python -m benchmarks.parity score   --workdir W --run NAME [--follow]
-    python -m benchmarks.parity report  --workdir W [--out DIR]
+    python -m benchmarks.parity pack    --workdir W --dest parity.tgz
+    python -m benchmarks.parity report  --workdir W [--also W2 ...] [--out DIR]
 `launch` starts every run in its own process session (they outlive the command that started them), one GPU per
 run, each followed by a scorer on its GPU (`score --run NAME --follow`) that scores snapshots as they appear, so
 `report` has little left to do: ours for each seed, and NVIDIA's trainer for each seed when --official names its
@@ -15,16 +17,32 @@ layers, lr 0.0025, R1 gamma 0.0002 * res^2 / batch, x-flips, ADA, a tick every 4
 `report` scores every snapshot of every run with our SWD and our diversity metric (generated over real structure
 spread; stylegan.metrics.diversity), and writes parity.md (tables), parity.svg (SWD and diversity by kimg, one line
 per run) and parity-fakes.png (each run's last fakes grid, side by side).
+
+`--by-kind` is the class-sorted check: the same images written one texture kind per folder, so that file-name order
+groups the kinds (as folders per class or camera shoots do). Ours trains on it twice per `--by-kind-seeds` seed:
+`ours-by-kind` from `preprocess`'s shards (a seeded random order) and `ours-by-kind-name-order` from the same
+images re-packed in file-name order, the shards every preprocess wrote before the random order. NVIDIA's trainer
+draws a global permutation of the whole dataset, so file order cannot change what it sees: its runs on the mixed
+folder are the reference for these too.
+
+One H200 is saturated by these runs: six at once (two of NVIDIA's) ran at 8-10 sec/kimg for ours and 14.5-16.5 for
+NVIDIA's, about the sum of their times alone (2 and 4.6). NVIDIA's two seeds to 150 kimg need about 25 minutes of
+the GPU, so with 30 minutes of device time a session runs one side (`--sides`): `pack` bundles what a run left
+(its settings, scores, logs and last fakes grid) into one file to bring back, and `report --also` puts the runs
+of several such workdirs in one table. NVIDIA's code and the data do not change between sessions; our SWD must
+not change between the sessions whose runs one table compares.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -33,7 +51,8 @@ import torch
 from PIL import Image
 
 from benchmarks.plot import figure
-from stylegan.fileio import write_text_atomic
+from stylegan.data.textures import KINDS
+from stylegan.fileio import atomic_write, write_text_atomic
 from stylegan.formats.checkpoint import load_generator
 from stylegan.imagefiles import save_png
 from stylegan.metrics.compute import compute_metric, parse_metric
@@ -46,18 +65,60 @@ def settings(res: int) -> dict:
     return {"batch": BATCH, "cbase": 16384, "map": 2, "lr": 0.0025, "gamma": 0.0002 * res * res / BATCH}
 
 
-def prepare(work: Path, official: Path | None, images: int, res: int) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def prepare(work: Path, official: Path | None, images: int, res: int, by_kind: bool) -> None:
     tex = work / "textures"
     if not tex.is_dir():
-        subprocess.run([sys.executable, "-m", "jobs.make_textures", "--count", str(images), "--resolution", str(res),
-                        "--dest", str(tex)], cwd=REPO, env=env, check=True)
-    if not (work / "data" / "dataset.json").is_file():
-        subprocess.run([sys.executable, "-m", "jobs.preprocess", "--source", str(tex), "--dest", str(work / "data"),
-                        "--resolution", str(res)], cwd=REPO, env=env, check=True)
+        ours("jobs.make_textures", "--count", str(images), "--resolution", str(res), "--dest", str(tex))
+    preprocess(tex, work / "data", res)
     if official is not None and not (work / "official-data.zip").is_file():
         subprocess.run([sys.executable, "dataset_tool.py", f"--source={tex}", f"--dest={work / 'official-data.zip'}",
                         f"--resolution={res}x{res}"], cwd=official, env=official_env(official), check=True)
+    if by_kind:
+        for i, src in enumerate(sorted(tex.glob("texture*.png"))):  # make_textures cycles through the kinds
+            dest = work / "textures-by-kind" / KINDS[i % len(KINDS)] / src.name
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.link(src, dest)
+        preprocess(work / "textures-by-kind", work / "data-by-kind", res)
+        in_name_order(work / "data-by-kind", work / "data-by-kind-name-order")
+
+
+def ours(module: str, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                   check=True)
+
+
+def preprocess(source: Path, dest: Path, res: int) -> None:
+    if not (dest / "dataset.json").is_file():
+        ours("jobs.preprocess", "--source", str(source), "--dest", str(dest), "--resolution", str(res))
+
+
+def in_name_order(data: Path, dest: Path, shard_size: int = 1000) -> None:
+    """A copy of the preprocessed `data` with its samples in file-name order, in shards of `shard_size`."""
+    if (dest / "dataset.json").is_file():
+        return
+    info = json.loads((data / "dataset.json").read_text())
+    samples = []
+    for shard in info["shards"]:
+        with tarfile.open(data / shard["name"]) as tar:
+            files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        samples += [(json.loads(files[name])["source"], files[name[:-5] + ".png"], files[name])
+                    for name in files if name.endswith(".json")]
+    samples.sort()
+    dest.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for n, first in enumerate(range(0, len(samples), shard_size)):
+        name = f"shard-0000-{n:05d}.tar"
+        with atomic_write(dest / name) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, (_, png, meta) in enumerate(samples[first:first + shard_size], start=first):
+                for suffix, data_bytes in ((".png", png), (".json", meta)):
+                    member = tarfile.TarInfo(f"{key:09d}{suffix}")
+                    member.size = len(data_bytes)
+                    tar.addfile(member, io.BytesIO(data_bytes))
+        shards.append({"name": name, "count": len(samples[first:first + shard_size]),
+                       "bytes": (dest / name).stat().st_size})
+    info = {k: v for k, v in info.items() if k != "shuffle_seed"} | {"shards": shards, "num_tasks": 1}
+    write_text_atomic(dest / "dataset.json", json.dumps(info, indent=1) + "\n")
 
 
 def official_env(official: Path) -> dict:
@@ -66,22 +127,31 @@ def official_env(official: Path) -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
 
 
-def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], gpus: list[str], res: int) -> None:
+def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_kind_seeds: list[int],
+           gpus: list[str], res: int, sides: list[str]) -> None:
     s = settings(res)
+
+    def ours_run(name: str, data: str, seed: int) -> dict:
+        return {"name": name, "cwd": str(REPO), "env": {"PYTHONUNBUFFERED": "1"}, "cmd": [
+            sys.executable, "-m", "jobs.train", f"data={work / data}", f"outdir={work / 'runs'}",
+            f"run_name={name}", f"resolution={res}", f"batch={s['batch']}", f"channel_base={s['cbase']}",
+            f"map_layers={s['map']}", f"glr={s['lr']}", f"dlr={s['lr']}", f"r1_gamma={s['gamma']}", "mirror=true",
+            "aug=ada", f"kimg={kimg}", f"tick_kimg={TICK_KIMG}", f"snap={SNAP_TICKS}", f"seed={seed}", "workers=3"]}
+
     runs = []
     for seed in seeds:
-        runs.append({"name": f"ours-s{seed}", "cwd": str(REPO), "env": {"PYTHONUNBUFFERED": "1"}, "cmd": [
-            sys.executable, "-m", "jobs.train", f"data={work / 'data'}", f"outdir={work / 'runs'}",
-            f"run_name=ours-s{seed}", f"resolution={res}", f"batch={s['batch']}", f"channel_base={s['cbase']}",
-            f"map_layers={s['map']}", f"glr={s['lr']}", f"dlr={s['lr']}", f"r1_gamma={s['gamma']}", "mirror=true",
-            "aug=ada", f"kimg={kimg}", f"tick_kimg={TICK_KIMG}", f"snap={SNAP_TICKS}", f"seed={seed}", "workers=3"]})
-        if official is not None:
+        if "ours" in sides:
+            runs.append(ours_run(f"ours-s{seed}", "data", seed))
+        if official is not None and "official" in sides:
             runs.append({"name": f"official-s{seed}", "cwd": str(official), "env": official_env(official), "cmd": [
                 sys.executable, "train.py", f"--outdir={work / 'runs' / f'official-s{seed}'}", "--cfg=stylegan2",
                 f"--data={work / 'official-data.zip'}", "--gpus=1", f"--batch={s['batch']}", f"--gamma={s['gamma']}",
                 f"--cbase={s['cbase']}", f"--map-depth={s['map']}", f"--glr={s['lr']}", f"--dlr={s['lr']}",
                 "--mirror=1", "--aug=ada", "--metrics=none", f"--kimg={int(kimg)}", f"--tick={TICK_KIMG}",
                 f"--snap={SNAP_TICKS}", f"--seed={seed}"]})
+    for seed in by_kind_seeds if "ours" in sides else []:
+        runs += [ours_run(f"ours-by-kind-s{seed}", "data-by-kind", seed),
+                 ours_run(f"ours-by-kind-name-order-s{seed}", "data-by-kind-name-order", seed)]
     if len(runs) > len(gpus):
         sys.exit(f"error: {len(runs)} runs need {len(runs)} GPUs; --gpus lists {len(gpus)}")
     (work / "logs").mkdir(parents=True, exist_ok=True)
@@ -108,6 +178,8 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:  # another user's process
+        return True
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
@@ -173,25 +245,40 @@ def score(work: Path, name: str, follow: bool) -> dict[float, dict]:
 
 
 def verdict(values: dict[str, float | None], metric: str) -> str:
-    """Whether ours learns as well, read two ways, both shown: SWD of the mean of our seeds, and of each of them,
-    against the official seeds' spread (at most the worst is within or better); diversity of each within 10% of
-    theirs."""
-    ours = [v for n, v in values.items() if n.startswith("ours") and v is not None]
+    """Whether ours learns as well, read two ways, both shown: SWD of the mean of our seeds on the mixed folder, and
+    of each of our runs (the by-kind ones too), against the official seeds' spread (at most the worst is within or
+    better); diversity of each within 10% of theirs."""
+    ours = {n: v for n, v in values.items() if n.startswith("ours") and v is not None}
     official = [v for n, v in values.items() if n.startswith("official") and v is not None]
     if not ours or not official:
         return "-"
     if metric == "swd":
         worst = max(official)
-        mean = "within or better" if np.mean(ours) <= worst else f"worse by {np.mean(ours) - worst:.1f}"
-        each = "within or better" if max(ours) <= worst else f"worse by {max(ours) - worst:.1f}"
-        return f"mean: {mean}; each: {each}"
-    gap = max(abs(o / float(np.mean(official)) - 1) for o in ours)
+        within = lambda v: "within or better" if v <= worst else f"worse by {v - worst:.1f}"  # noqa: E731
+        seed_runs = {n for n in ours if re.fullmatch(r"ours-s\d+", n)}
+        seeds = [ours[n] for n in seed_runs]
+        head = f"mean: {within(float(np.mean(seeds)))}; each: {within(max(seeds))}" if seeds else ""
+        return "; ".join([head] * bool(seeds) + [f"{n}: {within(v)}" for n, v in ours.items() if n not in seed_runs])
+    gap = max(abs(o / float(np.mean(official)) - 1) for o in ours.values())
     return f"within 10% ({gap:.1%})" if gap <= 0.1 else f"off by {gap:.1%}"
 
 
-def report(work: Path, out: Path) -> None:
+def pack(work: Path, dest: Path) -> None:
+    """One file with what `report` reads of a workdir: settings, scores, logs and each run's last fakes grid."""
+    runs = json.loads((work / "parity.json").read_text())["runs"]
+    grids = [last_fakes(work, r["name"]) for r in runs]
+    with atomic_write(dest) as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
+        for path in [work / "parity.json", *sorted((work / "scores").glob("*.json")),
+                     *sorted((work / "logs").glob("*.log")), *filter(None, grids)]:
+            tar.add(path, arcname=str(path.relative_to(work)))
+
+
+def report(work: Path, also: list[Path], out: Path) -> None:
     info = json.loads((work / "parity.json").read_text())
-    rows = {run["name"]: score(work, run["name"], follow=False) for run in info["runs"]}
+    places = {run["name"]: work for run in info["runs"]}
+    for other in also:
+        places.update({run["name"]: other for run in json.loads((other / "parity.json").read_text())["runs"]})
+    rows = {name: score(place, name, follow=False) for name, place in places.items()}
     names = list(rows)
     kimgs = sorted({round(k) for r in rows.values() for k in r})
     def at(run: str, k: int, metric: str) -> float | None:
@@ -207,7 +294,8 @@ def report(work: Path, out: Path) -> None:
             cells = [f"{v:.3f}" if v is not None else "-" for v in values.values()]
             lines.append(f"| {k} ({metric}) | {' | '.join(cells)} | {verdict(values, metric)} |")
         lines.append("")
-    speed = {r["name"]: ticks(work / "logs" / f"{r['name']}.log") for r in info["runs"]}
+    speed = {n: ticks(place / "logs" / f"{n}.log") for n, place in places.items()
+             if (place / "logs" / f"{n}.log").is_file()}
     lines.append("Speed (sec/kimg, median of the ticks after the first): " + ", ".join(
         f"{n} {np.median([s for _, s in t[1:]]):.2f}" for n, t in speed.items() if len(t) > 1))
     out.mkdir(parents=True, exist_ok=True)
@@ -217,7 +305,7 @@ def report(work: Path, out: Path) -> None:
     (out / "parity.svg").write_text(figure([
         (series("swd"), f"SWD x1e3 by kimg, {info['res']}x{info['res']} textures, ADA (lower is better)", "kimg"),
         (series("diversity"), "diversity, generated over real (1 = as varied as the data)", "kimg")]))
-    grids = [(n, last_fakes(work, n)) for n in names]
+    grids = [(n, last_fakes(place, n)) for n, place in places.items()]
     images = [np.asarray(Image.open(p).convert("RGB").resize((384, 384))) for _, p in grids if p is not None]
     if images:
         save_png(np.concatenate(images, axis=1), out / "parity-fakes.png")
@@ -226,32 +314,42 @@ def report(work: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("prepare", "launch", "wait", "score", "report"))
+    parser.add_argument("step", choices=("prepare", "launch", "wait", "score", "pack", "report"))
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--official", help="a copy of NVlabs/stylegan3 (with the note's three local edits)")
     parser.add_argument("--images", type=int, default=2500)
     parser.add_argument("--res", type=int, default=64)
     parser.add_argument("--kimg", type=float, default=150)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--by-kind", action="store_true", help="prepare: also the class-sorted folder (above)")
+    parser.add_argument("--by-kind-seeds", type=int, nargs="*", default=[],
+                        help="launch: seeds of our two runs on the class-sorted folder (prepare --by-kind first)")
     parser.add_argument("--gpus", nargs="+", default=[str(i) for i in range(max(torch.cuda.device_count(), 1))])
     parser.add_argument("--timeout", type=float, default=540, help="wait: give up after this many seconds")
     parser.add_argument("--run", help="score: the run whose snapshots to score")
     parser.add_argument("--follow", action="store_true", help="score: keep scoring until the run has ended")
     parser.add_argument("--out", help="report: where the table and figures go (default: the workdir)")
+    parser.add_argument("--also", nargs="*", default=[], help="report: more workdirs (or unpacked `pack` files) "
+                        "whose runs join the table")
+    parser.add_argument("--sides", nargs="+", choices=("ours", "official"), default=["ours", "official"],
+                        help="launch: whose runs to start")
+    parser.add_argument("--dest", help="pack: the .tgz to write")
     args = parser.parse_args()
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     official = Path(args.official).resolve() if args.official else None
     if args.step == "prepare":
-        prepare(work, official, args.images, args.res)
+        prepare(work, official, args.images, args.res, args.by_kind)
     elif args.step == "launch":
-        launch(work, official, args.kimg, args.seeds, args.gpus, args.res)
+        launch(work, official, args.kimg, args.seeds, args.by_kind_seeds, args.gpus, args.res, args.sides)
     elif args.step == "wait":
         sys.exit(0 if wait(work, args.timeout) else 3)
     elif args.step == "score":
         score(work, args.run, args.follow)
+    elif args.step == "pack":
+        pack(work, Path(args.dest))
     else:
-        report(work, Path(args.out) if args.out else work)
+        report(work, [Path(a).resolve() for a in args.also], Path(args.out) if args.out else work)
 
 
 if __name__ == "__main__":
