@@ -236,7 +236,8 @@ def score(work: Path, name: str, follow: bool) -> dict[float, dict]:
                 if k not in scores and (not running or time.time() - p.stat().st_mtime > 10)]
         for kimg, snapshot in todo:
             G = load_generator(snapshot, device)
-            scores[kimg] = {s.name: compute_metric(G, work / "data", s, None, device, batch=128)[0] for s in specs}
+            scores[kimg] = {s.name: compute_metric(G, work / "data", s, None, device, batch=128)[0][s.name]
+                            for s in specs}
             print(f"{name} kimg {kimg:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores[kimg].items()), flush=True)
             write_text_atomic(path, json.dumps(scores, indent=1))
         if not follow or (not running and not todo):

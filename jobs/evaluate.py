@@ -3,8 +3,9 @@
     python -m jobs.evaluate --run runs/textures64 --metrics fid50k_full,swd [--watch] [--latest | --every N]
     python -m jobs.evaluate --checkpoint net.pkl --data data/ffhq256 --metrics fid50k_full
 Results: RUN/metric-<name>.jsonl and TensorBoard scalars Metrics/<name> in RUN (a separate event file).
-FID/KID need the Inception detector in $STYLEGAN_CACHE (default ~/.cache/stylegan) or --detector (fetch it with
-`python -m jobs.fetch_weights`); swd needs none. Under torchrun every GPU generates and extracts its share.
+FID/KID need the Inception detector in $STYLEGAN_CACHE (default ~/.cache/stylegan) or --detector, precision/recall
+and path length NVIDIA's VGG16 there or --vgg (fetch them with `python -m jobs.fetch_weights`); swd and diversity
+need none. Under torchrun every GPU generates and extracts its share.
 """
 
 from __future__ import annotations
@@ -40,18 +41,19 @@ def main(args: argparse.Namespace) -> None:
             if args.watch:
                 wait_for_run(Path(args.run), args.poll)
             RunEvaluator(Path(args.run), metrics, Path(args.data) if args.data else None, args.detector, env,
-                         batch, args.compile, every=args.every, latest=args.latest).run(args.watch, args.poll)
+                         batch, args.compile, every=args.every, latest=args.latest, vgg_path=args.vgg
+                         ).run(args.watch, args.poll)
             return
         G = load_generator(network_path(args.checkpoint, "--network"), env.device)
         if args.compile:
             G.synthesis.compile(dynamic=False)
         specs = [parse_metric(m) for m in metrics]
-        detector = detector_for(specs, args.detector, env.device)
+        detectors = detector_for(specs, args.detector, args.vgg, env.device)
         for spec in specs:
-            value, cached = compute_metric(G, Path(args.data), spec, detector, env.device, env.rank, env.world,
-                                           batch, mirror=args.mirror)
-            if env.is_main:
-                print(json.dumps({"checkpoint": args.checkpoint, "metric": spec.name, "value": value,
+            values, cached = compute_metric(G, Path(args.data), spec, detectors.get(spec.detector), env.device,
+                                            env.rank, env.world, batch, mirror=args.mirror)
+            for name, value in values.items() if env.is_main else ():
+                print(json.dumps({"checkpoint": args.checkpoint, "metric": name, "value": value,
                                   "real_stats_cached": cached}), flush=True)
     finally:
         shutdown()
@@ -63,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--network", "--checkpoint", dest="checkpoint",
                         help="one network (.pt, .pkl, .safetensors, or a run folder: its newest snapshot)")
     parser.add_argument("--data", help="preprocessed dataset (default: the run's config)")
-    parser.add_argument("--metrics", default="fid50k_full")
+    parser.add_argument("--metrics", default="fid50k_full", help="comma-separated: fid50k_full, kid50k_full, "
+                        "fid<N>k, kid<N>k, pr50k3_full, ppl2_wend, swd, diversity")
     parser.add_argument("--mirror", action="store_true", help="with --network: FID/KID reals include their x-flips, "
                         "as NVIDIA's metrics for a network trained with --mirror=1 (a --run follows its config)")
     parser.add_argument("--watch", action="store_true", help="keep evaluating new snapshots until training ends "
@@ -75,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "new one as it appears, skipping older ones not scored yet)")
     parser.add_argument("--detector", help="Inception weights: NVIDIA's TorchScript .pt or pytorch-fid's .pth "
                         "(default: found in $STYLEGAN_CACHE)")
+    parser.add_argument("--vgg", help="NVIDIA's vgg16.pt, for pr50k3_full and ppl2_wend (default: found in "
+                        "$STYLEGAN_CACHE)")
     parser.add_argument("--device", help="default: this rank's GPU when there is one, else cpu")
     parser.add_argument("--batch", type=int, help="images per generator and detector call (default 256 on GPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the synthesis network: faster "

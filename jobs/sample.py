@@ -4,6 +4,7 @@
     python -m jobs.sample --network net.pkl --outdir out --grid 8x8 --seeds 0-127 --grid-labels
     python -m jobs.sample --network net.pt --outdir out --walk 200,1000,2500,4000,200 --frames 10 --trunc 0.8
     python -m jobs.sample --network net.pt --outdir out --style-mix 85,100,75 55,821,1789 --layers 0-6
+    python -m jobs.sample --network net.pt --outdir out --walk proj/a.npz,proj/b.npz,proj/a.npz   (jobs.project)
 NVIDIA's spellings work too: --checkpoint for --network, --truncation-psi for --trunc.
 Per-seed PNGs are split over Slurm array tasks (or --task-index/--num-tasks) and over torchrun ranks within a
 task; a grid, walk or style-mixing figure is written once, by task 0 rank 0 (the other tasks have nothing to do).
@@ -25,6 +26,7 @@ from stylegan.rundir import network_path
 from stylegan.sampling import (
     SampleOptions,
     parse_grid,
+    parse_keys,
     parse_layers,
     sample_seeds,
     write_grids,
@@ -48,7 +50,7 @@ def main(args: argparse.Namespace) -> None:
                         f"{args.seeds or '200,1000,2500,4000,200'} --frames {args.frames} (NVIDIA's gen_video.py "
                         "spelling, --seeds with --frames, would write per-seed PNGs here)")
     grid = parse_grid(args.grid) if args.grid else None
-    seeds = parse_seeds(args.seeds or args.walk or args.style_mix[0])
+    seeds = parse_seeds(args.seeds) if args.seeds else parse_keys(args.walk or args.style_mix[0])
     if args.seeds and not grid:
         seeds = list(dict.fromkeys(seeds))  # one file per seed: a seed listed twice is written once
     task, num_tasks = array_task(args.task_index, args.num_tasks)
@@ -73,7 +75,7 @@ def main(args: argparse.Namespace) -> None:
     elif args.walk:
         write_walk(G, seeds, args.frames or 10, args.space, outdir, opts, fps=args.fps)
     else:
-        write_style_mix(G, seeds, parse_seeds(args.style_mix[1]), parse_layers(args.layers), outdir, opts)
+        write_style_mix(G, seeds, parse_keys(args.style_mix[1]), parse_layers(args.layers), outdir, opts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,11 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", help="e.g. 0-49999 or 0,5,10-19")
     parser.add_argument("--grid", help="COLSxROWS contact sheets of --seeds (several sheets when needed)")
     parser.add_argument("--grid-labels", action="store_true", help="draw each seed number under its cell")
-    parser.add_argument("--walk", help="seeds to walk through, e.g. 200,1000,2500,4000,200")
+    parser.add_argument("--walk", help="seeds to walk through, e.g. 200,1000,2500,4000,200; projected w files "
+                        "(jobs.project's .npz) too, e.g. proj/a.npz,200,proj/b.npz")
     parser.add_argument("--frames", type=int, help="frames per walk segment (default 10)")
     parser.add_argument("--space", choices=("w", "z"), default="w", help="lerp in W or slerp in Z")
     parser.add_argument("--fps", type=int, default=10)
-    parser.add_argument("--style-mix", nargs=2, metavar=("ROW_SEEDS", "COL_SEEDS"))
+    parser.add_argument("--style-mix", nargs=2, metavar=("ROW_SEEDS", "COL_SEEDS"),
+                        help="seeds or projected w files (.npz) of the rows and of the columns")
     parser.add_argument("--layers", default="0-6", help="style layers taken from the column seeds")
     parser.add_argument("--trunc", "--truncation-psi", dest="trunc", type=float, default=1.0,
                         help="truncation psi (NVIDIA's --truncation-psi is the same flag)")

@@ -63,9 +63,10 @@ def write_metric_events(rundir: RunDir) -> Path:
 class RunEvaluator:
     def __init__(self, run_dir: Path, metrics: list[str], data_dir: Path | None, detector_path: str | None,
                  env: DistEnv, batch: int = 64, compile: bool = False, stale_s: float = 3600.0, every: int = 1,
-                 latest: bool = False):
+                 latest: bool = False, vgg_path: str | None = None):
         """`every`: score every Nth snapshot, counted from the run's first; `latest`: only the newest one (each new
-        one while watching), to keep up with training."""
+        one while watching), to keep up with training. `detector_path`, `vgg_path`: the Inception and VGG16 files
+        (default: the cache)."""
         if every < 1:
             raise UserError(f"--every {every}: must be 1 (every snapshot) or more")
         self.rundir, self.every, self.latest = RunDir(run_dir), every, latest
@@ -75,13 +76,13 @@ class RunEvaluator:
             raise UserError(f"{run_dir}: no config.yaml naming the dataset; pass --data DIR")
         self.data_dir = Path(data)
         self.specs: list[MetricSpec] = [parse_metric(m) for m in metrics]
-        self.detector = detector_for(self.specs, detector_path, env.device)
+        self.detectors = detector_for(self.specs, detector_path, vgg_path, env.device)
         self.env, self.batch, self.compile, self.stale_s = env, batch, compile, stale_s
         self.skipped: set[str] = set()  # snapshots that cannot be read, claims that cannot be taken (by file name)
 
     def done(self, metric: str) -> set[int]:
-        """Image counts of the snapshots that have a result for `metric`."""
-        return {round(r["kimg"] * 1000) for r in self.rundir.results(metric)}
+        """Image counts of the snapshots that have a result for `metric` (its first, for precision/recall)."""
+        return {round(r["kimg"] * 1000) for r in self.rundir.results(parse_metric(metric).results[0])}
 
     def chosen(self) -> list[tuple[int, Path]]:
         """The snapshots this evaluator scores (`every`, `latest`), oldest first."""
@@ -128,16 +129,17 @@ class RunEvaluator:
                 self.skipped.add(path.name)
                 return None
             start = time.time()
-            value, _ = compute_metric(G, self.data_dir, spec, self.detector, self.env.device, self.env.rank,
-                                      self.env.world, self.batch, mirror=bool(self.config.get("mirror", False)))
+            detector = self.detectors.get(spec.detector)
+            values, _ = compute_metric(G, self.data_dir, spec, detector, self.env.device, self.env.rank,
+                                       self.env.world, self.batch, mirror=bool(self.config.get("mirror", False)))
             if not self.env.is_main:
                 return None
-            row = {"snapshot": path.name, "kimg": nimg / 1000, "metric": spec.name, "value": value,
-                   "seconds": round(time.time() - start, 3),
-                   "detector_sha256": None if spec.weight_free else self.detector.sha256}
-            self.rundir.append_result(spec.name, row)
+            for name, value in reversed(values.items()):  # the first result last: done() reads it
+                row = {"snapshot": path.name, "kimg": nimg / 1000, "metric": name, "value": value,
+                       "seconds": round(time.time() - start, 3), "detector_sha256": detector and detector.sha256}
+                self.rundir.append_result(name, row)
+                print(f"{path.name} {name} {value:.4f} ({row['seconds']:.1f} s)", flush=True)
             write_metric_events(self.rundir)  # its own files: training and evaluation never write the same file
-            print(f"{path.name} {spec.name} {value:.4f} ({row['seconds']:.1f} s)", flush=True)
             return row
         finally:
             if self.env.is_main:

@@ -25,7 +25,8 @@ from stylegan.generate import images_from_ws, one_hot, ws_to_host
 from stylegan.imagefiles import png_complete, save_png, tile
 from stylegan.models.stylegan2 import Generator
 from stylegan.progress import Progress
-from stylegan.seeds import parse_ranges, seed_latents
+from stylegan.projection.files import load_w
+from stylegan.seeds import parse_ranges, parse_seeds, seed_latents
 
 RING_SLOTS = 4  # batches in flight between the device and the PNG writers
 
@@ -60,6 +61,27 @@ def labels_for(G: Generator, n: int, opts: SampleOptions) -> torch.Tensor:
 def seed_ws(G: Generator, seeds: list[int], opts: SampleOptions) -> torch.Tensor:
     z = seed_latents(seeds, G.z_dim).to(opts.device)
     return G.mapping(z, labels_for(G, len(seeds), opts), truncation_psi=opts.psi, truncation_cutoff=opts.cutoff)
+
+
+Key = int | Path  # a seed, or a projected w file (.npz, jobs.project)
+
+
+def parse_keys(spec: str) -> list[Key]:
+    """'200,proj/a.npz,1000-1002': seeds and projected w files, in order."""
+    keys: list[Key] = []
+    for part in spec.split(","):
+        keys += [Path(part.strip())] if part.strip().endswith(".npz") else parse_seeds(part)
+    return keys
+
+
+@torch.no_grad()
+def key_ws(G: Generator, keys: list[Key], opts: SampleOptions) -> torch.Tensor:
+    """ws [len(keys), num_ws, w_dim]: seeds through the mapping (truncated as opts say), projected ws as they are."""
+    seeds = [k for k in keys if isinstance(k, int)]
+    found = dict(zip(seeds, seed_ws(G, seeds, opts), strict=True)) if seeds else {}
+    found.update({k: torch.from_numpy(load_w(k, G.num_ws, G.w_dim)).to(opts.device)
+                  for k in keys if isinstance(k, Path)})
+    return torch.stack([found[k] for k in keys])
 
 
 def synthesize(G: Generator, ws: torch.Tensor, opts: SampleOptions) -> np.ndarray:
@@ -230,7 +252,7 @@ def write_grids(G: Generator, seeds: list[int], cols: int, rows: int, outdir: Pa
     return paths
 
 
-def write_walk(G: Generator, seeds: list[int], frames: int, space: str, outdir: Path, opts: SampleOptions,
+def write_walk(G: Generator, seeds: list[Key], frames: int, space: str, outdir: Path, opts: SampleOptions,
                fps: int = 10) -> list[Path]:
     """The walk's frames as `walk/frame<i>.png`, and walk.gif (+ walk.mp4)."""
     images = synthesize(G, walk_ws(G, seeds, frames, space, opts), opts)
@@ -242,7 +264,7 @@ def write_walk(G: Generator, seeds: list[int], frames: int, space: str, outdir: 
     return written
 
 
-def write_style_mix(G: Generator, row_seeds: list[int], col_seeds: list[int], layers: list[int], outdir: Path,
+def write_style_mix(G: Generator, row_seeds: list[Key], col_seeds: list[Key], layers: list[int], outdir: Path,
                     opts: SampleOptions) -> Path:
     path = outdir / "style-mix.png"
     save_png(style_mix_figure(G, row_seeds, col_seeds, layers, opts), path)
@@ -260,19 +282,22 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def walk_ws(G: Generator, seeds: list[int], frames: int, space: str, opts: SampleOptions) -> torch.Tensor:
-    """ws for a walk through `seeds`: `frames` steps per segment, ending exactly on the last seed."""
+def walk_ws(G: Generator, seeds: list[Key], frames: int, space: str, opts: SampleOptions) -> torch.Tensor:
+    """ws for a walk through `seeds` (and projected w files): `frames` steps per segment, ending exactly on the
+    last one."""
     if len(seeds) < 2:
         raise UserError("--walk needs at least two seeds, e.g. --walk 200,1000,200")
     if frames < 1:
         raise UserError("--frames must be at least 1")
     ts = [i / frames for i in range(frames)]
     if space == "w":
-        ws = seed_ws(G, seeds, opts)
+        ws = key_ws(G, seeds, opts)
         out = [torch.lerp(ws[i], ws[i + 1], t) for i in range(len(seeds) - 1) for t in ts] + [ws[-1]]
         return torch.stack(out)
     if space != "z":
         raise UserError(f"--space {space!r}: use w or z")
+    if not all(isinstance(s, int) for s in seeds):
+        raise UserError("--space z: a projected w file has no z; walk through it in w (--space w)")
     z = seed_latents(seeds, G.z_dim).to(opts.device)
     zs = torch.stack([slerp(z[i], z[i + 1], t) for i in range(len(seeds) - 1) for t in ts] + [z[-1]])
     return G.mapping(zs, labels_for(G, len(zs), opts), truncation_psi=opts.psi, truncation_cutoff=opts.cutoff)
@@ -284,33 +309,43 @@ def write_animation(frames: np.ndarray, outdir: Path, fps: int = 10) -> list[Pat
     pils = [Image.fromarray(f) for f in frames]
     with atomic_path(gif) as tmp:
         pils[0].save(tmp, format="GIF", save_all=True, append_images=pils[1:], duration=1000 // fps, loop=0)
-    written = [gif]
+    if not can_write_mp4():
+        print("imageio-ffmpeg is not installed: wrote walk.gif only (pip install imageio imageio-ffmpeg for MP4)")
+        return [gif]
+    write_mp4(frames, outdir / "walk.mp4", fps)
+    return [gif, outdir / "walk.mp4"]
+
+
+def can_write_mp4() -> bool:
     try:
-        import imageio.v2 as imageio
+        import imageio.v2  # noqa: F401
         import imageio_ffmpeg  # noqa: F401 - the ffmpeg binary ships in this wheel
     except ImportError:
-        print("imageio-ffmpeg is not installed: wrote walk.gif only (pip install imageio imageio-ffmpeg for MP4)")
-        return written
-    mp4 = outdir / "walk.mp4"
+        return False
+    return True
+
+
+def write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
+    import imageio.v2 as imageio
+
     # yuv420p needs even sides; macro_block_size=1 keeps our exact size when it is even already
-    with atomic_path(mp4) as tmp, imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264",
-                                                     macro_block_size=1,
-                                                     output_params=["-pix_fmt", "yuv420p"]) as writer:
+    with atomic_path(path) as tmp, imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264",
+                                                      macro_block_size=1,
+                                                      output_params=["-pix_fmt", "yuv420p"]) as writer:
         for f in frames:
             writer.append_data(f)
-    return written + [mp4]
 
 
 @torch.no_grad()
-def style_mix_figure(G: Generator, row_seeds: list[int], col_seeds: list[int], layers: list[int],
+def style_mix_figure(G: Generator, row_seeds: list[Key], col_seeds: list[Key], layers: list[int],
                      opts: SampleOptions) -> np.ndarray:
     """The StyleGAN style-mixing figure: top row = column seeds, left column = row seeds, cell (r, c) = row seed
-    with the listed layers' styles taken from column seed."""
+    with the listed layers' styles taken from column seed. Projected w files can stand for seeds."""
     bad = [i for i in layers if not 0 <= i < G.num_ws]
     if bad:
         raise UserError(f"--layers {bad}: this network has style layers 0..{G.num_ws - 1}")
-    all_seeds = sorted(set(row_seeds + col_seeds))
-    w = dict(zip(all_seeds, seed_ws(G, all_seeds, opts), strict=True))
+    all_seeds = list(dict.fromkeys(row_seeds + col_seeds))
+    w = dict(zip(all_seeds, key_ws(G, all_seeds, opts), strict=True))
     mixed = []
     for r in row_seeds:
         for c in col_seeds:

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from stylegan.formats.checkpoint import save_checkpoint
 from stylegan.models import stylegan1
 from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.train.config import load_config
@@ -97,3 +99,52 @@ def sg1_networks(resolution: int, lod: float = 0.0) -> tuple:
         G.synthesis.lod.fill_(lod)
         D.lod.fill_(lod)
     return G, D, G_kwargs, D_kwargs
+
+
+def tiny_g(seed: int = 0) -> Generator:
+    """A generator of tiny_generator_kwargs with random weights and noise that counts."""
+    torch.manual_seed(seed)
+    G = Generator(**tiny_generator_kwargs()).eval()
+    with torch.no_grad():  # noise strengths start at zero: give the noise maps something to do
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.3)
+    return G
+
+
+def write_tiny_network(path: Path) -> Path:
+    G = tiny_g()
+    save_checkpoint(path, {"format": 1, "G_kwargs": tiny_generator_kwargs(),
+                           "D_kwargs": tiny_discriminator_kwargs(), "G_ema": G.state_dict()})
+    return path
+
+
+class TinyVGG(torch.nn.Module):
+    """NVIDIA's vgg16.pt calls: NCHW in [0, 255] (uint8 or float); with return_lpips, rows whose squared distance
+    is the LPIPS distance (features unit-normalised over channels at each pixel, averaged over pixels), with
+    return_features, pooled features (precision/recall)."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = torch.nn.ModuleList([torch.nn.Conv2d(3, 8, 3, padding=1),
+                                          torch.nn.Conv2d(8, 8, 3, stride=2, padding=1)])
+
+    def forward(self, img: torch.Tensor, resize_images: bool = True, return_lpips: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        x = img.to(torch.float32) / 127.5 - 1
+        rows: list[torch.Tensor] = []
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.2)
+            f = x / (x.square().sum(dim=1, keepdim=True) + 1e-10).sqrt()
+            rows.append(f.flatten(1) / (f.shape[2] * f.shape[3]) ** 0.5)
+        if return_lpips:
+            return torch.cat(rows, dim=1)
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vgg") / "vgg16.pt"
+    torch.jit.save(torch.jit.script(TinyVGG()), str(path))
+    return path

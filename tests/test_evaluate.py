@@ -21,7 +21,7 @@ from stylegan.distributed import DistEnv
 from stylegan.errors import UserError
 from stylegan.evaluation import RunEvaluator
 from stylegan.formats.checkpoint import save_checkpoint
-from stylegan.metrics import distances, diversity, swd
+from stylegan.metrics import distances, diversity, ppl, swd
 from stylegan.metrics.compute import MetricSpec, parse_metric, real_features
 from stylegan.metrics.detector import WEIGHTS, Detector
 from stylegan.metrics.inception import FIDInceptionV3
@@ -338,13 +338,15 @@ def test_fetch_weights_checks_hashes_and_writes_atomically(detector_file, tmp_pa
     assert (cache / WEIGHTS["nvidia"].name).read_bytes() == detector_file.read_bytes()  # the old copy survives
 
 
-def test_two_ranks_compute_the_same_fid_as_one(detector_file, tmp_path):
-    """torchrun with 2 gloo ranks: generation, real features and fake features split over ranks and gathered."""
+def test_two_ranks_compute_the_same_metrics_as_one(detector_file, vgg_file, tmp_path):
+    """torchrun with 2 gloo ranks: generation, real features and fake features split over ranks and gathered; FID
+    with the Inception stand-in, precision/recall and path length with the VGG16 stand-in."""
     data = make_data(tmp_path / "d", 120, "smooth")
     G = Generator(**tiny_generator_kwargs())
     write_snapshot(tmp_path, G, 0)
     cmd = ["-m", "jobs.evaluate", "--checkpoint", str(tmp_path / snapshot_name(0)), "--data", str(data),
-           "--metrics", "fid1k", "--detector", str(detector_file), "--batch", "48"]
+           "--metrics", "fid1k,pr1k3_full,ppl1k_wend", "--detector", str(detector_file), "--vgg", str(vgg_file),
+           "--batch", "48"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     values = []
     for launcher in ([sys.executable], [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -354,9 +356,12 @@ def test_two_ranks_compute_the_same_fid_as_one(detector_file, tmp_path):
         result = subprocess.run([*launcher, *cmd], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-        assert len(rows) == 1 and not rows[0]["real_stats_cached"]  # printed once, by rank 0
-        values.append(rows[0]["value"])
-    assert values[0] > 0 and values[1] == pytest.approx(values[0], rel=1e-4)
+        assert len(rows) == 4 and not any(r["real_stats_cached"] for r in rows)  # printed once, by rank 0
+        values.append({r["metric"]: r["value"] for r in rows})
+    assert list(values[0]) == ["fid1k", "pr1k3_full_precision", "pr1k3_full_recall", "ppl1k_wend"]
+    assert values[0]["fid1k"] > 0 and values[0]["ppl1k_wend"] > 0
+    assert 0 <= values[0]["pr1k3_full_precision"] <= 1 and 0 <= values[0]["pr1k3_full_recall"] <= 1
+    assert values[1] == pytest.approx(values[0], rel=1e-4)
 
 
 def test_diversity_sees_a_collapse_that_colour_hides():
@@ -375,8 +380,14 @@ def test_diversity_sees_a_collapse_that_colour_hides():
 def test_metric_names():
     assert parse_metric("fid50k_full") == MetricSpec("fid50k_full", "fid", 50000)
     assert parse_metric("kid10k").kind == "kid"
-    with pytest.raises(Exception, match="unknown metric"):
-        parse_metric("lpips")
+    pr = parse_metric("pr50k3_full")
+    assert pr == MetricSpec("pr50k3_full", "pr", 50000) and pr.detector == "vgg16"
+    assert pr.results == ["pr50k3_full_precision", "pr50k3_full_recall"]  # NVIDIA's result names
+    assert parse_metric("ppl2_wend") == MetricSpec("ppl2_wend", "ppl", 50000)
+    assert parse_metric("ppl1k_wend").num_gen == 1000 and parse_metric("fid1k").detector == "inception"
+    for name in ("lpips", "pr50k", "ppl2_zfull"):
+        with pytest.raises(Exception, match="unknown metric"):
+            parse_metric(name)
 
 
 def test_sigterm_ends_a_waiting_watcher_in_one_line(tmp_path):
@@ -389,3 +400,49 @@ def test_sigterm_ends_a_waiting_watcher_in_one_line(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM and stderr.strip().startswith("stopped on SIGTERM: "), stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_precision_recall_tells_collapse_from_a_matching_set():
+    """Kynkäänniemi's precision/recall on made-up features: a second sample of the same distribution scores high on
+    both, a collapse onto a few reals keeps precision and loses recall, a distant set has neither."""
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(600, 8, generator=gen)
+    same = torch.randn(600, 8, generator=gen)
+    collapsed = real[:15].repeat(40, 1) + 0.01 * torch.randn(600, 8, generator=gen)
+    p, r = distances.precision_recall(real, same, rows=128)
+    assert p > 0.7 and r > 0.7, (p, r)
+    p, r = distances.precision_recall(real, collapsed, rows=128)
+    assert p > 0.95 and r < 0.2, (p, r)
+    assert distances.precision_recall(real, same + 100) == (0.0, 0.0)
+
+
+def test_path_length_is_zero_when_w_changes_nothing(vgg_file):
+    """With every style affine zeroed the image ignores w: PPL 0. The network's own weights give a positive PPL,
+    and the half-precision flags it turns off for the measurement are restored."""
+    detector = Detector(vgg_file, torch.device("cpu"))
+    G = Generator(**tiny_generator_kwargs())
+    G.synthesis.b16.use_fp16 = True  # float32 on the CPU all the same; the flag must come back
+    assert ppl.path_length(G, detector, 64, torch.device("cpu"), batch=32) > 0
+    assert G.synthesis.b16.use_fp16
+    with torch.no_grad():
+        for name, p in G.synthesis.named_parameters():
+            if "affine.weight" in name:
+                p.zero_()
+    assert ppl.path_length(G, detector, 64, torch.device("cpu"), batch=32) == 0
+
+
+def test_precision_and_recall_are_two_results_of_one_evaluation(vgg_file, tmp_path):
+    data = make_data(tmp_path / "d", 32, "smooth")
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text(f"data: {data}\nkimg: 1\n")
+    write_snapshot(run.checkpoints, Generator(**tiny_generator_kwargs()), 0)
+    env = DistEnv(0, 1, 0, torch.device("cpu"))
+    for _ in range(2):  # the second pass finds the results and scores nothing again
+        RunEvaluator(run.path, ["pr1k3_full"], None, None, env, vgg_path=str(vgg_file)).run(watch=False)
+    rows = [run.results(n) for n in ("pr1k3_full_precision", "pr1k3_full_recall")]
+    assert [len(r) for r in rows] == [1, 1] and rows[0][0]["detector_sha256"] == hashlib.sha256(
+        vgg_file.read_bytes()).hexdigest()
+    events = EventAccumulator(str(run.path))
+    events.Reload()
+    assert {t for t in events.Tags()["scalars"]} == {"Metrics/pr1k3_full_precision", "Metrics/pr1k3_full_recall"}

@@ -16,7 +16,7 @@ from PIL import Image
 
 from benchmarks.nvidia_pickles import write_stylegan1_pickle
 from stylegan.rundir import RunDir
-from tests.conftest import REPO, TINY_SG1, TINY_TRAIN, sg1_networks
+from tests.conftest import REPO, TINY_SG1, TINY_TRAIN, sg1_networks, write_tiny_network
 from tests.image_folder import BAD, make_image_folder
 from tests.slurm_cluster import LocalSlurm, missing_requirements
 
@@ -197,6 +197,20 @@ def test_train_preempted_requeued_resumes_then_evaluate_and_sample(slurm, datase
     job = slurm.sbatch("--job-name=walk", script("sample"), "--checkpoint", str(checkpoint), "--outdir", "walk",
                        "--walk", "0,1", "--frames", "2", cwd=work, env=JOB_ENV)
     assert slurm.wait_job(job) == ["COMPLETED"] and (work / f"walk-{job}.out").is_file(), sorted(work.glob("walk*"))
+
+
+def test_project_a_preprocessed_dataset_over_an_array(slurm, dataset, work, vgg_file):
+    """`sbatch --array=0-1 slurm/project.sh` on the shards `preprocess` wrote: every image projected once between
+    the two tasks, each task's progress in its log."""
+    net = write_tiny_network(work / "project-net.pt")
+    logs = sbatch_and_wait(slurm, work, "--array=0-1", "--cpus-per-task=1", script("project"), "--network", str(net),
+                           "--images", str(dataset), "--outdir", "projections", "--steps", "3", "--batch", "8",
+                           "--vgg", str(vgg_file), log_pattern="project-*.out")
+    total = json.loads((dataset / "dataset.json").read_text())["total_images"]
+    assert len(list((work / "projections").glob("*.npz"))) == total
+    assert len(list((work / "projections").glob("*-target.png"))) == total
+    for task in (0, 1):
+        assert re.search(rf"project task {task}/2: {total // 2}/{total // 2} img \([\d.]+ img/s", logs), logs
 
 
 def submit(work: Path, slurm: LocalSlurm, *args: str) -> str:

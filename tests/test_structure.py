@@ -20,7 +20,8 @@ ROOMS = {
     "stylegan.generate": {"stylegan.models", BASE},
     "stylegan.metrics": {"stylegan.models", "stylegan.formats", "stylegan.data", "stylegan.generate", BASE},
     "stylegan.train": {"stylegan.models", "stylegan.formats", "stylegan.data", "stylegan.generate", BASE},
-    "stylegan.sampling": {"stylegan.models", "stylegan.generate", BASE},
+    "stylegan.projection": {"stylegan.models", "stylegan.data", "stylegan.generate", "stylegan.metrics", BASE},
+    "stylegan.sampling": {"stylegan.models", "stylegan.generate", "stylegan.projection", BASE},
     "stylegan.evaluation": {"stylegan.models", "stylegan.formats", "stylegan.metrics", BASE},
 }
 

@@ -1,8 +1,10 @@
 """Compute a metric for one generator against a preprocessed dataset, with real statistics cached per dataset.
 
 Metric names: `fid50k_full`, `kid50k_full` (50k generated vs all real images), `fid<N>k` / `kid<N>k` (N thousand
-generated), and the weight-free `swd` and `diversity` (generated over real, stylegan.metrics.diversity).
-Generation and feature extraction are split over ranks and gathered.
+generated); with NVIDIA's VGG16, `pr50k3_full` (precision and recall, 3 nearest neighbours, all reals; two results,
+`pr50k3_full_precision` and `pr50k3_full_recall`, as NVIDIA's) and `ppl2_wend` (perceptual path length in W at the
+path ends, 50k samples; `ppl<N>k_wend` for N thousand); and the weight-free `swd` and `diversity` (generated over
+real, stylegan.metrics.diversity). Generation and feature extraction are split over ranks and gathered.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from stylegan.distributed import gather_lists
 from stylegan.errors import UserError
 from stylegan.fileio import write_bytes_atomic
 from stylegan.generate import images_from_z, one_hot
-from stylegan.metrics import distances, diversity, swd
+from stylegan.metrics import distances, diversity, ppl, swd
 from stylegan.metrics.detector import Detector, find_detector
+from stylegan.metrics.vgg import find_vgg16
 from stylegan.models.stylegan2 import Generator
 from stylegan.progress import Progress
 from stylegan.seeds import seed_latents
@@ -36,12 +39,22 @@ SWD_MAX_DESCRIPTORS = 32768  # per pyramid level; a random subset keeps the cach
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
-    kind: str  # fid | kid | swd | div
+    kind: str  # fid | kid | pr | ppl | swd | div
     num_gen: int
 
     @property
+    def detector(self) -> str | None:
+        """The feature network it needs: NVIDIA's Inception, their VGG16, or none."""
+        return {"fid": "inception", "kid": "inception", "pr": "vgg16", "ppl": "vgg16"}.get(self.kind)
+
+    @property
     def weight_free(self) -> bool:
-        return self.kind in ("swd", "div")
+        return self.detector is None
+
+    @property
+    def results(self) -> list[str]:
+        """The names its values are recorded under: precision and recall are two, as NVIDIA's."""
+        return [f"{self.name}_precision", f"{self.name}_recall"] if self.kind == "pr" else [self.name]
 
 
 def parse_metric(name: str) -> MetricSpec:
@@ -49,15 +62,21 @@ def parse_metric(name: str) -> MetricSpec:
         return MetricSpec(name, "swd", SWD_IMAGES)
     if name == "diversity":
         return MetricSpec(name, "div", diversity.IMAGES)
-    m = re.fullmatch(r"(fid|kid)(\d+)k(_full)?", name)
-    if not m:
-        raise UserError(f"unknown metric '{name}': use fid50k_full, kid50k_full, fid<N>k, kid<N>k, swd or diversity")
-    return MetricSpec(name, m.group(1), int(m.group(2)) * 1000)
+    if name == "ppl2_wend":
+        return MetricSpec(name, "ppl", 50000)
+    if m := re.fullmatch(r"(fid|kid)(\d+)k(_full)?|pr(\d+)k3_full|ppl(\d+)k_wend", name):
+        kind = m.group(1) or ("pr" if m.group(4) else "ppl")
+        return MetricSpec(name, kind, int(m.group(2) or m.group(4) or m.group(5)) * 1000)
+    raise UserError(f"unknown metric '{name}': use fid50k_full, kid50k_full, fid<N>k, kid<N>k, pr50k3_full, "
+                    "ppl2_wend, swd or diversity")
 
 
-def detector_for(specs: list[MetricSpec], explicit: str | None, device: torch.device) -> Detector | None:
-    """The detector the metrics need: None when all are weight-free, so no weights are looked for."""
-    return Detector(find_detector(explicit), device) if not all(s.weight_free for s in specs) else None
+def detector_for(specs: list[MetricSpec], inception: str | None, vgg16: str | None, device: torch.device
+                 ) -> dict[str, Detector]:
+    """The detectors the metrics need, by name (MetricSpec.detector): only those are looked for."""
+    needed = {s.detector for s in specs}
+    found = {"inception": lambda: find_detector(inception), "vgg16": lambda: find_vgg16(vgg16)}
+    return {name: Detector(find(), device) for name, find in found.items() if name in needed}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -154,17 +173,24 @@ def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector |
 
 def compute_metric(G: Generator, data_dir: Path, spec: MetricSpec, detector: Detector | None,
                    device: torch.device, rank: int = 0, world: int = 1, batch: int = 64, mirror: bool = False
-                   ) -> tuple[float, bool]:
-    """(value, real statistics came from the cache). Every rank calls it; every rank gets the value. `mirror`:
-    the run trained on x-flipped reals too (see real_features)."""
+                   ) -> tuple[dict[str, float], bool]:
+    """({result name: value}, real statistics came from the cache). Every rank calls it; every rank gets the
+    values. `detector`: the one MetricSpec.detector names. `mirror`: the run trained on x-flipped reals too (see
+    real_features)."""
     info = load_dataset_info(data_dir, G.img_resolution)
+    if spec.kind == "ppl":
+        return {spec.name: ppl.path_length(G, detector, spec.num_gen, device, rank, world, batch)}, False
     real, cached = real_features(data_dir, spec, detector, device, rank, world, batch, mirror)
     num_gen = min(spec.num_gen, info["total_images"]) if spec.weight_free else spec.num_gen
     fake = fake_features(G, spec, num_gen, detector, device, rank, world, batch)
-    if spec.kind == "swd":
-        return swd.swd(real, fake), cached
-    if spec.kind == "div":
-        return diversity.diversity_ratio(real, fake), cached
-    if spec.kind == "kid":
-        return distances.kernel_inception_distance(real, fake), cached
-    return distances.frechet_distance(*distances.gaussian_stats(real), *distances.gaussian_stats(fake)), cached
+    if spec.kind == "pr":
+        values = distances.precision_recall(torch.from_numpy(real).to(device), torch.from_numpy(fake).to(device))
+    elif spec.kind == "swd":
+        values = (swd.swd(real, fake),)
+    elif spec.kind == "div":
+        values = (diversity.diversity_ratio(real, fake),)
+    elif spec.kind == "kid":
+        values = (distances.kernel_inception_distance(real, fake),)
+    else:
+        values = (distances.frechet_distance(*distances.gaussian_stats(real), *distances.gaussian_stats(fake)),)
+    return dict(zip(spec.results, values, strict=True)), cached

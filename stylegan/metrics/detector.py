@@ -1,4 +1,5 @@
-"""The Inception feature detector for FID/KID, loaded from local files only (compute nodes have no internet).
+"""The feature detectors, loaded from local files only (compute nodes have no internet): Inception for FID/KID,
+and NVIDIA's VGG16 (stylegan.metrics.vgg) for precision/recall and path length.
 
 Two formats: NVIDIA's TorchScript `inception-2015-12-05.pt` (the official StyleGAN2 metrics' detector, called as
 `detector(uint8 NCHW, return_features=True)`), and pytorch-fid's state dict `pt_inception-2015-12-05-6726825d.pth`
@@ -67,7 +68,8 @@ def _is_torchscript(path: Path) -> bool:
 
 
 class Detector:
-    """uint8 NCHW images in, float32 [N, 2048] features out, in float32 with TF32 off as the official metrics."""
+    """uint8 NCHW images in, float32 features out ([N, 2048] Inception, [N, 4096] VGG16), with TF32 off as the
+    official metrics."""
 
     def __init__(self, path: Path, device: torch.device):
         self.sha256 = sha256_file(path)
@@ -86,12 +88,19 @@ class Detector:
             raise UserError(f"{path}: neither a TorchScript detector nor pytorch-fid Inception weights "
                             f"({type(e).__name__}: {' '.join(str(e).split())[:150]}); {fix}") from None
 
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self._run(images, return_features=True) if self.torchscript else self._run(images)
+
+    def lpips(self, images: torch.Tensor) -> torch.Tensor:
+        """NVIDIA's VGG16 only: float NCHW images in [0, 255] (at most 256x256) -> rows whose squared distance is the
+        LPIPS distance."""
+        return self._run(images, resize_images=False, return_lpips=True)
+
+    @torch.no_grad()
+    def _run(self, images: torch.Tensor, **kwargs: bool) -> torch.Tensor:
         tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         try:
-            out = self.module(images, return_features=True) if self.torchscript else self.module(images)
+            return self.module(images, **kwargs).to(torch.float32)
         finally:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
-        return out.to(torch.float32)

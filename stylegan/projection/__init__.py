@@ -1,0 +1,1 @@
+"""Real images into W: the projector (NVIDIA's, batched) and the projection job's files."""

@@ -1,0 +1,110 @@
+"""The projection job's files: which images to project, and what each one leaves behind.
+
+Inputs are an image folder or archive (what `preprocess` reads, cropped and resized to the network's resolution as
+`preprocess` does, which is NVIDIA's projector's centre crop and LANCZOS resize), or a preprocessed dataset folder
+(dataset.json and its shards, at the network's resolution). Per image `<name>` (its path under the input without
+the suffix, or its shard key): `<name>.npz` holding `w` [1, num_ws, w_dim] (NVIDIA's projected_w.npz layout) and the
+step count, `<name>.png` (G(w) with the network's constant noise, as NVIDIA's proj.png), `<name>-target.png`, and on
+request `<name>.mp4`. The .npz is written last, so it marks a finished image: a rerun skips those.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stylegan.data.images import ImageOptions, Rejected, process_image
+from stylegan.data.reader import load_dataset_info
+from stylegan.data.sources import InputItem, Unusable, list_inputs, read_items
+from stylegan.errors import UserError
+from stylegan.fileio import atomic_path
+
+MAX_FILE_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    item: InputItem | None = None  # in an image folder or archive
+    shard: Path | None = None  # or in a preprocessed shard, as <name>.png
+
+
+def list_targets(images: Path, resolution: int) -> tuple[list[Target], list[Unusable]]:
+    """Every image to project, in a fixed order (the same on every array task), and the unusable entries."""
+    if (images / "dataset.json").is_file():
+        info = load_dataset_info(images, resolution)
+        excluded = set(info.get("exclude", []))
+        targets = []
+        for shard in info["shards"]:
+            with tarfile.open(images / shard["name"]) as tar:
+                targets += [Target(Path(m.name).stem, shard=images / shard["name"]) for m in tar.getmembers()
+                            if m.name.endswith(".png") and Path(m.name).stem not in excluded]
+        return targets, []
+    if not images.exists():
+        raise UserError(f"--images {images}: no such folder or archive")
+    items, unusable = list_inputs([images])
+    targets = [Target(str(Path(item.name).with_suffix("")), item=item) for item in items]
+    seen: dict[str, str] = {}
+    for item, target in zip(items, targets, strict=True):
+        if (other := seen.setdefault(target.name, item.name)) != item.name:
+            raise UserError(f"{images}: {other} and {item.name} would both be projected to {target.name}.npz: rename "
+                            "one of them")
+    return targets, unusable
+
+
+def read_targets(images: Path, targets: list[Target], resolution: int) -> Iterator[np.ndarray | str]:
+    """uint8 [H, W, 3] of each target at `resolution`, or the reason it cannot be used."""
+    items = [t.item for t in targets if t.item is not None]
+    from_folder = read_items([images], items, MAX_FILE_BYTES) if items else iter(())
+    opts = ImageOptions(resolution=resolution)
+    for target in targets:
+        data = next(from_folder) if target.item is not None else _shard_member(target)
+        if isinstance(data, Unusable):
+            yield data.reason
+            continue
+        try:
+            png = process_image(data, opts).png
+        except Rejected as e:
+            yield str(e)
+            continue
+        with Image.open(io.BytesIO(png)) as im:
+            yield np.asarray(im.convert("RGB"))
+
+
+def _shard_member(target: Target) -> bytes:
+    with tarfile.open(target.shard) as tar:
+        return tar.extractfile(f"{target.name}.png").read()
+
+
+def w_path(outdir: Path, name: str) -> Path:
+    return outdir / f"{name}.npz"
+
+
+def save_w(path: Path, w: np.ndarray, steps: int) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, w=w, steps=np.int64(steps))
+
+
+def load_w(path: Path, num_ws: int, w_dim: int) -> np.ndarray:
+    """w [num_ws, w_dim] from a projection file (ours or NVIDIA's projected_w.npz)."""
+    try:
+        with np.load(path) as data:
+            w = data["w"]
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise UserError(f"{path}: not a projected w file (.npz with 'w'): {type(e).__name__}") from None
+    if w.shape not in ((1, num_ws, w_dim), (num_ws, w_dim)):
+        raise UserError(f"{path}: w has shape {list(w.shape)} but the network needs [1, {num_ws}, {w_dim}]: it was "
+                        "projected with another network")
+    return w.reshape(num_ws, w_dim).astype(np.float32)
+
+
+def write_rejected(outdir: Path, task: int, rejected: list[dict]) -> None:
+    with atomic_path(outdir / f"rejected-{task:04d}.json") as tmp:
+        tmp.write_text(json.dumps(rejected, indent=1) + "\n")
