@@ -141,6 +141,17 @@ def write_snapshot(ckpt_dir: Path, G: Generator, kimg: int) -> None:
         "G": G.state_dict(), "G_ema": G.state_dict(), "progress": {"cur_nimg": kimg * 1000}})
 
 
+def run_with_snapshots(path: Path, data: Path, kimgs: list[int], last_kimg: int | None = None) -> RunDir:
+    """A run folder as training leaves it: config.yaml (the data, the run's length) and a snapshot at each kimg."""
+    run = RunDir(path)
+    run.checkpoints.mkdir(parents=True)
+    run.config.write_text(f"data: {data}\nkimg: {max(kimgs) if last_kimg is None else last_kimg}\n")
+    G = Generator(**tiny_generator_kwargs())
+    for kimg in kimgs:
+        write_snapshot(run.checkpoints, G, kimg)
+    return run
+
+
 def test_watcher_follows_a_training_run_and_two_evaluators_never_repeat(tmp_path):
     """Both watchers start before the run folder exists (submitted with the training job), wait for it, then
     score each snapshot once between them."""
@@ -186,10 +197,7 @@ def test_watcher_follows_a_training_run_and_two_evaluators_never_repeat(tmp_path
 def test_a_corrupt_newest_snapshot_does_not_stop_the_watcher(tmp_path, capsys):
     """The watcher read the newest snapshot to learn whether training had finished, and died on a corrupt one."""
     data = make_data(tmp_path / "d", 32, "smooth")
-    run = RunDir(tmp_path / "run")
-    run.checkpoints.mkdir(parents=True)
-    run.config.write_text(f"data: {data}\nkimg: 1\n")
-    write_snapshot(run.checkpoints, Generator(**tiny_generator_kwargs()), 0)
+    run = run_with_snapshots(tmp_path / "run", data, [0], last_kimg=1)
     (run.checkpoints / snapshot_name(1)).write_bytes(b"corrupt snapshot")
     evaluator = RunEvaluator(run.path, ["swd"], None, None, DistEnv(0, 1, 0, torch.device("cpu")))
     evaluator.run(watch=True, poll_s=0.1)
@@ -202,12 +210,7 @@ def test_tensorboard_shows_every_result_whatever_order_they_were_scored_in(tmp_p
     last one written. Each evaluation now writes the whole curve, in order, to a new event file (and removes its
     last): TensorBoard's own server shows every point."""
     data = make_data(tmp_path / "d", 32, "smooth")
-    run = RunDir(tmp_path / "run")
-    run.checkpoints.mkdir(parents=True)
-    run.config.write_text(f"data: {data}\nkimg: 4\n")
-    G = Generator(**tiny_generator_kwargs())
-    for kimg in (0, 2, 4):
-        write_snapshot(run.checkpoints, G, kimg)
+    run = run_with_snapshots(tmp_path / "run", data, [0, 2, 4])
     RunEvaluator(run.path, ["swd"], None, None, DistEnv(0, 1, 0, torch.device("cpu"))).run(watch=False)
     assert [r["kimg"] for r in run.results("swd")] == [4, 2, 0]  # newest first
     assert len(list(run.path.glob("events.out.tfevents.*.eval"))) == 1
@@ -216,14 +219,10 @@ def test_tensorboard_shows_every_result_whatever_order_they_were_scored_in(tmp_p
 
 def test_score_only_the_latest_or_every_nth_snapshot(tmp_path):
     data = make_data(tmp_path / "d", 32, "smooth")
-    G, env = Generator(**tiny_generator_kwargs()), DistEnv(0, 1, 0, torch.device("cpu"))
+    env = DistEnv(0, 1, 0, torch.device("cpu"))
     runs = {}
     for name, select in (("latest", dict(latest=True)), ("every2", dict(every=2))):
-        run = runs[name] = RunDir(tmp_path / name)
-        run.checkpoints.mkdir(parents=True)
-        run.config.write_text(f"data: {data}\nkimg: 4\n")
-        for kimg in range(5):
-            write_snapshot(run.checkpoints, G, kimg)
+        run = runs[name] = run_with_snapshots(tmp_path / name, data, list(range(5)))
         RunEvaluator(run.path, ["swd"], None, None, env, **select).run(watch=True, poll_s=0.1)
     assert [r["snapshot"] for r in runs["latest"].results("swd")] == [snapshot_name(4)]
     assert sorted(r["snapshot"] for r in runs["every2"].results("swd")) == [snapshot_name(k) for k in (0, 2, 4)]
@@ -233,11 +232,7 @@ def test_score_only_the_latest_or_every_nth_snapshot(tmp_path):
 
 def test_garbled_empty_and_folder_locks_neither_crash_nor_hide_a_snapshot(tmp_path, capsys):
     data = make_data(tmp_path / "d", 32, "smooth")
-    run = RunDir(tmp_path / "run")
-    run.checkpoints.mkdir(parents=True)
-    run.config.write_text(f"data: {data}\nkimg: 2\n")
-    for kimg in range(3):
-        write_snapshot(run.checkpoints, Generator(**tiny_generator_kwargs()), kimg)
+    run = run_with_snapshots(tmp_path / "run", data, [0, 1, 2])
     snaps = [p for _, p in run.snapshots()]
     run.claim_path(snaps[0], "swd").write_bytes(b"\xff\xfe\x00garbage")
     run.claim_path(snaps[1], "swd").write_bytes(b"")  # its writer died before writing the owner line
@@ -252,10 +247,7 @@ def test_garbled_empty_and_folder_locks_neither_crash_nor_hide_a_snapshot(tmp_pa
 def test_a_killed_evaluators_claim_is_taken_over(tmp_path):
     """A lock left by an evaluator that was killed used to make reruns skip the snapshot in silence for an hour."""
     data = make_data(tmp_path / "d", 32, "smooth")
-    run = RunDir(tmp_path / "run")
-    run.checkpoints.mkdir(parents=True)
-    run.config.write_text(f"data: {data}\nkimg: 0\n")
-    write_snapshot(run.checkpoints, Generator(**tiny_generator_kwargs()), 0)
+    run = run_with_snapshots(tmp_path / "run", data, [0])
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock = run.claim_path(run.latest(), "swd")
     start = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -433,10 +425,7 @@ def test_path_length_is_zero_when_w_changes_nothing(vgg_file):
 
 def test_precision_and_recall_are_two_results_of_one_evaluation(vgg_file, tmp_path):
     data = make_data(tmp_path / "d", 32, "smooth")
-    run = RunDir(tmp_path / "run")
-    run.checkpoints.mkdir(parents=True)
-    run.config.write_text(f"data: {data}\nkimg: 1\n")
-    write_snapshot(run.checkpoints, Generator(**tiny_generator_kwargs()), 0)
+    run = run_with_snapshots(tmp_path / "run", data, [0])
     env = DistEnv(0, 1, 0, torch.device("cpu"))
     for _ in range(2):  # the second pass finds the results and scores nothing again
         RunEvaluator(run.path, ["pr1k3_full"], None, None, env, vgg_path=str(vgg_file)).run(watch=False)

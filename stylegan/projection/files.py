@@ -94,6 +94,8 @@ def save_w(path: Path, w: np.ndarray, steps: int) -> None:
 
 def load_w(path: Path, num_ws: int, w_dim: int) -> np.ndarray:
     """w [num_ws, w_dim] from a projection file (ours or NVIDIA's projected_w.npz)."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file (projected w files come from `stylegan project`)")
     try:
         with np.load(path) as data:
             w = data["w"]
