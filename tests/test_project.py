@@ -144,8 +144,8 @@ def test_bad_input_is_one_line(vgg_file, tmp_path):
     result = run_job("sample", "--network", str(net), "--outdir", str(tmp_path / "s"), "--walk", f"1,{other}",
                      check=False)
     assert result.returncode == 2 and "projected with another network" in result.stderr, result.stderr
-    result = run_job("sample", "--network", str(net), "--outdir", str(tmp_path / "s"), "--style-mix", "1,2",
-                     str(tmp_path / "missing.npz"), check=False)
+    result = run_job("sample", "--network", str(net), "--outdir", str(tmp_path / "s"), "--layers", "0-1",
+                     "--style-mix", "1,2", str(tmp_path / "missing.npz"), check=False)
     assert result.returncode == 2 and "missing.npz: no such file" in result.stderr, result.stderr
 
 
