@@ -97,7 +97,7 @@ def project_batch(G: torch.nn.Module, targets: list, pixels: np.ndarray, vgg: LP
             path_ws = torch.stack([w[i] for w in steps])[:, None].repeat(1, G.num_ws, 1).to(device)
             frames = ws_to_host(G, path_ws, args.batch)
             side_by_side = np.concatenate([np.broadcast_to(pixels[i], frames.shape), frames], axis=2)
-            write_mp4(side_by_side, outdir / f"{target.name}.mp4", fps=30)
+            write_mp4(side_by_side, outdir / f"{target.name}.mp4", fps=10)  # NVIDIA's proj.mp4 rate
         save_w(w_path(outdir, target.name), ws[i:i + 1].cpu().numpy(), opts.num_steps)  # last: marks it done
 
 
