@@ -27,7 +27,7 @@ from stylegan.generate import ws_to_host
 from stylegan.imagefiles import save_png
 from stylegan.metrics.vgg import LPIPSFeatures, find_vgg16
 from stylegan.progress import Progress
-from stylegan.projection.files import list_targets, read_targets, save_w, w_path, write_rejected
+from stylegan.projection.files import Target, list_targets, read_targets, save_w, w_path, write_rejected
 from stylegan.projection.projector import ProjectOptions, project, w_stats
 from stylegan.rundir import network_path
 from stylegan.sampling import can_write_mp4, write_mp4
@@ -75,8 +75,10 @@ def main(args: argparse.Namespace) -> None:
           + (f" (listed in rejected-{task:04d}.json)" if rejected else ""))
 
 
-def project_batch(G: torch.nn.Module, targets: list, pixels: np.ndarray, vgg: LPIPSFeatures, opts: ProjectOptions,
-                  stats: tuple, outdir: Path, args: argparse.Namespace) -> None:
+def project_batch(G: torch.nn.Module, targets: list[Target], pixels: np.ndarray, vgg: LPIPSFeatures,
+                  opts: ProjectOptions, stats: tuple[torch.Tensor, float], outdir: Path, args: argparse.Namespace
+                  ) -> None:
+    """Project one batch and write each image's files, its .npz last."""
     device = next(G.parameters()).device
     steps: list[torch.Tensor] = []
 
