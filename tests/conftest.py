@@ -142,9 +142,30 @@ class TinyVGG(torch.nn.Module):
         return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
 
 
+class TinyDetector(torch.nn.Module):
+    """NVIDIA's Inception call signature: uint8 NCHW in, features out with return_features=True."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 32, 3, stride=2)
+
+    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = torch.relu(self.conv(img.to(torch.float32) / 255))
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+def scripted(folder: Path, name: str, network: type[torch.nn.Module]) -> Path:
+    """A TorchScript file of `network` with seeded random weights, frozen as NVIDIA's files are."""
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(network().requires_grad_(False)), str(folder / name))
+    return folder / name
+
+
+@pytest.fixture(scope="module")
+def detector_file(tmp_path_factory) -> Path:
+    return scripted(tmp_path_factory.mktemp("cache"), "inception-2015-12-05.pt", TinyDetector)
+
+
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("vgg") / "vgg16.pt"
-    torch.jit.save(torch.jit.script(TinyVGG()), str(path))
-    return path
+    return scripted(tmp_path_factory.mktemp("vgg"), "vgg16.pt", TinyVGG)

@@ -69,26 +69,6 @@ def test_fid_kid_swd_separate_distributions():
     assert swd.swd(da, db) < 0.4 * swd.swd(da, dn)  # measured 21 vs 79 with 16k patches per set
 
 
-class TinyDetector(torch.nn.Module):
-    """NVIDIA's detector call signature: uint8 NCHW in, features out with return_features=True."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 32, 3, stride=2)
-
-    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        x = torch.relu(self.conv(img.to(torch.float32) / 255))
-        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-
-
-@pytest.fixture(scope="module")
-def detector_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("cache") / "inception-2015-12-05.pt"
-    torch.jit.save(torch.jit.script(TinyDetector()), str(path))
-    return path
-
-
 def make_data(root: Path, count: int, kind: str, start: int = 0) -> Path:
     src = root / "src"
     src.mkdir(parents=True, exist_ok=True)
