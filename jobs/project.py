@@ -95,11 +95,11 @@ def project_batch(G: torch.nn.Module, targets: list[Target], pixels: np.ndarray,
     for i, target in enumerate(targets):
         save_png(pixels[i], outdir / f"{target.name}-target.png")
         save_png(images[i], outdir / f"{target.name}.png")
-        if args.video:
-            path_ws = torch.stack([w[i] for w in steps])[:, None].repeat(1, G.num_ws, 1).to(device)
-            frames = ws_to_host(G, path_ws, args.batch)
-            side_by_side = np.concatenate([np.broadcast_to(pixels[i], frames.shape), frames], axis=2)
-            write_mp4(side_by_side, outdir / f"{target.name}.mp4", fps=10)  # NVIDIA's proj.mp4 rate
+        if args.video:  # rendered a batch of steps at a time: memory stays that of one batch
+            path_ws = torch.stack([w[i] for w in steps])[:, None].repeat(1, G.num_ws, 1)
+            frames = (np.concatenate([np.broadcast_to(pixels[i], f.shape), f], axis=1)
+                      for chunk in path_ws.split(args.batch) for f in ws_to_host(G, chunk.to(device), args.batch))
+            write_mp4(frames, outdir / f"{target.name}.mp4", fps=10)  # NVIDIA's proj.mp4 rate
         save_w(w_path(outdir, target.name), ws[i:i + 1].cpu().numpy(), opts.num_steps)  # last: marks it done
 
 

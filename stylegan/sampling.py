@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -325,7 +325,8 @@ def can_write_mp4() -> bool:
     return True
 
 
-def write_mp4(frames: np.ndarray, path: Path, fps: int) -> None:
+def write_mp4(frames: Iterable[np.ndarray], path: Path, fps: int) -> None:
+    """Frames (uint8 [H, W, 3] each, taken one at a time) as an H.264 MP4, atomically."""
     import imageio.v2 as imageio
 
     # yuv420p needs even sides; macro_block_size=1 keeps our exact size when it is even already
