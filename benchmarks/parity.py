@@ -36,7 +36,6 @@ not change between the sessions whose runs one table compares.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import re
@@ -51,6 +50,7 @@ import torch
 from PIL import Image
 
 from benchmarks.plot import figure
+from stylegan.data.shards import add_tar_member
 from stylegan.data.textures import KINDS
 from stylegan.fileio import atomic_write, write_text_atomic
 from stylegan.formats.checkpoint import load_generator
@@ -111,10 +111,8 @@ def in_name_order(data: Path, dest: Path, shard_size: int = 1000) -> None:
         name = f"shard-0000-{n:05d}.tar"
         with atomic_write(dest / name) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for key, (_, png, meta) in enumerate(samples[first:first + shard_size], start=first):
-                for suffix, data_bytes in ((".png", png), (".json", meta)):
-                    member = tarfile.TarInfo(f"{key:09d}{suffix}")
-                    member.size = len(data_bytes)
-                    tar.addfile(member, io.BytesIO(data_bytes))
+                add_tar_member(tar, f"{key:09d}.png", png)
+                add_tar_member(tar, f"{key:09d}.json", meta)
         shards.append({"name": name, "count": len(samples[first:first + shard_size]),
                        "bytes": (dest / name).stat().st_size})
     info = {k: v for k, v in info.items() if k != "shuffle_seed"} | {"shards": shards, "num_tasks": 1}

@@ -17,6 +17,7 @@ from jobs.cli import run
 from stylegan.cluster import array_task, available_cpus
 from stylegan.data.images import TRANSFORMS, ImageOptions
 from stylegan.data.shards import PreprocessConfig, finalize, load_labels, run_task
+from stylegan.data.sources import MAX_FILE_BYTES
 from stylegan.errors import UserError
 
 
@@ -82,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=0, help="decoding processes (default: CPUs available)")
     parser.add_argument("--min-size", type=int, default=0, help="reject images whose shorter side is smaller")
     parser.add_argument("--max-pixels", type=int, default=16384 * 16384, help="reject larger declared sizes")
-    parser.add_argument("--max-file-mb", type=int, default=256, help="reject larger files and archive members "
-                        "(never read whole: bounds memory against zip bombs)")
+    parser.add_argument("--max-file-mb", type=int, default=MAX_FILE_BYTES >> 20, help="reject larger files and "
+                        "archive members (never read whole: bounds memory against zip bombs)")
     parser.add_argument("--background", default="255,255,255", help="colour behind transparency and padding")
     parser.add_argument("--png-level", type=int, default=0, choices=range(10), metavar="0-9",
                         help="PNG zlib level: 0 reads and writes fastest, 9 is smallest (all lossless)")

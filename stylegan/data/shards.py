@@ -25,7 +25,7 @@ from pathlib import Path
 
 from stylegan.cluster import leave_interrupts_to_parent, task_range
 from stylegan.data.images import ImageOptions, Processed, Rejected, process_image
-from stylegan.data.sources import InputItem, Unusable, list_inputs, read_items
+from stylegan.data.sources import MAX_FILE_BYTES, InputItem, Unusable, list_inputs, read_items
 from stylegan.errors import UserError
 from stylegan.fileio import atomic_write, output_dir, sha256_file, write_text_atomic
 from stylegan.progress import Progress
@@ -46,7 +46,7 @@ class PreprocessConfig:
     dedup: bool = False
     shuffle_seed: int = 0
     labels: dict[str, int] = field(default_factory=dict, repr=False)
-    max_file_bytes: int = 256 << 20  # larger inputs (or archive members) are rejected, never read whole
+    max_file_bytes: int = MAX_FILE_BYTES  # larger inputs (or archive members) are rejected, never read whole
 
 
 def load_labels(path: Path) -> dict[str, int]:
@@ -112,7 +112,8 @@ def _shard_is_intact(dest: Path, entry: dict) -> bool:
     return path.is_file() and sha256_file(path) == entry["sha256"]
 
 
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """A read-only member `name` holding `data`."""
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mode = 0o444
@@ -137,8 +138,8 @@ def _write_shard(cfg: PreprocessConfig, name: str, first: int, items: list[Input
             key = f"{first + offset:09d}"
             meta = {"source": source, "original_size": list(result.original_size), "label": label,
                     "pixel_sha256": result.pixel_sha256}
-            _tar_member(tar, f"{key}.png", result.png)
-            _tar_member(tar, f"{key}.json", json.dumps(meta).encode())
+            add_tar_member(tar, f"{key}.png", result.png)
+            add_tar_member(tar, f"{key}.json", json.dumps(meta).encode())
             samples.append([key, result.pixel_sha256])
     return {"name": name, "count": len(samples), "sha256": sha256_file(path), "bytes": path.stat().st_size,
             "samples": samples, "rejected": rejected}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from stylegan.errors import UserError
 
+MAX_FILE_BYTES = 256 << 20  # the default limit per input (preprocess --max-file-mb, the projection job)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stylegan.distributed import gather_lists
 from stylegan.generate import one_hot
 from stylegan.metrics.detector import Detector
+from stylegan.metrics.vgg import to_vgg_input
 from stylegan.seeds import seed_latents
 
 EPSILON = 1e-4
@@ -41,7 +41,5 @@ def _distances(G: nn.Module, vgg: Detector, idx: list[int], device: torch.device
     c = one_hot(torch.tensor(idx + idx, device=device) % max(G.c_dim, 1), G.c_dim)
     w0, w1 = G.mapping(z, c if G.c_dim else None).chunk(2)
     img = G.synthesis(torch.cat([w0, w0.lerp(w1, EPSILON)]), noise_mode="const").float()
-    if (factor := G.img_resolution // 256) > 1:  # NVIDIA's VGG16 sees at most 256x256
-        img = F.avg_pool2d(img, factor)
-    lpips0, lpips1 = vgg.lpips((img + 1) * (255 / 2)).chunk(2)
+    lpips0, lpips1 = vgg.lpips(to_vgg_input((img + 1) * (255 / 2))).chunk(2)
     return ((lpips0 - lpips1).square().sum(dim=1) / EPSILON ** 2).cpu().numpy()

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from stylegan.errors import UserError
-from stylegan.fileio import cache_dir, sha256_file
+from stylegan.fileio import cache_dir
 from stylegan.metrics.detector import WeightFile
 
 VGG16 = WeightFile("vgg16.pt", "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt",
@@ -30,11 +31,16 @@ def find_vgg16(explicit: str | None) -> Path:
                     "with internet, set STYLEGAN_CACHE or pass --vgg PATH")
 
 
+def to_vgg_input(images: torch.Tensor) -> torch.Tensor:
+    """Float NCHW in [0, 255] -> at most 256x256 (area downsampling), as NVIDIA's projector and PPL feed it."""
+    return F.interpolate(images, size=(256, 256), mode="area") if images.shape[2] > 256 else images
+
+
 class LPIPSFeatures:
-    """Float NCHW images in [0, 255] (at most 256x256, as NVIDIA's projector feeds them) -> LPIPS feature rows."""
+    """Float NCHW images in [0, 255] (at most 256x256) -> LPIPS feature rows, with gradients to the images and
+    PyTorch's TF32 default, as NVIDIA's projector runs it (the metrics' Detector.lpips: no gradients, TF32 off)."""
 
     def __init__(self, path: Path, device: torch.device):
-        self.sha256 = sha256_file(path)
         try:
             self.module = torch.jit.load(str(path), map_location=device).eval()
         except Exception as e:  # torch.jit.load raises many types for damaged or foreign files

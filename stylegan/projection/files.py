@@ -22,11 +22,9 @@ from PIL import Image
 
 from stylegan.data.images import ImageOptions, Rejected, process_image
 from stylegan.data.reader import load_dataset_info
-from stylegan.data.sources import InputItem, Unusable, list_inputs, read_items
+from stylegan.data.sources import MAX_FILE_BYTES, InputItem, Unusable, list_inputs, read_items
 from stylegan.errors import UserError
 from stylegan.fileio import atomic_path
-
-MAX_FILE_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)

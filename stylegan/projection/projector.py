@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylegan.metrics.vgg import LPIPSFeatures
+from stylegan.metrics.vgg import LPIPSFeatures, to_vgg_input
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,6 @@ def image_generator(seed: int, name: str) -> torch.Generator:
     """The random numbers of one image's projection: a function of the seed and the image's name only."""
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
-
-
-def to_vgg_input(images: torch.Tensor) -> torch.Tensor:
-    """Float NCHW in [0, 255] -> at most 256x256 (area downsampling), as NVIDIA's projector feeds their VGG16."""
-    return F.interpolate(images, size=(256, 256), mode="area") if images.shape[2] > 256 else images
 
 
 def project(G: nn.Module, targets: torch.Tensor, names: list[str], vgg: LPIPSFeatures, opts: ProjectOptions,
