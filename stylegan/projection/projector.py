@@ -93,7 +93,7 @@ def project(G: nn.Module, targets: torch.Tensor, names: list[str], vgg: LPIPSFea
     def per_image(shape: tuple[int, ...]) -> torch.Tensor:
         return torch.cat([torch.randn((1, *shape), generator=g) for g in gens]).to(device)
 
-    # each layer's constant noise becomes one map per image ([B, 1, H, W] broadcasts where [H, W] did)
+    # each layer's constant noise becomes one Gaussian map per image ([B, 1, H, W] broadcasts where [H, W] did)
     layers = [m for m in G.synthesis.modules() if isinstance(getattr(m, "noise_const", None), torch.Tensor)]
     for layer in layers:
         layer.noise_const = per_image((1, *layer.noise_const.shape)).requires_grad_(True)
@@ -102,8 +102,6 @@ def project(G: nn.Module, targets: torch.Tensor, names: list[str], vgg: LPIPSFea
     optimizer = torch.optim.Adam([w_opt, *noises], betas=(0.9, 0.999), lr=opts.initial_learning_rate)
     with torch.no_grad():
         target_features = vgg(to_vgg_input(targets.float()))
-        for noise in noises:
-            noise.copy_(per_image(noise.shape[1:]))
 
     for step in range(opts.num_steps):
         t = step / opts.num_steps
