@@ -254,10 +254,10 @@ def verdict(values: dict[str, float | None], metric: str) -> str:
     if metric == "swd":
         worst = max(official)
         within = lambda v: "within or better" if v <= worst else f"worse by {v - worst:.1f}"  # noqa: E731
-        seed_runs = {n for n in ours if re.fullmatch(r"ours-s\d+", n)}
-        seeds = [ours[n] for n in seed_runs]
-        head = f"mean: {within(float(np.mean(seeds)))}; each: {within(max(seeds))}" if seeds else ""
-        return "; ".join([head] * bool(seeds) + [f"{n}: {within(v)}" for n, v in ours.items() if n not in seed_runs])
+        seeds = {n: v for n, v in ours.items() if re.fullmatch(r"ours-s\d+", n)}  # on the mixed folder
+        parts = [f"mean: {within(float(np.mean(list(seeds.values()))))}", f"each: {within(max(seeds.values()))}"] \
+            if seeds else []
+        return "; ".join(parts + [f"{n}: {within(v)}" for n, v in ours.items() if n not in seeds])
     gap = max(abs(o / float(np.mean(official)) - 1) for o in ours.values())
     return f"within 10% ({gap:.1%})" if gap <= 0.1 else f"off by {gap:.1%}"
 
