@@ -2,12 +2,14 @@
 stylegan3 checkout first on the path, never imported by the project.
 
     python benchmarks/export_official_side.py --network EXPORT.pkl --inputs IN.npz --dest OUT.npz [--device cuda]
-        [--no-tf32]
+        [--no-tf32] [--reference-ops]
 Loads the pickle with NVIDIA's `legacy.load_network_pkl` (the loader of gen_images.py, projector.py, train.py
 --resume) and records, for the latents, labels and images of IN.npz, G_ema's images at psi 0.7 with stored noise,
 its ws, D's logits, and the constructor arguments NVIDIA's loader gave each network. On the CPU every layer runs in
 float32 (stylegan3 does so by itself; stylegan2-ada-pytorch would run its fp16 layers in float16 on the CPU). On a
-GPU, `--no-tf32` turns off the TF32 convolutions PyTorch allows by default.
+GPU, `--no-tf32` turns off the TF32 convolutions PyTorch allows by default, and `--reference-ops` runs NVIDIA's
+networks with their own PyTorch reference implementations of bias_act and upfirdn2d in place of their CUDA kernels
+(how far NVIDIA's two implementations of one network differ).
 """
 
 import argparse
@@ -17,6 +19,7 @@ import dnnlib  # NVIDIA's, from their checkout
 import legacy  # NVIDIA's, from their checkout
 import numpy as np
 import torch
+from torch_utils.ops import bias_act, upfirdn2d  # NVIDIA's, from their checkout
 
 
 @torch.no_grad()
@@ -27,7 +30,10 @@ def main() -> None:
     parser.add_argument("--dest", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-tf32", action="store_true")
+    parser.add_argument("--reference-ops", action="store_true")
     args = parser.parse_args()
+    if args.reference_ops:  # their ops fall back to the reference code when the plugin reports it did not load
+        bias_act._init = upfirdn2d._init = lambda: False
     if args.no_tf32:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     with dnnlib.util.open_url(args.network) as f:

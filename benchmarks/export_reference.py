@@ -73,7 +73,8 @@ def official_env(official: Path, shims: Path) -> dict:
 def compare_loaded(ckpt_path: Path, export: Path, official: Path, shims: Path, work: Path, device: str,
                    seeds: list[int], tf32: bool = True) -> dict[str, float]:
     """NVIDIA's loader on the export against our networks on the same inputs; `tf32=False` turns TF32 off on both
-    sides (PyTorch allows it in convolutions by default, not in matrix products)."""
+    sides (PyTorch allows it in convolutions by default, not in matrix products). On CUDA, also NVIDIA's images with
+    their reference ops against their CUDA ops: the spread of NVIDIA's own two implementations."""
     torch.backends.cudnn.allow_tf32 = tf32
     ckpt = load_checkpoint(ckpt_path)
     G = build_generator(ckpt, "G_ema", ckpt_path).eval().to(device)
@@ -83,9 +84,11 @@ def compare_loaded(ckpt_path: Path, export: Path, official: Path, shims: Path, w
     d_input = np.random.RandomState(1).randn(len(seeds), G.img_channels, G.img_resolution, G.img_resolution)
     inputs = dict(z=z, c=c, d_input=d_input.astype(np.float32))
     np.savez(work / "inputs.npz", **inputs)
-    run([sys.executable, str(OFFICIAL_SIDE), "--network", str(export), "--inputs", str(work / "inputs.npz"),
-         "--dest", str(work / "theirs.npz"), "--device", device, *["--no-tf32"] * (not tf32)],
-        env=official_env(official, shims))
+    variants = {"theirs": []} | ({"theirs-reference-ops": ["--reference-ops"]} if device == "cuda" else {})
+    for name, ops in variants.items():
+        run([sys.executable, str(OFFICIAL_SIDE), "--network", str(export), "--inputs", str(work / "inputs.npz"),
+             "--dest", str(work / f"{name}.npz"), "--device", device, *["--no-tf32"] * (not tf32), *ops],
+            env=official_env(official, shims))
     theirs = dict(np.load(work / "theirs.npz"))
     t = {k: torch.from_numpy(v).to(device) for k, v in inputs.items()}
     cond = t["c"] if G.c_dim else None
@@ -93,12 +96,18 @@ def compare_loaded(ckpt_path: Path, export: Path, official: Path, shims: Path, w
     img = G.synthesis(ws, noise_mode="const").float().cpu().numpy()
     logits = D(t["d_input"], cond).float().cpu().numpy()
     kwargs = json.loads(bytes(theirs["G_ema_kwargs"]).decode())
-    return {"ws": float(np.abs(ws.cpu().numpy() - theirs["ws"]).max()),
-            "image (float, range [-1, 1])": float(np.abs(img - theirs["img"]).max()),
-            "image x 127.5 (uint8 levels)": float(np.abs(img - theirs["img"]).max() * 127.5),
-            "D logits": float(np.abs(logits - theirs["d_logits"]).max()),
-            "NVIDIA's G: channel_base": kwargs["synthesis_kwargs"]["channel_base"] if "synthesis_kwargs" in kwargs
-            else kwargs["channel_base"]}
+    figures = {"ws": float(np.abs(ws.cpu().numpy() - theirs["ws"]).max()),
+               "image (float, range [-1, 1])": float(np.abs(img - theirs["img"]).max()),
+               "image x 127.5 (uint8 levels)": float(np.abs(img - theirs["img"]).max() * 127.5),
+               "D logits": float(np.abs(logits - theirs["d_logits"]).max()),
+               "NVIDIA's G: channel_base": kwargs["synthesis_kwargs"]["channel_base"] if "synthesis_kwargs" in kwargs
+               else kwargs["channel_base"]}
+    if device == "cuda":
+        reference = np.load(work / "theirs-reference-ops.npz")["img"]
+        figures["NVIDIA's reference ops vs their CUDA ops: image x 127.5"] = float(
+            np.abs(reference - theirs["img"]).max() * 127.5)
+        figures["ours vs NVIDIA's reference ops: image x 127.5"] = float(np.abs(img - reference).max() * 127.5)
+    return figures
 
 
 def compare_pngs(ckpt_path: Path, export: Path, official: Path, shims: Path, work: Path, seeds: str,

@@ -11,6 +11,9 @@ What runs, as subprocesses of the real jobs:
     resume at the same kimg and the end; then under torchrun over all GPUs;
   * jobs.evaluate --compile: swd, and fid with an Inception detector built from random weights;
   * jobs.sample --compile: seeds at truncation 0.7, a grid, a latent walk (GIF + MP4), style mixing;
+  * jobs.project: one array task of the dataset's images projected into the 1-GPU run's snapshot (a VGG16-shaped
+    stand-in with random weights for NVIDIA's vgg16.pt), a walk and style mixing between the projections, and
+    evaluate's VGG16 metrics (precision/recall, path length);
   * jobs.convert: the pickle to .pt, a snapshot to .safetensors and to an NVIDIA-loadable .pkl, sampled again to the
     same pixels (benchmarks/export_reference.py runs NVIDIA's own loader and gen_images.py on such a file);
   * configs/stylegan1-textures64.yaml from a StyleGAN (2018) pickle of karras2019stylegan-ffhq-1024x1024's shape
@@ -40,6 +43,7 @@ import torch
 from PIL import Image
 
 from benchmarks.nvidia_pickles import write_nvidia_pickle, write_stylegan1_pickle
+from benchmarks.projector_reference import save_stand_in_vgg
 from stylegan.metrics.inception import FIDInceptionV3
 from stylegan.models import stylegan1
 from stylegan.models.stylegan2 import Discriminator, Generator
@@ -168,6 +172,40 @@ class Acceptance:
             f"{len(regs)} ticks with both, p {rows[0]['augment_p']:.3f} -> {rows[-1]['augment_p']:.3f}, "
             f"sec/kimg last tick {rows[-1]['sec_per_kimg']:.2f}, peak {rows[-1]['gpumem_gb']:.1f} GB")
         return run
+
+    def project(self, run: RunDir, data: Path) -> None:
+        """Task 3 of 25 of the dataset (20 images: a batch of 16 and one of 4), then walks, mixing and metrics from
+        the VGG16 file."""
+        vgg, out, snap = self.work / "vgg16-stand-in.pt", self.work / "projected", str(run.latest())
+        save_stand_in_vgg(vgg, "vgg16")
+        shutil.rmtree(out, ignore_errors=True)
+        result = self.job("project", ["--network", snap, "--images", str(data), "--outdir", str(out), "--vgg",
+                                      str(vgg), "--steps", "200", "--batch", "16", "--log-every", "10",
+                                      "--num-tasks", "25", "--task-index", "3"])
+        ws = sorted(out.glob("*.npz"))
+        dists = [np.mean([float(d) for d in line.split("dist ")[1].split()]) for line in result.stdout.splitlines()
+                 if line.startswith("step ")]
+        targets = list(out.glob("*-target.png"))
+        self.check("project: one array task of the dataset, 200 steps, the distance falls", result.returncode == 0
+                   and len(ws) == len(targets) == 20 and len(dists) > 1 and dists[-1] < dists[0],
+                   f"{len(ws)} w files in {result.seconds:.0f} s, mean distance of the last batch at step 10 "
+                   f"{dists[-20] if len(dists) >= 20 else float('nan'):.3f}, at 200 {dists[-1] if dists else 0:.3f}")
+        if len(ws) < 3:
+            return
+        walk = self.job("sample", ["--network", snap, "--outdir", str(out / "walk"), "--walk",
+                                   f"{ws[0]},{ws[1]},{ws[2]},{ws[0]}", "--frames", "8"])
+        mix = self.job("sample", ["--network", snap, "--outdir", str(out / "mix"), "--style-mix",
+                                  f"{ws[0]},{ws[1]}", f"{ws[2]},1"])
+        self.check("sample: a walk and style mixing between projections", walk.returncode == mix.returncode == 0
+                   and (out / "walk" / "walk.gif").is_file() and image_size(out / "mix" / "style-mix.png")
+                   == (192, 192), f"walk {walk.seconds:.0f} s, mix {mix.seconds:.0f} s")
+        metrics = self.job("evaluate", ["--run", str(run.path), "--metrics", "pr1k3_full,ppl1k_wend", "--vgg",
+                                        str(vgg)])
+        values = {name: [r["value"] for r in run.results(name)]
+                  for name in ("pr1k3_full_precision", "pr1k3_full_recall", "ppl1k_wend")}
+        self.check("evaluate: precision/recall and path length from the VGG16 file", metrics.returncode == 0 and all(
+            len(v) == len(run.snapshots()) and np.isfinite(v).all() for v in values.values()),
+            f"{metrics.seconds:.0f} s, " + ", ".join(f"{k} {[round(x, 3) for x in v]}" for k, v in values.items()))
 
     def stylegan1(self, data: Path) -> None:
         """configs/stylegan1-textures64.yaml from a StyleGAN (2018) pickle of FFHQ's shape, preempted and resumed,
@@ -301,7 +339,7 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/gpu-acceptance")
     parser.add_argument("--gpus", type=int, default=torch.cuda.device_count())
     parser.add_argument("--images", type=int, default=500, help="textures in the dataset")
-    parts = ("train", "torchrun", "evaluate", "sample", "stylegan1", "progressive")
+    parts = ("train", "torchrun", "evaluate", "sample", "project", "stylegan1", "progressive")
     parser.add_argument("--only", nargs="+", choices=parts, default=list(parts))
     parser.add_argument("--code", default=str(REPO), help="checkout whose jobs run (default: this one)")
     parser.add_argument("--json", help="write the checks to this file")
@@ -318,7 +356,7 @@ def main() -> None:
     run = RunDir(work / "runs" / "gpu1")  # --only evaluate/sample: a run left by an earlier call
     if "train" in args.only:
         run = acc.train_one_gpu(data, pkl)
-    elif run.latest() is None and {"evaluate", "sample"} & set(args.only):
+    elif run.latest() is None and {"evaluate", "sample", "project"} & set(args.only):
         sys.exit(f"error: {run.path} has no snapshot: run the train part first (--only train)")
     if "torchrun" in args.only:
         acc.train_all_gpus(data, pkl)
@@ -326,6 +364,8 @@ def main() -> None:
         acc.evaluate(run)
     if run is not None and "sample" in args.only:
         acc.sample(run, pkl)
+    if run is not None and "project" in args.only:
+        acc.project(run, data)
     if "stylegan1" in args.only:
         acc.stylegan1(data)
     if "progressive" in args.only:

@@ -1,14 +1,21 @@
-"""Our projector against NVIDIA's `projector.py` on one image: the same network, target and VGG16 file.
+"""Our projector against NVIDIA's `projector.py`: the same network, targets and VGG16 file; loss curves and speed.
 
     python -m benchmarks.projector_reference --official .ref/stylegan2-ada-pytorch [--device cpu] [--steps 1000]
-        [--vgg vgg16.pt] [--workdir DIR]
-A 64x64 float32 network with random weights moved off their initial values is saved as our checkpoint and exported
-with `python -m jobs.convert --dest export.pkl`; the target is an image of the same architecture with other
-weights. NVIDIA's `projector.project` runs on the export in an outside program (benchmarks/projector_official_side.py,
-their checkout on the path) and ours (`stylegan.projection.projector.project`) on the checkpoint, each from its own
-random numbers, so the curves agree within the noise of the w perturbation, not step for step. Without --vgg both use
-a TorchScript stand-in of NVIDIA's vgg16.pt with random weights (the same call signature, LPIPS-style rows). Printed:
-the distance at chosen steps, the pixel error of each final w's image (rendered by our network) and seconds taken.
+        [--resolution 64|256] [--vgg vgg16.pt] [--images N --batch B] [--sweep 1,8,32] [--workdir DIR]
+A network with random weights moved off their initial values is saved as our checkpoint and exported with `python
+-m jobs.convert --dest export.pkl`: at 64x64 a small float32 one, at 256x256 the ffhq256 preset's (channel base
+16384, 2 mapping layers, fp16 in the top 4 resolutions, clamp 256). Targets are images of another network of the same
+architecture. NVIDIA's `projector.project` runs on the export in outside programs
+(benchmarks/projector_official_side.py, their checkout on the path), one image per process as their projector.py
+does, and ours (`stylegan.projection.projector.project`) on the checkpoint, each from its own random numbers, so the
+curves agree within the noise of the w perturbation, not step for step. Without --vgg both use a TorchScript stand-in
+of NVIDIA's vgg16.pt with random weights (the same call signature, LPIPS-style rows): at 256x256 with VGG16's own
+layers, so that it costs what the real file costs.
+
+Printed: the distance at chosen steps, the pixel error of each final w's image (rendered by our network), seconds per
+run. With --images N: our `jobs.project` over N target PNGs at --batch B, timed from outside as a whole job, beside
+NVIDIA's images per hour (their processes above, timed from outside; on CUDA a first one-step process builds their
+plugins and is not counted). --sweep times 10 steps of our projector at each batch size.
 """
 
 from __future__ import annotations
@@ -23,49 +30,75 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.export_reference import ROOT, make_checkpoint, official_env, run
 from stylegan.formats.checkpoint import load_generator
-from stylegan.imagefiles import to_uint8
+from stylegan.imagefiles import save_png, to_uint8
 from stylegan.metrics.vgg import VGG16, LPIPSFeatures
 from stylegan.projection.projector import ProjectOptions, project
 
 OFFICIAL_SIDE = Path(__file__).with_name("projector_official_side.py")
-G_KWARGS = dict(z_dim=128, c_dim=0, w_dim=128, img_resolution=64, channel_base=4096, channel_max=128,
-                num_fp16_res=0, conv_clamp=None, mapping_kwargs=dict(num_layers=2))
-D_KWARGS = dict(c_dim=0, img_resolution=64, channel_base=4096, channel_max=128, num_fp16_res=0, conv_clamp=None)
+VGG_LAYOUTS = {  # convolution widths per block (2x2 max pooling between blocks, one LPIPS row after each)
+    "small": [[32], [64], [64], [128]],
+    "vgg16": [[64, 64], [128, 128], [256] * 3, [512] * 3, [512] * 3],
+}
+NETWORKS = {  # resolution: G's and D's arguments, the stand-in VGG's layout
+    64: (dict(z_dim=128, c_dim=0, w_dim=128, img_resolution=64, channel_base=4096, channel_max=128, num_fp16_res=0,
+              conv_clamp=None, mapping_kwargs=dict(num_layers=2)),
+         dict(c_dim=0, img_resolution=64, channel_base=4096, channel_max=128, num_fp16_res=0, conv_clamp=None),
+         "small"),
+    256: (dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, channel_base=16384, channel_max=512,
+               mapping_kwargs=dict(num_layers=2)),
+          dict(c_dim=0, img_resolution=256, channel_base=16384, channel_max=512),
+          "vgg16"),
+}
 REPORT_STEPS = [1, 10, 50, 100, 250, 500, 750, 1000]
 
 
 class StandInVGG(nn.Module):
-    """NVIDIA's vgg16.pt call signature with random weights: with return_lpips, each layer's features normalised
-    over channels at every pixel and scaled so that squared row distances average over pixels, as LPIPS does."""
+    """NVIDIA's vgg16.pt call signature with random weights: with return_lpips, each block's features normalised
+    over channels at every pixel and scaled so that squared row distances average over pixels, as LPIPS does;
+    otherwise pooled features of the last block (precision/recall)."""
 
-    def __init__(self):
+    def __init__(self, layout: list[list[int]]):
         super().__init__()
-        widths = [3, 32, 64, 64, 128]
-        self.convs = nn.ModuleList([nn.Conv2d(a, b, 3, stride=1 if i == 0 else 2, padding=1)
-                                    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))])
+        blocks, width = [], 3
+        for i, widths in enumerate(layout):
+            layers: list[nn.Module] = [nn.MaxPool2d(2)] if i else []
+            for out in widths:
+                layers += [nn.Conv2d(width, out, 3, padding=1), nn.ReLU()]
+                width = out
+            blocks.append(nn.Sequential(*layers))
+        self.blocks = nn.ModuleList(blocks)
 
     def forward(self, img: torch.Tensor, resize_images: bool = True, return_lpips: bool = False,
                 return_features: bool = False) -> torch.Tensor:
         x = img.to(torch.float32) / 127.5 - 1
         rows: list[torch.Tensor] = []
-        for conv in self.convs:
-            x = F.relu(conv(x))
+        for block in self.blocks:
+            x = block(x)
             f = x / (x.square().sum(dim=1, keepdim=True) + 1e-10).sqrt()
             rows.append(f.flatten(1) / (f.shape[2] * f.shape[3]) ** 0.5)
-        return torch.cat(rows, dim=1)
+        if return_lpips:
+            return torch.cat(rows, dim=1)
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+
+
+def save_stand_in_vgg(path: Path, layout: str) -> None:
+    torch.manual_seed(0)
+    # frozen, as NVIDIA's file is: their projector computes the target's features with gradients enabled
+    torch.jit.save(torch.jit.script(StandInVGG(VGG_LAYOUTS[layout]).requires_grad_(False)), str(path))
 
 
 @torch.no_grad()
-def target_image(ckpt: Path, device: str) -> np.ndarray:
-    """uint8 [3, H, W]: seed 1's image of another network of the same architecture, with its constant noise."""
+def target_images(ckpt: Path, device: str, count: int) -> np.ndarray:
+    """uint8 [count, 3, H, W]: seeds 1.. of another network of the same architecture, with its constant noise."""
     G = load_generator(ckpt, device)
-    z = torch.from_numpy(np.random.RandomState(1).randn(1, G.z_dim).astype(np.float32)).to(device)
-    return to_uint8(G(z, None, noise_mode="const"))[0].permute(2, 0, 1).cpu().numpy()
+    z = torch.from_numpy(np.concatenate([np.random.RandomState(seed).randn(1, G.z_dim) for seed in
+                                         range(1, count + 1)]).astype(np.float32)).to(device)
+    return np.concatenate([to_uint8(G(zb, None, noise_mode="const")).permute(0, 3, 1, 2).cpu().numpy()
+                           for zb in z.split(16)])
 
 
 @torch.no_grad()
@@ -75,51 +108,96 @@ def pixel_error(G: nn.Module, w: torch.Tensor, target: np.ndarray) -> float:
     return float((image - torch.from_numpy(target).float()).square().mean())
 
 
+def official_run(args: argparse.Namespace, env: dict, work: Path, seed: int, steps: int) -> dict:
+    """One run of NVIDIA's projector in its own process on the first target; its wall time includes start-up."""
+    start = time.perf_counter()
+    run([sys.executable, str(OFFICIAL_SIDE), "--network", str(work / "export.pkl"), "--target",
+         str(work / "target.npy"), "--steps", str(steps), "--dest", str(work / f"theirs{seed}.npz"),
+         "--device", args.device, "--seed", str(seed)], env=env, cwd=args.official)
+    return {**np.load(work / f"theirs{seed}.npz"), "wall": time.perf_counter() - start}
+
+
+def sweep(G: nn.Module, target: np.ndarray, vgg: LPIPSFeatures, batches: list[int], device: str) -> None:
+    """Milliseconds per image and step of our projector at each batch size (10 steps after 3 warm-up steps)."""
+    stats = (torch.zeros(1, G.w_dim, device=device), 1.0)
+    print("| batch | ms per step | ms per image and step |\n| --- | --- | --- |")
+    for batch in batches:
+        targets = torch.from_numpy(target)[None].repeat(batch, 1, 1, 1).to(device)
+        names = [str(i) for i in range(batch)]
+        project(G, targets, names, vgg, ProjectOptions(num_steps=3), stats=stats)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        project(G, targets, names, vgg, ProjectOptions(num_steps=10), stats=stats)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        ms = (time.perf_counter() - start) * 100
+        print(f"| {batch} | {ms:.1f} | {ms / batch:.2f} |", flush=True)
+
+
+def job_throughput(ckpt: Path, vgg: Path, targets: np.ndarray, work: Path, args: argparse.Namespace) -> float:
+    """Images per hour of our projection job over a folder of the targets, timed from outside as a whole job."""
+    folder = work / "targets"
+    folder.mkdir(exist_ok=True)
+    for i, image in enumerate(targets):
+        save_png(image.transpose(1, 2, 0), folder / f"target{i:05d}.png")
+    shutil.rmtree(work / "projected", ignore_errors=True)
+    start = time.perf_counter()
+    run([sys.executable, "-m", "jobs.project", "--network", str(ckpt), "--images", str(folder), "--outdir",
+         str(work / "projected"), "--vgg", str(vgg), "--steps", str(args.steps), "--batch", str(args.batch),
+         "--device", args.device], cwd=ROOT)
+    wall = time.perf_counter() - start
+    print(f"our job: {len(targets)} images at batch {args.batch}, {args.steps} steps: {wall:.1f} s", flush=True)
+    return len(targets) / wall * 3600
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", type=Path, required=True, help="a checkout of NVlabs/stylegan2-ada-pytorch")
     parser.add_argument("--shims", type=Path, help="folder with pkg_resources.py (default: .ref/shims)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--resolution", type=int, choices=sorted(NETWORKS), default=64)
     parser.add_argument("--vgg", type=Path, help="NVIDIA's vgg16.pt (default: a stand-in with random weights)")
+    parser.add_argument("--images", type=int, default=0, help="time our job over this many images")
+    parser.add_argument("--batch", type=int, default=32, help="our job's --batch")
+    parser.add_argument("--sweep", default="", help="batch sizes to time our projector at, e.g. 1,8,32")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="projector-ref-"))
     work.mkdir(parents=True, exist_ok=True)
     vgg = args.vgg or work / "vgg16.pt"
     if args.vgg is None:
-        torch.manual_seed(0)
-        # frozen, as NVIDIA's file is: their projector computes the target's features with gradients enabled
-        torch.jit.save(torch.jit.script(StandInVGG().requires_grad_(False)), str(vgg))
+        save_stand_in_vgg(vgg, NETWORKS[args.resolution][2])
     # NVIDIA's projector opens its VGG16 URL through dnnlib's cache: put the file there under the cache's name
     downloads = work / "dnnlib" / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(vgg, downloads / f"{hashlib.md5(VGG16.url.encode()).hexdigest()}_vgg16.pt")
-    ckpt = make_checkpoint(work / "ours.pt", G_KWARGS, D_KWARGS)
+    G_kwargs, D_kwargs, _ = NETWORKS[args.resolution]
+    ckpt = make_checkpoint(work / "ours.pt", G_kwargs, D_kwargs)
     run([sys.executable, "-m", "jobs.convert", "--source", str(ckpt), "--dest", str(work / "export.pkl")], cwd=ROOT)
-    target = target_image(make_checkpoint(work / "other.pt", G_KWARGS, D_KWARGS, seed=1), args.device)
+    targets = target_images(make_checkpoint(work / "other.pt", G_kwargs, D_kwargs, seed=1), args.device,
+                            max(args.images, 1))
+    target = targets[0]
     np.save(work / "target.npy", target)
 
-    env = official_env(args.official.resolve(), (args.shims or ROOT / ".ref" / "shims").resolve())
-    theirs = []
-    for seed in (303, 304):  # two runs each side: the spread of one image's curve
-        run([sys.executable, str(OFFICIAL_SIDE), "--network", str(work / "export.pkl"), "--target",
-             str(work / "target.npy"), "--steps", str(args.steps), "--dest", str(work / f"theirs{seed}.npz"),
-             "--device", args.device, "--seed", str(seed)], env={**env, "DNNLIB_CACHE_DIR": str(work / "dnnlib")},
-            cwd=args.official)
-        theirs.append(dict(np.load(work / f"theirs{seed}.npz")))
+    env = {**official_env(args.official.resolve(), (args.shims or ROOT / ".ref" / "shims").resolve()),
+           "DNNLIB_CACHE_DIR": str(work / "dnnlib")}
+    if args.device == "cuda":
+        official_run(args, env, work, 303, steps=1)  # builds NVIDIA's CUDA plugins once
+    theirs = [official_run(args, env, work, seed, args.steps) for seed in (303, 304)]  # one image's curve spread
 
     G = load_generator(ckpt, args.device)
+    lpips = LPIPSFeatures(vgg, torch.device(args.device))
     dists: list[np.ndarray] = []
     start = time.perf_counter()
     # the target twice in one batch, under two names: two independent projections, as two of NVIDIA's runs
-    ws = project(G, torch.from_numpy(target)[None].repeat(2, 1, 1, 1).to(args.device), ["target", "target-2"],
-                 LPIPSFeatures(vgg, torch.device(args.device)), ProjectOptions(num_steps=args.steps),
-                 on_step=lambda step, w, d: dists.append(d.cpu().numpy()))
+    ws = project(G, torch.from_numpy(target)[None].repeat(2, 1, 1, 1).to(args.device), ["target", "target-2"], lpips,
+                 ProjectOptions(num_steps=args.steps), on_step=lambda step, w, d: dists.append(d.cpu().numpy()))
     seconds = time.perf_counter() - start
     which = f"file {args.vgg}" if args.vgg else "stand-in (random weights)"
-    print(f"{args.device}, {args.steps} steps, 64x64 float32 network, VGG16 {which}")
-    print("| step | NVIDIA's projector.py, seeds 303 / 304 | ours, two images of one batch |\n| --- | --- | --- |")
+    print(f"{args.device}, {args.steps} steps, {args.resolution}x{args.resolution} network, VGG16 {which}")
+    print("| step | NVIDIA's projector, seeds 303 / 304 | ours, two images of one batch |\n| --- | --- | --- |")
     joined = lambda values, fmt: " / ".join(format(v, fmt) for v in values)  # noqa: E731
     for step in (s for s in REPORT_STEPS if s <= args.steps):
         print(f"| {step} | {joined([t['dist'][step - 1] for t in theirs], '.2f')} | "
@@ -127,8 +205,16 @@ def main() -> None:
     errors = [pixel_error(G, torch.from_numpy(t["w"]).to(args.device), target) for t in theirs]
     print(f"| pixel MSE of G(final w), 8-bit levels squared | {joined(errors, '.0f')} | "
           f"{joined([pixel_error(G, w[None], target) for w in ws], '.0f')} |")
-    print(f"| seconds | {joined([float(t['seconds']) for t in theirs], '.1f')} (one image each) | "
+    print(f"| seconds projecting | {joined([float(t['seconds']) for t in theirs], '.1f')} (one image each) | "
           f"{seconds:.1f} (both images) |")
+    print(f"| seconds per process, start-up included | {joined([t['wall'] for t in theirs], '.1f')} | |", flush=True)
+    if args.sweep:
+        sweep(G, target, lpips, [int(b) for b in args.sweep.split(",")], args.device)
+    if args.images:
+        ours = job_throughput(ckpt, vgg, targets, work, args)
+        nvidia = 3600 / np.mean([t["wall"] for t in theirs])
+        print(f"images per hour: NVIDIA {nvidia:.0f} (one process per image), ours {ours:.0f} (one job): "
+              f"{ours / nvidia:.1f}x")
 
 
 if __name__ == "__main__":

@@ -61,20 +61,23 @@ def test_projection_finds_a_generated_image(vgg_file):
 
 
 def test_noise_regularizer_is_nvidias_per_image():
-    """NVIDIA's regulariser on one [1, 1, H, W] map, per image for a batch; smooth noise costs more than white."""
+    """NVIDIA's regulariser, summed over one image's [1, 1, H, W] maps of several sizes (as a generator's noise
+    inputs are), per image for a batch; smooth noise costs more than white."""
     torch.manual_seed(0)
-    maps = torch.randn(3, 1, 32, 32)
-    maps[2] = F.interpolate(torch.randn(1, 1, 8, 8), size=32, mode="bilinear")[0]
+    maps = [torch.randn(3, 1, size, size) for size in (4, 8, 8, 16, 32, 32)]
+    maps[5][2] = F.interpolate(torch.randn(1, 1, 8, 8), size=32, mode="bilinear")[0]
     for i in range(3):
-        noise, expected = maps[i][None], 0.0
-        while True:
-            expected += float((noise * torch.roll(noise, shifts=1, dims=3)).mean()) ** 2
-            expected += float((noise * torch.roll(noise, shifts=1, dims=2)).mean()) ** 2
-            if noise.shape[2] <= 8:
-                break
-            noise = F.avg_pool2d(noise, kernel_size=2)
+        expected = 0.0
+        for m in maps:
+            noise = m[i][None]
+            while True:
+                expected += float((noise * torch.roll(noise, shifts=1, dims=3)).mean()) ** 2
+                expected += float((noise * torch.roll(noise, shifts=1, dims=2)).mean()) ** 2
+                if noise.shape[2] <= 8:
+                    break
+                noise = F.avg_pool2d(noise, kernel_size=2)
         assert float(noise_regularizer(maps)[i]) == pytest.approx(expected, rel=1e-5)
-    assert float(noise_regularizer(maps)[2]) > 10 * float(noise_regularizer(maps)[0])
+    assert float(noise_regularizer(maps[5:])[2]) > 10 * float(noise_regularizer(maps[5:])[0])
 
 
 def test_the_job_over_two_tasks_resumes_and_its_ws_walk(vgg_file, tmp_path):

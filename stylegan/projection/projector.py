@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,16 +61,23 @@ def learning_rate(t: float, opts: ProjectOptions) -> float:
     return opts.initial_learning_rate * ramp * min(1.0, t / opts.lr_rampup_length)
 
 
-def noise_regularizer(noise: torch.Tensor) -> torch.Tensor:
-    """Per image: the squared mean products of each noise map [B, 1, H, W] with itself shifted by one pixel, down to
-    8x8 by 2x average pooling."""
-    loss = noise.new_zeros(noise.shape[0])
-    while True:
-        loss = loss + (noise * noise.roll(1, dims=3)).mean(dim=[1, 2, 3]).square()
-        loss = loss + (noise * noise.roll(1, dims=2)).mean(dim=[1, 2, 3]).square()
-        if noise.shape[2] <= 8:
-            return loss
-        noise = F.avg_pool2d(noise, 2)
+def noise_regularizer(noises: list[torch.Tensor]) -> torch.Tensor:
+    """Per image [B]: over noise maps [B, 1, H, W], the squared mean products of each map with itself shifted by one
+    pixel, at every scale down to 8x8 by 2x average pooling (a map that starts smaller is taken as it is). Maps of
+    one size are stacked, pooled ones with them, so each scale costs a few kernels rather than a few per map: the
+    launches, not the arithmetic, bound a small batch on a GPU."""
+    by_size: dict[int, list[torch.Tensor]] = defaultdict(list)
+    for noise in noises:
+        by_size[noise.shape[2]].append(noise)
+    loss = noises[0].new_zeros(noises[0].shape[0])
+    while by_size:
+        size = max(by_size)
+        x = torch.cat(by_size.pop(size), dim=1)
+        products = (x * x.roll(1, dims=3)).mean(dim=[2, 3]).square() + (x * x.roll(1, dims=2)).mean(dim=[2, 3]).square()
+        loss = loss + products.sum(dim=1)
+        if size > 8:
+            by_size[size // 2].append(F.avg_pool2d(x, 2))
+    return loss
 
 
 def image_generator(seed: int, name: str) -> torch.Generator:
@@ -91,7 +99,9 @@ def project(G: nn.Module, targets: torch.Tensor, names: list[str], vgg: LPIPSFea
     gens = [image_generator(opts.seed, name) for name in names]
 
     def per_image(shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.cat([torch.randn((1, *shape), generator=g) for g in gens]).to(device)
+        draws = torch.cat([torch.randn((1, *shape), generator=g) for g in gens])
+        # from pinned memory, so that the copy does not make the host wait for the GPU to finish the step before
+        return draws.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else draws
 
     # each layer's constant noise becomes one Gaussian map per image ([B, 1, H, W] broadcasts where [H, W] did)
     layers = [m for m in G.synthesis.modules() if isinstance(getattr(m, "noise_const", None), torch.Tensor)]
@@ -111,7 +121,7 @@ def project(G: nn.Module, targets: torch.Tensor, names: list[str], vgg: LPIPSFea
         ws = (w_opt + per_image((1, G.w_dim)) * noise_scale).repeat(1, G.num_ws, 1)
         synth = (G.synthesis(ws, noise_mode="const").float() + 1) * (255 / 2)
         dist = (target_features - vgg(to_vgg_input(synth))).square().sum(dim=1)
-        reg = sum(noise_regularizer(noise) for noise in noises) if noises else torch.zeros_like(dist)
+        reg = noise_regularizer(noises) if noises else torch.zeros_like(dist)
         optimizer.zero_grad(set_to_none=True)
         (dist + reg * opts.regularize_noise_weight).sum().backward()
         optimizer.step()
