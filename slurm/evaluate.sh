@@ -13,7 +13,8 @@ set -euo pipefail
 # Slurm runs a copy of this script from its spool folder. The suite is $STYLEGAN_HOME, else the folder above this
 # script as it was submitted (relative to the submission folder), else the checkout python3 imports it from.
 # Slurm's Command= is the script's path and the arguments, joined by spaces: the script is its longest prefix that
-# is a file (a path may hold spaces).
+# is a file (a path may hold spaces). These lines open every script in slurm/, alike: they run before common.sh
+# can be found (tests/test_structure.py keeps them identical).
 submitted=$(scontrol show job "${SLURM_JOB_ID:?submit this script with sbatch}" | sed -n 's/^ *Command=//p' | head -n 1)
 while [[ "$submitted" == *" "* ]] && ! (cd "$SLURM_SUBMIT_DIR" && [ -f "$submitted" ]); do submitted=${submitted% *}; done
 for STYLEGAN_HOME in ${STYLEGAN_HOME:+"$STYLEGAN_HOME"} "$(cd "$SLURM_SUBMIT_DIR" && cd "$(dirname "$submitted")/.." \

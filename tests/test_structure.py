@@ -114,3 +114,18 @@ def test_the_module_graph_is_acyclic():
         if node not in state:
             visit(node, [])
     assert len(edges) > 30
+
+
+def test_every_slurm_script_finds_the_suite_with_the_same_lines():
+    """The lines that find common.sh run before anything can be sourced, so each sbatch script carries them: they
+    must stay one block, changed everywhere at once."""
+    blocks = {}
+    for script in sorted((REPO / "slurm").glob("*.sh")):
+        lines = script.read_text().splitlines()
+        if script.name != "common.sh":
+            first = next(i for i, line in enumerate(lines) if line.startswith("# Slurm runs a copy"))
+            last = next(i for i, line in enumerate(lines) if line.startswith("source "))
+            blocks[script.name] = lines[first:last + 1]
+    assert len(blocks) >= 5
+    assert all(block == blocks["train.sh"] for block in blocks.values()), [n for n, b in blocks.items()
+                                                                          if b != blocks["train.sh"]]
