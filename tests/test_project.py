@@ -17,8 +17,10 @@ from PIL import Image
 from stylegan.imagefiles import to_uint8
 from stylegan.metrics.vgg import LPIPSFeatures
 from stylegan.models.stylegan2 import Generator
+from stylegan.projection.files import list_targets, read_targets
 from stylegan.projection.projector import ProjectOptions, noise_regularizer, project, w_stats
 from tests.conftest import run_job, sg1_networks, tiny_g, write_tiny_network
+from tests.image_folder import preprocess_folder
 
 
 def generated(G: Generator, seeds: list[int]) -> torch.Tensor:
@@ -78,6 +80,23 @@ def test_noise_regularizer_is_nvidias_per_image():
                 noise = F.avg_pool2d(noise, kernel_size=2)
         assert float(noise_regularizer(maps)[i]) == pytest.approx(expected, rel=1e-5)
     assert float(noise_regularizer(maps[5:])[2]) > 10 * float(noise_regularizer(maps[5:])[0])
+
+
+def test_targets_from_a_preprocessed_dataset_are_its_images(tmp_path):
+    """A dataset of three shards, read in an order that jumps between them: every image is the one preprocess
+    stored, pixel for pixel, and each appears once."""
+    src = tmp_path / "img"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    originals = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(20)]
+    for i, image in enumerate(originals):
+        Image.fromarray(image).save(src / f"{i:02d}.png")
+    data = preprocess_folder(src, tmp_path / "data", 16, "--shard-size", "8")
+    targets, unusable = list_targets(data, 16)
+    assert len(targets) == 20 and not unusable and len({t.shard for t in targets}) == 3
+    order = targets[::3] + targets[1::3] + targets[2::3]
+    images = list(read_targets(data, order, 16))
+    assert sorted(a.tobytes() for a in images) == sorted(a.tobytes() for a in originals)
 
 
 def test_the_job_over_two_tasks_resumes_and_its_ws_walk(vgg_file, tmp_path):

@@ -10,6 +10,7 @@ request `<name>.mp4`. The .npz is written last, so it marks a finished image: a 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tarfile
@@ -58,27 +59,30 @@ def list_targets(images: Path, resolution: int) -> tuple[list[Target], list[Unus
 
 
 def read_targets(images: Path, targets: list[Target], resolution: int) -> Iterator[np.ndarray | str]:
-    """uint8 [H, W, 3] of each target at `resolution`, or the reason it cannot be used."""
+    """uint8 [H, W, 3] of each target at `resolution`, or the reason it cannot be used. Each shard is opened (and
+    its member list read) once per call, not once per image."""
     items = [t.item for t in targets if t.item is not None]
     from_folder = read_items([images], items, MAX_FILE_BYTES) if items else iter(())
     opts = ImageOptions(resolution=resolution)
-    for target in targets:
-        data = next(from_folder) if target.item is not None else _shard_member(target)
-        if isinstance(data, Unusable):
-            yield data.reason
-            continue
-        try:
-            png = process_image(data, opts).png
-        except Rejected as e:
-            yield str(e)
-            continue
-        with Image.open(io.BytesIO(png)) as im:
-            yield np.asarray(im.convert("RGB"))
-
-
-def _shard_member(target: Target) -> bytes:
-    with tarfile.open(target.shard) as tar:
-        return tar.extractfile(f"{target.name}.png").read()
+    with contextlib.ExitStack() as stack:
+        shards: dict[Path, tarfile.TarFile] = {}
+        for target in targets:
+            if target.item is not None:
+                data = next(from_folder)
+            else:
+                if target.shard not in shards:
+                    shards[target.shard] = stack.enter_context(tarfile.open(target.shard))
+                data = shards[target.shard].extractfile(f"{target.name}.png").read()
+            if isinstance(data, Unusable):
+                yield data.reason
+                continue
+            try:
+                png = process_image(data, opts).png
+            except Rejected as e:
+                yield str(e)
+                continue
+            with Image.open(io.BytesIO(png)) as im:
+                yield np.asarray(im.convert("RGB"))
 
 
 def w_path(outdir: Path, name: str) -> Path:
