@@ -54,9 +54,8 @@ def main(args: argparse.Namespace) -> None:
     progress = Progress(len(todo), f"project task {task}/{num_tasks}")
     projected = 0
     for first in range(0, len(todo), args.batch):
-        chunk, pixels = [], []
-        for target, image in zip(todo[first:first + args.batch],
-                                 read_targets(images, todo[first:first + args.batch], G.img_resolution), strict=True):
+        batch, chunk, pixels = todo[first:first + args.batch], [], []
+        for target, image in zip(batch, read_targets(images, batch, G.img_resolution), strict=True):
             if isinstance(image, str):
                 print(f"skipping {target.name}: {image}", flush=True)
                 rejected.append({"source": target.name, "reason": image})
