@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -117,10 +118,10 @@ def official_run(args: argparse.Namespace, env: dict, work: Path, seed: int, ste
     return {**np.load(work / f"theirs{seed}.npz"), "wall": time.perf_counter() - start}
 
 
-def sweep(G: nn.Module, target: np.ndarray, vgg: LPIPSFeatures, batches: list[int], device: str) -> None:
-    """Milliseconds per image and step of our projector at each batch size: steps 4 to 13 of one call, timed from
-    inside it, so that the call's set-up (copying G, the target's features) is not counted."""
-    stats = (torch.zeros(1, G.w_dim, device=device), 1.0)
+def ms_per_step(G: nn.Module, targets: torch.Tensor, vgg: Callable[[torch.Tensor], torch.Tensor],
+                device: str) -> float:
+    """Milliseconds per step of our projector on these targets: steps 4 to 13 of one call, timed from inside it,
+    so that the call's set-up (copying G, the target's features) is not counted."""
     marks: list[float] = []
 
     def on_step(step: int, w: torch.Tensor, dist: torch.Tensor) -> None:
@@ -129,12 +130,16 @@ def sweep(G: nn.Module, target: np.ndarray, vgg: LPIPSFeatures, batches: list[in
                 torch.cuda.synchronize()
             marks.append(time.perf_counter())
 
+    stats = (torch.zeros(1, G.w_dim, device=device), 1.0)
+    project(G, targets, [str(i) for i in range(len(targets))], vgg, ProjectOptions(num_steps=13), on_step, stats)
+    return (marks[1] - marks[0]) * 100
+
+
+def sweep(G: nn.Module, target: np.ndarray, vgg: LPIPSFeatures, batches: list[int], device: str) -> None:
+    """Milliseconds per image and step of our projector at each batch size."""
     print("| batch | ms per step | ms per image and step |\n| --- | --- | --- |")
     for batch in batches:
-        marks.clear()
-        targets = torch.from_numpy(target)[None].repeat(batch, 1, 1, 1).to(device)
-        project(G, targets, [str(i) for i in range(batch)], vgg, ProjectOptions(num_steps=13), on_step, stats)
-        ms = (marks[1] - marks[0]) * 100
+        ms = ms_per_step(G, torch.from_numpy(target)[None].repeat(batch, 1, 1, 1).to(device), vgg, device)
         print(f"| {batch} | {ms:.1f} | {ms / batch:.2f} |", flush=True)
 
 
