@@ -46,9 +46,37 @@ def _fir_depthwise(x: torch.Tensor, stride: int) -> torch.Tensor:
     return F.conv2d(x, kernel.expand(x.shape[1], 1, 4, 4), stride=stride, groups=x.shape[1])
 
 
+def _pool_boxes(x: torch.Tensor, count: int) -> torch.Tensor:
+    for _ in range(count):
+        x = F.avg_pool2d(x, 2, 1)
+    return x
+
+
+class _Boxes(torch.autograd.Function):
+    """`count` 2x2 box filters at stride 1 whose gradient is the same filters over the gradient zero-padded by
+    `count` (the filter is symmetric), so that it runs PyTorch's forward pooling kernel: its NCHW backward kernel
+    is 2.5x slower, a fifth of the projector's GPU time (benchmarks/profile_project.py). Differentiable to any
+    order, as R1 and path length need."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, count: int) -> torch.Tensor:
+        ctx.count = count
+        return _pool_boxes(x, count)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _Boxes.apply(F.pad(grad, [ctx.count] * 4), ctx.count), None
+
+
+def _boxes(x: torch.Tensor, count: int) -> torch.Tensor:
+    if torch.compiler.is_compiling():
+        return _pool_boxes(x, count)  # Inductor writes its own kernels for pooling and its gradient
+    return _Boxes.apply(x, count)
+
+
 def _fir_boxes(x: torch.Tensor, stride: int) -> torch.Tensor:
     """The same filter as three 2x2 box filters ([1,3,3,1] = [1,1] * [1,1] * [1,1]), the last one at `stride`."""
-    return F.avg_pool2d(F.avg_pool2d(F.avg_pool2d(x, 2, 1), 2, 1), 2, stride)
+    return _boxes(x, 3) if stride == 1 else F.avg_pool2d(_boxes(x, 2), 2, stride)
 
 
 def _fir(x: torch.Tensor, stride: int) -> torch.Tensor:
