@@ -10,12 +10,14 @@ rank 0 decides what to evaluate and writes the results; every rank generates and
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
 import time
 from pathlib import Path
 
+from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from stylegan.distributed import DistEnv, broadcast_object
@@ -79,6 +81,8 @@ class RunEvaluator:
         self.detectors = detector_for(self.specs, detector_path, vgg_path, env.device)
         self.env, self.batch, self.compile, self.stale_s = env, batch, compile, stale_s
         self.skipped: set[str] = set()  # snapshots that cannot be read, claims that cannot be taken (by file name)
+        self.network: tuple[str, nn.Module] | None = None  # (architecture, G_ema on the device)
+        self.network_path: Path | None = None  # the snapshot whose weights it holds
 
     def done(self, metric: str) -> set[int]:
         """Image counts of the snapshots that have a result for `metric` (its first, for precision/recall)."""
@@ -113,16 +117,33 @@ class RunEvaluator:
             return False
         return True
 
+    def generator(self, path: Path) -> nn.Module:
+        """A snapshot's G_ema on the device. One network per architecture is built (and compiled) and each snapshot's
+        weights are copied into it: a compiled network keeps its graphs, where a new network for every snapshot
+        compiled again for every snapshot. Every snapshot is still read and checked in full."""
+        if path == self.network_path:  # the next metric of the same snapshot
+            return self.network[1]
+        self.network_path = None
+        ckpt = load_checkpoint(path)
+        loaded = build_generator(ckpt, "G_ema", path)
+        architecture = json.dumps([ckpt.get("family"), ckpt["G_kwargs"]], sort_keys=True, default=str)
+        if self.network is None or self.network[0] != architecture:
+            G = loaded.eval().to(self.env.device)
+            if self.compile:
+                G.synthesis.compile(dynamic=False)
+            self.network = (architecture, G)
+        else:
+            self.network[1].load_state_dict(loaded.state_dict())
+        self.network_path = path
+        return self.network[1]
+
     def evaluate(self, nimg: int, path: Path, spec: MetricSpec) -> dict | None:
         lock = self.rundir.claim_path(path, spec.name)
         if not broadcast_object(self.claim(lock, nimg, spec.name)):
             return None
         try:
             try:
-                ckpt = load_checkpoint(path)
-                G = build_generator(ckpt, "G_ema", path).eval().to(self.env.device)
-                if self.compile:
-                    G.synthesis.compile(dynamic=False)
+                G = self.generator(path)
             except UserError as e:  # every rank reads the same file, so every rank skips it
                 if self.env.is_main:
                     print(f"skipping corrupt snapshot: {e}", flush=True)

@@ -197,6 +197,31 @@ def test_tensorboard_shows_every_result_whatever_order_they_were_scored_in(tmp_p
     assert served_steps(run.path, "Metrics/swd", want=3) == [0, 2000, 4000]
 
 
+def test_one_network_scores_every_snapshot_as_a_fresh_one_would(tmp_path):
+    """The evaluator builds (and compiles) one network and copies each snapshot's weights into it; each snapshot
+    still scores what an evaluator that reads only that snapshot gives, and a corrupt one between them is skipped."""
+    data = make_data(tmp_path / "d", 32, "smooth")
+    env = DistEnv(0, 1, 0, torch.device("cpu"))
+    G = Generator(**tiny_generator_kwargs())
+    run = run_with_snapshots(tmp_path / "run", data, [], last_kimg=3)
+    alone = {}
+    for kimg in (0, 2, 3):
+        with torch.no_grad():
+            G.mapping.fc0.weight.add_(0.5)
+        write_snapshot(run.checkpoints, G, kimg)
+        single = run_with_snapshots(tmp_path / f"alone{kimg}", data, [], last_kimg=kimg)
+        write_snapshot(single.checkpoints, G, kimg)
+        RunEvaluator(single.path, ["swd"], None, None, env).run(watch=False)
+        alone[kimg] = single.results("swd")[0]["value"]
+    (run.checkpoints / snapshot_name(1)).write_bytes(b"corrupt snapshot")
+    evaluator = RunEvaluator(run.path, ["swd"], None, None, env)
+    evaluator.run(watch=False)
+    assert {round(r["kimg"]): r["value"] for r in run.results("swd")} == alone
+    assert len(set(alone.values())) == 3
+    assert evaluator.generator(run.checkpoints / snapshot_name(0)) is evaluator.generator(
+        run.checkpoints / snapshot_name(3))
+
+
 def test_score_only_the_latest_or_every_nth_snapshot(tmp_path):
     data = make_data(tmp_path / "d", 32, "smooth")
     env = DistEnv(0, 1, 0, torch.device("cpu"))
