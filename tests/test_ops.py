@@ -24,7 +24,7 @@ def test_resampling_equals_reference(f, size):
     assert torch.allclose(fir_upsample2x(x), upfirdn2d(x, f, up=2, padding=(2, 1, 2, 1), gain=4), atol=1e-12)
     if size % 2 == 0:
         assert torch.allclose(fir_downsample2x(x), upfirdn2d(x, f, down=2, padding=(1, 1, 1, 1)), atol=1e-12)
-    for pad in (0, 1, 2):
+    for pad in (0, 1, 2, 4):
         assert torch.allclose(fir_filter(x, pad), upfirdn2d(x, f, padding=(pad,) * 4), atol=1e-12)
 
 
@@ -40,8 +40,8 @@ def test_double_backward_matches_reference(f):
         "up then down": (lambda t: fir_downsample2x(fir_upsample2x(t)),
                          lambda t: upfirdn2d(upfirdn2d(t, f, up=2, padding=(2, 1, 2, 1), gain=4), f, down=2,
                                              padding=(1, 1, 1, 1))),
-        "filter": (lambda t: fir_filter(t, 1), lambda t: upfirdn2d(t, f, padding=(1,) * 4)),
-    }
+    } | {f"filter, pad {pad}": (lambda t, pad=pad: fir_filter(t, pad),
+                                 lambda t, pad=pad: upfirdn2d(t, f, padding=(pad,) * 4)) for pad in (0, 1, 2, 4)}
     for name, pair in chains.items():
         x = torch.randn(2, 3, 8, 8, dtype=F64, requires_grad=True)
         results = []

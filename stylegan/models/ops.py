@@ -40,59 +40,63 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain:
     return x
 
 
-def _fir_depthwise(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """The [1,3,3,1] x [1,3,3,1] / 64 filter as a depthwise convolution (no padding)."""
+def _fir_depthwise(x: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
+    """The [1,3,3,1] x [1,3,3,1] / 64 filter as a depthwise convolution of the input zero-padded by `pad`."""
     kernel = setup_filter([1, 3, 3, 1]).to(x.dtype)
-    return F.conv2d(x, kernel.expand(x.shape[1], 1, 4, 4), stride=stride, groups=x.shape[1])
+    return F.conv2d(x, kernel.expand(x.shape[1], 1, 4, 4), stride=stride, padding=pad, groups=x.shape[1])
 
 
-def _pool_boxes(x: torch.Tensor, count: int) -> torch.Tensor:
-    for _ in range(count):
-        x = F.avg_pool2d(x, 2, 1)
+def _pool_boxes(x: torch.Tensor, pads: tuple[int, ...]) -> torch.Tensor:
+    for pad in pads:
+        x = F.avg_pool2d(x, 2, 1, padding=pad)  # zeros count: the same sums as F.pad then pooling
     return x
 
 
 class _Boxes(torch.autograd.Function):
-    """`count` 2x2 box filters at stride 1 whose gradient is the same filters over the gradient zero-padded by
-    `count` (the filter is symmetric), so that it runs PyTorch's forward pooling kernel: its NCHW backward kernel
-    is 2.5x slower, a fifth of the projector's GPU time (benchmarks/profile_project.py). Differentiable to any
-    order, as R1 and path length need."""
+    """2x2 box filters at stride 1, each zero-padding its input by `pads[i]` (0 or 1). The gradient of a box filter
+    is a box filter of the gradient with the other padding, so the gradient runs PyTorch's forward pooling kernel:
+    its NCHW backward kernel took 2.4x as long, a fifth of the projector's GPU time (benchmarks/RESULTS.md).
+    Differentiable to any order, as R1 and path length need."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, count: int) -> torch.Tensor:
-        ctx.count = count
-        return _pool_boxes(x, count)
+    def forward(ctx, x: torch.Tensor, pads: tuple[int, ...]) -> torch.Tensor:
+        ctx.pads = pads
+        return _pool_boxes(x, pads)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return _Boxes.apply(F.pad(grad, [ctx.count] * 4), ctx.count), None
+        return _Boxes.apply(grad, tuple(1 - pad for pad in reversed(ctx.pads))), None
 
 
-def _boxes(x: torch.Tensor, count: int) -> torch.Tensor:
-    if torch.compiler.is_compiling():
-        return _pool_boxes(x, count)  # Inductor writes its own kernels for pooling and its gradient
-    return _Boxes.apply(x, count)
+def _fir_boxes(x: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
+    """The same filter as three 2x2 box filters ([1,3,3,1] = [1,1] * [1,1] * [1,1]), the last one at `stride`.
+    Zero-padding the input by p <= 3 equals padding the input of each of the first p box filters by one (the padded
+    input's outer outputs are zeros), which needs no padded copy."""
+    if torch.compiler.is_compiling():  # Inductor writes its own kernels for padding, pooling and their gradients
+        x = _pool_boxes(F.pad(x, [pad] * 4), (0, 0))
+        return F.avg_pool2d(x, 2, stride)
+    if pad > 3:
+        x, pad = F.pad(x, [pad - 3] * 4), 3
+    pads = tuple(int(i < pad) for i in range(3))
+    if stride == 1:
+        return _Boxes.apply(x, pads)
+    return F.avg_pool2d(_Boxes.apply(x, pads[:2]), 2, stride, padding=pads[2])
 
 
-def _fir_boxes(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """The same filter as three 2x2 box filters ([1,3,3,1] = [1,1] * [1,1] * [1,1]), the last one at `stride`."""
-    return _boxes(x, 3) if stride == 1 else F.avg_pool2d(_boxes(x, 2), 2, stride)
-
-
-def _fir(x: torch.Tensor, stride: int) -> torch.Tensor:
+def _fir(x: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
     # GPUs: pooling kernels are fast, memory-bound and twice differentiable, unlike a depthwise convolution in half
     # precision. CPUs (float32): the depthwise convolution is 10x faster than pooling with stride 1.
-    return _fir_depthwise(x, stride) if x.device.type == "cpu" else _fir_boxes(x, stride)
+    return _fir_depthwise(x, stride, pad) if x.device.type == "cpu" else _fir_boxes(x, stride, pad)
 
 
 def fir_filter(x: torch.Tensor, pad: int) -> torch.Tensor:
     """Zero-pad by `pad`, then the [1,3,3,1] FIR filter (normalised to sum 1) in both axes."""
-    return _fir(F.pad(x, [pad] * 4), 1)
+    return _fir(x, 1, pad)
 
 
 def fir_downsample2x(x: torch.Tensor) -> torch.Tensor:
     """The official downsample2d: pad 1, [1,3,3,1] filter, keep every second pixel."""
-    return _fir(F.pad(x, [1, 1, 1, 1]), 2)
+    return _fir(x, 2, 1)
 
 
 def fir_upsample2x(x: torch.Tensor) -> torch.Tensor:
