@@ -22,7 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from stylegan.distributed import DistEnv, broadcast_object
 from stylegan.errors import UserError
-from stylegan.fileio import TMP_PREFIX, held_lock, lock_owner, try_lock
+from stylegan.fileio import TMP_PREFIX, held_lock, lock_owner, try_lock, use_compile_cache
 from stylegan.formats.checkpoint import build_generator, load_checkpoint
 from stylegan.metrics.compute import MetricSpec, compute_metric, detector_for, parse_metric
 from stylegan.rundir import RunDir
@@ -130,6 +130,7 @@ class RunEvaluator:
         if self.network is None or self.network[0] != architecture:
             G = loaded.eval().to(self.env.device)
             if self.compile:
+                use_compile_cache()  # shared by array tasks, requeues and later jobs
                 G.synthesis.compile(dynamic=False)
             self.network = (architecture, G)
         else:

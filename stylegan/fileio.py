@@ -9,6 +9,7 @@ import hashlib
 import os
 import secrets
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,8 +117,14 @@ def cache_dir() -> Path:
 
 def use_compile_cache() -> Path:
     """Point torch.compile's caches (Inductor's graphs and AOTAutograd's, Triton's kernels) at
-    cache_dir()/torch-compile unless TORCHINDUCTOR_CACHE_DIR is set: ranks and requeues then reuse one compile."""
-    return Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "torch-compile")))
+    cache_dir()/torch-compile unless the user set TORCHINDUCTOR_CACHE_DIR: ranks and requeues then reuse one compile.
+    Importing torch._dynamo sets that variable to torch's default, $TMPDIR/torchinductor_<user> on one node's disk
+    (torch 2.13), so such a value counts as unset; torch reads the variable at each compile."""
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or (Path(current).parent == Path(tempfile.gettempdir())
+                           and Path(current).name.startswith("torchinductor_")):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "torch-compile")
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
