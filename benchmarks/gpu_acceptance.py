@@ -174,22 +174,31 @@ class Acceptance:
         return run
 
     def project(self, run: RunDir, data: Path) -> None:
-        """Task 3 of 25 of the dataset (20 images: a batch of 16 and one of 4), then walks, mixing and metrics from
-        the VGG16 file."""
+        """Task 3 of 25 of the dataset (20 images: a batch of 16 and one of 4), eager and compiled, then walks, mixing
+        and metrics from the VGG16 file."""
         vgg, out, snap = self.work / "vgg16-stand-in.pt", self.work / "projected", str(run.latest())
         save_stand_in_vgg(vgg, "vgg16")
-        shutil.rmtree(out, ignore_errors=True)
-        result = self.job("project", ["--network", snap, "--images", str(data), "--outdir", str(out), "--vgg",
-                                      str(vgg), "--steps", "200", "--batch", "16", "--log-every", "10",
-                                      "--num-tasks", "25", "--task-index", "3"])
+        distances = {}
+        for flags in ([], ["--compile"]):
+            folder = out / "compiled" if flags else out
+            shutil.rmtree(folder, ignore_errors=True)
+            result = self.job("project", ["--network", snap, "--images", str(data), "--outdir", str(folder), "--vgg",
+                                          str(vgg), "--steps", "200", "--batch", "16", "--log-every", "10",
+                                          "--num-tasks", "25", "--task-index", "3", *flags])
+            ws = sorted(folder.glob("*.npz"))
+            dists = [np.mean([float(d) for d in line.split("dist ")[1].split()])
+                     for line in result.stdout.splitlines() if line.startswith("step ")]
+            distances[bool(flags)] = dists[-1] if dists else float("nan")
+            targets = list(folder.glob("*-target.png"))
+            self.check(f"project{' --compile' if flags else ''}: one array task of the dataset, 200 steps, the "
+                       "distance falls", result.returncode == 0 and len(ws) == len(targets) == 20 and len(dists) > 1
+                       and dists[-1] < dists[0], f"{len(ws)} w files in {result.seconds:.0f} s, mean distance of "
+                       f"the last batch at step 10 {dists[-20] if len(dists) >= 20 else float('nan'):.3f}, at 200 "
+                       f"{distances[bool(flags)]:.3f}")
+        self.check("project --compile ends where eager projection ends (mean distance within 10%)",
+                   abs(distances[True] - distances[False]) <= 0.1 * distances[False],
+                   f"{distances[True]:.3f} compiled, {distances[False]:.3f} eager")
         ws = sorted(out.glob("*.npz"))
-        dists = [np.mean([float(d) for d in line.split("dist ")[1].split()]) for line in result.stdout.splitlines()
-                 if line.startswith("step ")]
-        targets = list(out.glob("*-target.png"))
-        self.check("project: one array task of the dataset, 200 steps, the distance falls", result.returncode == 0
-                   and len(ws) == len(targets) == 20 and len(dists) > 1 and dists[-1] < dists[0],
-                   f"{len(ws)} w files in {result.seconds:.0f} s, mean distance of the last batch at step 10 "
-                   f"{dists[-20] if len(dists) >= 20 else float('nan'):.3f}, at 200 {dists[-1] if dists else 0:.3f}")
         if len(ws) < 3:
             return
         walk = self.job("sample", ["--network", snap, "--outdir", str(out / "walk"), "--walk",

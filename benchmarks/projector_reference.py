@@ -1,7 +1,7 @@
 """Our projector against NVIDIA's `projector.py`: the same network, targets and VGG16 file; loss curves and speed.
 
     python -m benchmarks.projector_reference --official .ref/stylegan2-ada-pytorch [--device cpu] [--steps 1000]
-        [--resolution 64|256] [--vgg vgg16.pt] [--images N --batch B] [--sweep 1,8,32] [--workdir DIR]
+        [--resolution 64|256] [--vgg vgg16.pt] [--images N --batch B] [--sweep 1,8,32] [--compile] [--workdir DIR]
 A network with random weights moved off their initial values is saved as our checkpoint and exported with `python
 -m jobs.convert --dest export.pkl`: at 64x64 a small float32 one, at 256x256 the ffhq256 preset's (channel base
 16384, 2 mapping layers, fp16 in the top 4 resolutions, clamp 256). Targets are images of another network of the same
@@ -119,7 +119,7 @@ def official_run(args: argparse.Namespace, env: dict, work: Path, seed: int, ste
 
 
 def ms_per_step(G: nn.Module, targets: torch.Tensor, vgg: Callable[[torch.Tensor], torch.Tensor],
-                device: str) -> float:
+                device: str, compile: bool = False) -> float:
     """Milliseconds per step of our projector on these targets: steps 4 to 13 of one call, timed from inside it,
     so that the call's set-up (copying G, the target's features) is not counted."""
     marks: list[float] = []
@@ -131,15 +131,17 @@ def ms_per_step(G: nn.Module, targets: torch.Tensor, vgg: Callable[[torch.Tensor
             marks.append(time.perf_counter())
 
     stats = (torch.zeros(1, G.w_dim, device=device), 1.0)
-    project(G, targets, [str(i) for i in range(len(targets))], vgg, ProjectOptions(num_steps=13), on_step, stats)
+    project(G, targets, [str(i) for i in range(len(targets))], vgg, ProjectOptions(num_steps=13), on_step, stats,
+            compile)
     return (marks[1] - marks[0]) * 100
 
 
-def sweep(G: nn.Module, target: np.ndarray, vgg: LPIPSFeatures, batches: list[int], device: str) -> None:
+def sweep(G: nn.Module, target: np.ndarray, vgg: LPIPSFeatures, batches: list[int], device: str,
+          compile: bool = False) -> None:
     """Milliseconds per image and step of our projector at each batch size."""
     print("| batch | ms per step | ms per image and step |\n| --- | --- | --- |")
     for batch in batches:
-        ms = ms_per_step(G, torch.from_numpy(target)[None].repeat(batch, 1, 1, 1).to(device), vgg, device)
+        ms = ms_per_step(G, torch.from_numpy(target)[None].repeat(batch, 1, 1, 1).to(device), vgg, device, compile)
         print(f"| {batch} | {ms:.1f} | {ms / batch:.2f} |", flush=True)
 
 
@@ -153,9 +155,10 @@ def job_throughput(ckpt: Path, vgg: Path, targets: np.ndarray, work: Path, args:
     start = time.perf_counter()
     run([sys.executable, "-m", "jobs.project", "--network", str(ckpt), "--images", str(folder), "--outdir",
          str(work / "projected"), "--vgg", str(vgg), "--steps", str(args.steps), "--batch", str(args.batch),
-         "--device", args.device], cwd=ROOT)
+         "--device", args.device, *["--compile"] * args.compile], cwd=ROOT)
     wall = time.perf_counter() - start
-    print(f"our job: {len(targets)} images at batch {args.batch}, {args.steps} steps: {wall:.1f} s", flush=True)
+    print(f"our job: {len(targets)} images at batch {args.batch}{', compiled' * args.compile}, {args.steps} steps: "
+          f"{wall:.1f} s", flush=True)
     return len(targets) / wall * 3600
 
 
@@ -170,6 +173,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=0, help="time our job over this many images")
     parser.add_argument("--batch", type=int, default=32, help="our job's --batch")
     parser.add_argument("--sweep", default="", help="batch sizes to time our projector at, e.g. 1,8,32")
+    parser.add_argument("--compile", action="store_true", help="the sweep and our job with torch.compile (after "
+                        "the eager curve above)")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="projector-ref-"))
@@ -217,7 +222,7 @@ def main() -> None:
           f"{seconds:.1f} (both images) |")
     print(f"| seconds per process, start-up included | {joined([t['wall'] for t in theirs], '.1f')} | |", flush=True)
     if args.sweep:
-        sweep(G, target, lpips, [int(b) for b in args.sweep.split(",")], args.device)
+        sweep(G, target, lpips, [int(b) for b in args.sweep.split(",")], args.device, args.compile)
     if args.images:
         ours = job_throughput(ckpt, vgg, targets, work, args)
         nvidia = 3600 / np.mean([t["wall"] for t in theirs])

@@ -83,13 +83,20 @@ def project_batch(G: torch.nn.Module, targets: list[Target], pixels: np.ndarray,
 
     def on_step(step: int, w: torch.Tensor, dist: torch.Tensor) -> None:
         if args.video:
-            steps.append(w.cpu())
+            steps.append(w[:len(targets)].cpu())
         if step + 1 == opts.num_steps or (step + 1) % args.log_every == 0:
-            print(f"step {step + 1:>4d}/{opts.num_steps}: dist " + " ".join(f"{d:.3f}" for d in dist.tolist()),
-                  flush=True)
+            print(f"step {step + 1:>4d}/{opts.num_steps}: dist " + " ".join(f"{d:.3f}" for d in
+                                                                          dist[:len(targets)].tolist()), flush=True)
 
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device)
-    ws = project(G, x, [t.name for t in targets], vgg, opts, on_step, stats)
+    names = [t.name for t in targets]
+    if args.compile and len(targets) < args.batch:
+        # a short batch is filled with copies of its last image under other names (independent problems, results
+        # dropped), so that the compiled network sees one batch size and does not compile again
+        fill = args.batch - len(targets)
+        x = torch.cat([x, x[-1:].expand(fill, -1, -1, -1)])
+        names += [f"{names[-1]}#fill{i}" for i in range(fill)]
+    ws = project(G, x, names, vgg, opts, on_step, stats, compile=args.compile)[:len(targets)]
     images = ws_to_host(G, ws, args.batch)
     for i, target in enumerate(targets):
         save_png(pixels[i], outdir / f"{target.name}-target.png")
@@ -116,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", "--save-video", dest="video", action="store_true",
                         help="also <name>.mp4: the target beside the projection at every step")
     parser.add_argument("--vgg", help="NVIDIA's vgg16.pt (default: the cache, see jobs.fetch_weights)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the synthesis network (forward and backward): on a GPU, for large "
+                             "folders; it compiles once per job (from $STYLEGAN_CACHE's compile cache when filled)")
     parser.add_argument("--log-every", type=int, default=100, help="print the distances every N steps")
     parser.add_argument("--device", help="default: cuda when available, else cpu")
     parser.add_argument("--task-index", type=int, help="default: $SLURM_ARRAY_TASK_ID, else 0")

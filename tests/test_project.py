@@ -144,6 +144,30 @@ def test_the_job_over_two_tasks_resumes_and_its_ws_walk(vgg_file, tmp_path):
     assert len(frames) == 5 and frames[0].shape == (16, 32, 3)
 
 
+def test_compiled_projection_equals_eager_and_fills_its_short_batch(vgg_file, tmp_path):
+    """`--compile`: the job compiles one batch size, filling a short last batch with copies of its last image under
+    other names; each image's w equals the eager job's, nothing of the fill is written or printed, and the compile
+    cache lands in $STYLEGAN_CACHE for the next task."""
+    net = write_tiny_network(tmp_path / "net.pt")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, image in zip("abc", generated(tiny_g(2), [1, 2, 3]).permute(0, 2, 3, 1).numpy(), strict=True):
+        Image.fromarray(image).save(photos / f"{name}.png")
+    env = {"STYLEGAN_CACHE": str(tmp_path / "cache")}
+    args = ["--network", str(net), "--images", str(photos), "--vgg", str(vgg_file), "--steps", "6", "--batch", "2",
+            "--log-every", "6"]
+    eager = tmp_path / "eager"
+    run_job("project", *args, "--outdir", str(eager), env=env)
+    compiled = tmp_path / "compiled"
+    log = run_job("project", *args, "--outdir", str(compiled), "--compile", env=env).stdout
+    for name in "abc":
+        with np.load(eager / f"{name}.npz") as e, np.load(compiled / f"{name}.npz") as c:
+            assert np.allclose(e["w"], c["w"], atol=1e-4), np.abs(e["w"] - c["w"]).max()
+    assert sorted(p.name for p in compiled.iterdir()) == sorted(p.name for p in eager.iterdir())
+    assert [len(line.split("dist ")[1].split()) for line in log.splitlines() if line.startswith("step")] == [2, 1]
+    assert any((tmp_path / "cache" / "torch-compile").iterdir())
+
+
 def test_bad_input_is_one_line(vgg_file, tmp_path):
     net = write_tiny_network(tmp_path / "net.pt")
     photos = tmp_path / "photos"

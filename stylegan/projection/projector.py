@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylegan.fileio import use_compile_cache
 from stylegan.metrics.vgg import LPIPSFeatures, to_vgg_input
 
 
@@ -88,12 +89,16 @@ def image_generator(seed: int, name: str) -> torch.Generator:
 
 def project(G: nn.Module, targets: torch.Tensor, names: list[str], vgg: LPIPSFeatures, opts: ProjectOptions,
             on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-            stats: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+            stats: tuple[torch.Tensor, float] | None = None, compile: bool = False) -> torch.Tensor:
     """ws [B, num_ws, w_dim] for uint8 targets [B, 3, H, W] at G's resolution, one name each (it seeds the image's
     random numbers). `on_step(step, w [B, w_dim], dist [B])` is called after every step (progress, videos);
-    `stats`: w_stats(G, ...) computed once for many calls."""
+    `stats`: w_stats(G, ...) computed once for many calls; `compile`: torch.compile G's synthesis network (forward
+    and backward), once per batch size: later calls with the same batch size reuse its graphs."""
     device = targets.device
     G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
+    if compile:
+        use_compile_cache()
+        G.synthesis.compile(dynamic=False)
     w_avg, w_std = stats or w_stats(G, opts.w_avg_samples, device)
     n = len(targets)
     gens = [image_generator(opts.seed, name) for name in names]
