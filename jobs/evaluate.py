@@ -21,8 +21,8 @@ from jobs.cli import run
 from stylegan.distributed import init_distributed, shutdown
 from stylegan.errors import UserError
 from stylegan.evaluation import RunEvaluator, wait_for_run
-from stylegan.fileio import use_compile_cache
 from stylegan.formats.checkpoint import load_generator
+from stylegan.generate import compile_synthesis
 from stylegan.metrics.compute import compute_metric, detector_for, parse_metric
 from stylegan.rundir import network_path
 
@@ -47,8 +47,7 @@ def main(args: argparse.Namespace) -> None:
             return
         G = load_generator(network_path(args.checkpoint, "--network"), env.device)
         if args.compile:
-            use_compile_cache()  # shared by array tasks, requeues and later jobs
-            G.synthesis.compile(dynamic=False)
+            compile_synthesis(G)
         specs = [parse_metric(m) for m in metrics]
         detectors = detector_for(specs, args.detector, args.vgg, env.device)
         for spec in specs:

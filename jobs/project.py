@@ -23,7 +23,7 @@ from stylegan.cluster import array_task, task_range
 from stylegan.errors import UserError
 from stylegan.fileio import output_dir
 from stylegan.formats.checkpoint import load_generator
-from stylegan.generate import ws_to_host
+from stylegan.generate import padded, ws_to_host
 from stylegan.imagefiles import save_png
 from stylegan.metrics.vgg import LPIPSFeatures, find_vgg16
 from stylegan.progress import Progress
@@ -93,9 +93,8 @@ def project_batch(G: torch.nn.Module, targets: list[Target], pixels: np.ndarray,
     if args.compile and len(targets) < args.batch:
         # a short batch is filled with copies of its last image under other names (independent problems, results
         # dropped), so that the compiled network sees one batch size and does not compile again
-        fill = args.batch - len(targets)
-        x = torch.cat([x, x[-1:].expand(fill, -1, -1, -1)])
-        names += [f"{names[-1]}#fill{i}" for i in range(fill)]
+        names += [f"{names[-1]}#fill{i}" for i in range(args.batch - len(targets))]
+        x = padded(x, args.batch)
     ws = project(G, x, names, vgg, opts, on_step, stats, compile=args.compile)[:len(targets)]
     images = ws_to_host(G, ws, args.batch)
     for i, target in enumerate(targets):

@@ -20,8 +20,9 @@ import torch
 from jobs.cli import run
 from stylegan.cluster import array_task, available_cpus, torchrun_rank
 from stylegan.errors import UserError
-from stylegan.fileio import output_dir, sha256_file, use_compile_cache
+from stylegan.fileio import output_dir, sha256_file
 from stylegan.formats.checkpoint import load_generator
+from stylegan.generate import compile_synthesis
 from stylegan.rundir import network_path
 from stylegan.sampling import (
     SampleOptions,
@@ -67,8 +68,7 @@ def main(args: argparse.Namespace) -> None:
     network = network_path(args.checkpoint, "--network")
     G = load_generator(network, device)
     if args.compile:
-        use_compile_cache()  # shared by array tasks, requeues and later jobs
-        G.synthesis.compile(dynamic=False)
+        compile_synthesis(G)
     if grid:
         write_grids(G, seeds, *grid, outdir, opts, labels=args.grid_labels)
     elif args.seeds:

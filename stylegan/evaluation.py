@@ -22,8 +22,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from stylegan.distributed import DistEnv, broadcast_object
 from stylegan.errors import UserError
-from stylegan.fileio import TMP_PREFIX, held_lock, lock_owner, try_lock, use_compile_cache
+from stylegan.fileio import TMP_PREFIX, held_lock, lock_owner, try_lock
 from stylegan.formats.checkpoint import build_generator, load_checkpoint
+from stylegan.generate import compile_synthesis
 from stylegan.metrics.compute import MetricSpec, compute_metric, detector_for, parse_metric
 from stylegan.rundir import RunDir
 
@@ -130,8 +131,7 @@ class RunEvaluator:
         if self.network is None or self.network[0] != architecture:
             G = loaded.eval().to(self.env.device)
             if self.compile:
-                use_compile_cache()  # shared by array tasks, requeues and later jobs
-                G.synthesis.compile(dynamic=False)
+                compile_synthesis(G)
             self.network = (architecture, G)
         else:
             self.network[1].load_state_dict(loaded.state_dict())

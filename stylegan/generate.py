@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from stylegan.fileio import use_compile_cache
 from stylegan.imagefiles import tile, to_uint8
 from stylegan.models.stylegan2 import Generator
 
@@ -20,6 +21,13 @@ def one_hot(classes: torch.Tensor, c_dim: int) -> torch.Tensor:
     if c_dim:
         c[torch.arange(len(classes), device=classes.device), classes] = 1
     return c
+
+
+def compile_synthesis(G: Generator) -> None:
+    """torch.compile G's synthesis network in place, for one batch size (see `padded`); the compiled kernels go to
+    the shared cache, for array tasks, requeues and later jobs (stylegan.fileio.use_compile_cache)."""
+    use_compile_cache()
+    G.synthesis.compile(dynamic=False)
 
 
 def padded(x: torch.Tensor, size: int | None) -> torch.Tensor:

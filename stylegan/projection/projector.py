@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylegan.fileio import use_compile_cache
+from stylegan.generate import compile_synthesis
 from stylegan.metrics.vgg import LPIPSFeatures, to_vgg_input
 
 
@@ -97,8 +97,7 @@ def project(G: nn.Module, targets: torch.Tensor, names: list[str], vgg: LPIPSFea
     device = targets.device
     G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
     if compile:
-        use_compile_cache()
-        G.synthesis.compile(dynamic=False)
+        compile_synthesis(G)
     w_avg, w_std = stats or w_stats(G, opts.w_avg_samples, device)
     n = len(targets)
     gens = [image_generator(opts.seed, name) for name in names]
