@@ -22,7 +22,7 @@ ROOMS = {
     "stylegan.train": {"stylegan.models", "stylegan.formats", "stylegan.data", "stylegan.generate", BASE},
     "stylegan.projection": {"stylegan.models", "stylegan.data", "stylegan.generate", "stylegan.metrics", BASE},
     "stylegan.sampling": {"stylegan.models", "stylegan.generate", "stylegan.projection", BASE},
-    "stylegan.evaluation": {"stylegan.models", "stylegan.formats", "stylegan.metrics", BASE},
+    "stylegan.evaluation": {"stylegan.models", "stylegan.formats", "stylegan.generate", "stylegan.metrics", BASE},
 }
 
 
