@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from jobs.cli import run
-from stylegan.cluster import array_task, task_range
+from stylegan.cluster import array_task
 from stylegan.errors import UserError
 from stylegan.fileio import output_dir
 from stylegan.formats.checkpoint import load_generator
@@ -27,7 +27,7 @@ from stylegan.generate import padded, ws_to_host
 from stylegan.imagefiles import save_png
 from stylegan.metrics.vgg import LPIPSFeatures, find_vgg16
 from stylegan.progress import Progress
-from stylegan.projection.files import Target, list_targets, read_targets, save_w, w_path, write_rejected
+from stylegan.projection.files import Target, read_targets, save_w, task_targets, w_path, write_rejected
 from stylegan.projection.projector import ProjectOptions, project, w_stats
 from stylegan.rundir import network_path
 from stylegan.sampling import can_write_mp4, write_mp4
@@ -43,11 +43,10 @@ def main(args: argparse.Namespace) -> None:
     G = load_generator(network_path(args.checkpoint, "--network"), device)
     vgg = LPIPSFeatures(find_vgg16(args.vgg), device)
     images, outdir = Path(args.images), output_dir(args.outdir, "--outdir")
-    targets, unusable = list_targets(images, G.img_resolution)
-    start, end = task_range(len(targets), task, num_tasks)
-    todo = [t for t in targets[start:end] if not w_path(outdir, t.name).is_file()]
-    print(f"task {task}/{num_tasks}: images {start}..{end - 1} of {len(targets)}, {end - start - len(todo)} already "
-          f"projected, {len(todo)} to go, {args.batch} per batch, {args.steps} steps", flush=True)
+    share, start, total, unusable = task_targets(images, G.img_resolution, task, num_tasks)
+    todo = [t for t in share if not w_path(outdir, t.name).is_file()]
+    print(f"task {task}/{num_tasks}: images {start}..{start + len(share) - 1} of {total}, {len(share) - len(todo)} "
+          f"already projected, {len(todo)} to go, {args.batch} per batch, {args.steps} steps", flush=True)
     rejected = [{"source": u.where, "reason": u.reason} for u in unusable] if task == 0 else []
     opts = ProjectOptions(num_steps=args.steps, seed=args.seed)
     stats = w_stats(G, opts.w_avg_samples, device) if todo else None

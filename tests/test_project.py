@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from stylegan.errors import UserError
 from stylegan.imagefiles import to_uint8
 from stylegan.metrics.vgg import LPIPSFeatures
 from stylegan.models.stylegan2 import Generator
-from stylegan.projection.files import list_targets, read_targets
+from stylegan.projection.files import list_targets, read_targets, task_targets
 from stylegan.projection.projector import ProjectOptions, noise_regularizer, project, w_stats
 from tests.conftest import run_job, sg1_networks, tiny_g, write_tiny_network
 from tests.image_folder import preprocess_folder
@@ -97,6 +98,22 @@ def test_targets_from_a_preprocessed_dataset_are_its_images(tmp_path):
     order = targets[::3] + targets[1::3] + targets[2::3]
     images = list(read_targets(data, order, 16))
     assert sorted(a.tobytes() for a in images) == sorted(a.tobytes() for a in originals)
+
+    shares = [task_targets(data, 16, task, 3) for task in range(3)]
+    assert [share for share, *_ in shares] == [targets[0:6], targets[6:13], targets[13:20]]
+    assert [(start, total, unusable) for _, start, total, unusable in shares] == [(0, 20, []), (6, 20, []),
+                                                                                 (13, 20, [])]
+    # a task opens only the shards that hold its share (8, 8 and 4 images): task 0 never reads the third
+    third = data / json.loads((data / "dataset.json").read_text())["shards"][2]["name"]
+    third.write_bytes(np.random.default_rng(1).integers(0, 256, third.stat().st_size, dtype=np.uint8).tobytes())
+    assert task_targets(data, 16, 0, 3)[0] == targets[0:6]
+    with pytest.raises(UserError, match="not a readable shard"):
+        task_targets(data, 16, 2, 3)
+    info = json.loads((data / "dataset.json").read_text())
+    info["shards"][0]["count"], info["shards"][1]["count"] = 7, 9  # the same total, a wrong split
+    (data / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(UserError, match="holds 8 images where dataset.json says 7"):
+        task_targets(data, 16, 0, 3)
 
 
 def test_the_job_over_two_tasks_resumes_and_its_ws_walk(vgg_file, tmp_path):

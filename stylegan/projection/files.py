@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from stylegan.cluster import task_range
 from stylegan.data.images import ImageOptions, Rejected, process_image
 from stylegan.data.reader import load_dataset_info
 from stylegan.data.sources import MAX_FILE_BYTES, InputItem, Unusable, list_inputs, read_items
@@ -40,12 +41,7 @@ def list_targets(images: Path, resolution: int) -> tuple[list[Target], list[Unus
     if (images / "dataset.json").is_file():
         info = load_dataset_info(images, resolution)
         excluded = set(info.get("exclude", []))
-        targets = []
-        for shard in info["shards"]:
-            with tarfile.open(images / shard["name"]) as tar:
-                targets += [Target(Path(m.name).stem, shard=images / shard["name"]) for m in tar.getmembers()
-                            if m.name.endswith(".png") and Path(m.name).stem not in excluded]
-        return targets, []
+        return [t for shard in info["shards"] for t in _shard_targets(images / shard["name"], excluded)], []
     if not images.exists():
         raise UserError(f"--images {images}: no such folder or archive")
     items, unusable = list_inputs([images])
@@ -56,6 +52,39 @@ def list_targets(images: Path, resolution: int) -> tuple[list[Target], list[Unus
             raise UserError(f"{images}: {other} and {item.name} would both be projected to {target.name}.npz: rename "
                             "one of them")
     return targets, unusable
+
+
+def task_targets(images: Path, resolution: int, task: int, num_tasks: int
+                 ) -> tuple[list[Target], int, int, list[Unusable]]:
+    """Array task `task`'s share of list_targets' images (stylegan.cluster.task_range): the share, the index of its
+    first image, the number of images, the unusable entries. A preprocessed dataset with no excluded samples is
+    counted from its dataset.json, and a task opens only the shards that hold its share."""
+    info = load_dataset_info(images, resolution) if (images / "dataset.json").is_file() else None
+    if info is None or info.get("exclude"):
+        targets, unusable = list_targets(images, resolution)
+        start, end = task_range(len(targets), task, num_tasks)
+        return targets[start:end], start, len(targets), unusable
+    total = sum(shard["count"] for shard in info["shards"])
+    start, end = task_range(total, task, num_tasks)
+    share, first = [], 0
+    for shard in info["shards"]:
+        if first < end and first + shard["count"] > start:
+            targets = _shard_targets(images / shard["name"], set())
+            if len(targets) != shard["count"]:
+                raise UserError(f"{images / shard['name']}: holds {len(targets)} images where dataset.json says "
+                                f"{shard['count']}: preprocess again")
+            share += targets[max(start - first, 0):end - first]
+        first += shard["count"]
+    return share, start, total, []
+
+
+def _shard_targets(shard: Path, excluded: set[str]) -> list[Target]:
+    try:
+        with tarfile.open(shard) as tar:
+            return [Target(Path(m.name).stem, shard=shard) for m in tar.getmembers()
+                    if m.name.endswith(".png") and Path(m.name).stem not in excluded]
+    except tarfile.TarError as e:
+        raise UserError(f"{shard}: not a readable shard ({e}): preprocess again") from None
 
 
 def read_targets(images: Path, targets: list[Target], resolution: int) -> Iterator[np.ndarray | str]:
