@@ -23,7 +23,7 @@ from benchmarks.profile_train import gpu_busy
 from benchmarks.projector_reference import NETWORKS, ms_per_step, save_stand_in_vgg, target_images
 from stylegan.formats.checkpoint import load_generator
 from stylegan.metrics.vgg import LPIPSFeatures
-from stylegan.projection.projector import ProjectOptions, project
+from stylegan.projection.projector import ProjectOptions, noise_layers, project
 
 
 class VGGVariant:
@@ -62,9 +62,8 @@ def components(G: torch.nn.Module, vgg: Callable, batch: int) -> tuple[float, fl
     device = torch.device("cuda")
     ws = torch.randn(batch, G.num_ws, G.w_dim, device=device, requires_grad=True)
     G = G.eval().requires_grad_(False)
-    for m in G.synthesis.modules():
-        if isinstance(getattr(m, "noise_const", None), torch.Tensor):
-            m.noise_const = torch.randn(batch, 1, *m.noise_const.shape[-2:], device=device, requires_grad=True)
+    for m in noise_layers(G):
+        m.noise_const = torch.randn(batch, 1, *m.noise_const.shape[-2:], device=device, requires_grad=True)
     images = (torch.rand(batch, 3, G.img_resolution, G.img_resolution, device=device) * 255).requires_grad_(True)
     with torch.no_grad():
         target = vgg(images.detach().flip(0))

@@ -39,9 +39,7 @@ class Target:
 def list_targets(images: Path, resolution: int) -> tuple[list[Target], list[Unusable]]:
     """Every image to project, in a fixed order (the same on every array task), and the unusable entries."""
     if (images / "dataset.json").is_file():
-        info = load_dataset_info(images, resolution)
-        excluded = set(info.get("exclude", []))
-        return [t for shard in info["shards"] for t in _shard_targets(images / shard["name"], excluded)], []
+        return _dataset_targets(images, load_dataset_info(images, resolution)), []
     if not images.exists():
         raise UserError(f"--images {images}: no such folder or archive")
     items, unusable = list_inputs([images])
@@ -61,7 +59,7 @@ def task_targets(images: Path, resolution: int, task: int, num_tasks: int
     counted from its dataset.json, and a task opens only the shards that hold its share."""
     info = load_dataset_info(images, resolution) if (images / "dataset.json").is_file() else None
     if info is None or info.get("exclude"):
-        targets, unusable = list_targets(images, resolution)
+        targets, unusable = list_targets(images, resolution) if info is None else (_dataset_targets(images, info), [])
         start, end = task_range(len(targets), task, num_tasks)
         return targets[start:end], start, len(targets), unusable
     total = sum(shard["count"] for shard in info["shards"])
@@ -76,6 +74,11 @@ def task_targets(images: Path, resolution: int, task: int, num_tasks: int
             share += targets[max(start - first, 0):end - first]
         first += shard["count"]
     return share, start, total, []
+
+
+def _dataset_targets(images: Path, info: dict) -> list[Target]:
+    excluded = set(info.get("exclude", []))
+    return [t for shard in info["shards"] for t in _shard_targets(images / shard["name"], excluded)]
 
 
 def _shard_targets(shard: Path, excluded: set[str]) -> list[Target]:

@@ -81,6 +81,11 @@ def noise_regularizer(noises: list[torch.Tensor]) -> torch.Tensor:
     return loss
 
 
+def noise_layers(G: nn.Module) -> list[nn.Module]:
+    """The synthesis layers with a constant noise map (`noise_const`), which the projector optimises."""
+    return [m for m in G.synthesis.modules() if isinstance(getattr(m, "noise_const", None), torch.Tensor)]
+
+
 def image_generator(seed: int, name: str) -> torch.Generator:
     """The random numbers of one image's projection: a function of the seed and the image's name only."""
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
@@ -108,7 +113,7 @@ def project(G: nn.Module, targets: torch.Tensor, names: list[str], vgg: LPIPSFea
         return draws.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else draws
 
     # each layer's constant noise becomes one Gaussian map per image ([B, 1, H, W] broadcasts where [H, W] did)
-    layers = [m for m in G.synthesis.modules() if isinstance(getattr(m, "noise_const", None), torch.Tensor)]
+    layers = noise_layers(G)
     for layer in layers:
         layer.noise_const = per_image((1, *layer.noise_const.shape)).requires_grad_(True)
     noises = [layer.noise_const for layer in layers]
