@@ -1,7 +1,8 @@
 """Our projector against NVIDIA's `projector.py`: the same network, targets and VGG16 file; loss curves and speed.
 
     python -m benchmarks.projector_reference --official .ref/stylegan2-ada-pytorch [--device cpu] [--steps 1000]
-        [--resolution 64|256] [--vgg vgg16.pt] [--images N --batch B] [--sweep 1,8,32] [--compile] [--workdir DIR]
+        [--resolution 64|256] [--vgg vgg16.pt] [--images N --batch B] [--sweep 1,8,32] [--compile] [--no-curve]
+        [--workdir DIR]
 A network with random weights moved off their initial values is saved as our checkpoint and exported with `python
 -m jobs.convert --dest export.pkl`: at 64x64 a small float32 one, at 256x256 the ffhq256 preset's (channel base
 16384, 2 mapping layers, fp16 in the top 4 resolutions, clamp 256). Targets are images of another network of the same
@@ -15,7 +16,8 @@ layers, so that it costs what the real file costs.
 Printed: the distance at chosen steps, the pixel error of each final w's image (rendered by our network), seconds per
 run. With --images N: our `jobs.project` over N target PNGs at --batch B, timed from outside as a whole job, beside
 NVIDIA's images per hour (their processes above, timed from outside; on CUDA a first one-step process builds their
-plugins and is not counted). --sweep times 10 steps of our projector at each batch size, after 3.
+plugins and is not counted). --sweep times 10 steps of our projector at each batch size, after 3. --compile then
+times the sweep and the job again, compiled; --no-curve leaves out our two-image curve when only speed is measured.
 """
 
 from __future__ import annotations
@@ -145,7 +147,8 @@ def sweep(G: nn.Module, target: np.ndarray, vgg: LPIPSFeatures, batches: list[in
         print(f"| {batch} | {ms:.1f} | {ms / batch:.2f} |", flush=True)
 
 
-def job_throughput(ckpt: Path, vgg: Path, targets: np.ndarray, work: Path, args: argparse.Namespace) -> float:
+def job_throughput(ckpt: Path, vgg: Path, targets: np.ndarray, work: Path, args: argparse.Namespace,
+                   compile: bool) -> float:
     """Images per hour of our projection job over a folder of the targets, timed from outside as a whole job."""
     folder = work / "targets"
     folder.mkdir(exist_ok=True)
@@ -155,9 +158,9 @@ def job_throughput(ckpt: Path, vgg: Path, targets: np.ndarray, work: Path, args:
     start = time.perf_counter()
     run([sys.executable, "-m", "jobs.project", "--network", str(ckpt), "--images", str(folder), "--outdir",
          str(work / "projected"), "--vgg", str(vgg), "--steps", str(args.steps), "--batch", str(args.batch),
-         "--device", args.device, *["--compile"] * args.compile], cwd=ROOT)
+         "--device", args.device, *["--compile"] * compile], cwd=ROOT)
     wall = time.perf_counter() - start
-    print(f"our job: {len(targets)} images at batch {args.batch}{', compiled' * args.compile}, {args.steps} steps: "
+    print(f"our job: {len(targets)} images at batch {args.batch}{', compiled' * compile}, {args.steps} steps: "
           f"{wall:.1f} s", flush=True)
     return len(targets) / wall * 3600
 
@@ -173,8 +176,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=0, help="time our job over this many images")
     parser.add_argument("--batch", type=int, default=32, help="our job's --batch")
     parser.add_argument("--sweep", default="", help="batch sizes to time our projector at, e.g. 1,8,32")
-    parser.add_argument("--compile", action="store_true", help="the sweep and our job with torch.compile (after "
-                        "the eager curve above)")
+    parser.add_argument("--compile", action="store_true", help="after the eager sweep and job, both again with "
+                        "torch.compile")
+    parser.add_argument("--no-curve", dest="curve", action="store_false", help="skip our two-image curve (when "
+                        "only speed is measured)")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="projector-ref-"))
@@ -202,14 +207,31 @@ def main() -> None:
 
     G = load_generator(ckpt, args.device)
     lpips = LPIPSFeatures(vgg, torch.device(args.device))
+    which = f"file {args.vgg}" if args.vgg else "stand-in (random weights)"
+    print(f"{args.device}, {args.steps} steps, {args.resolution}x{args.resolution} network, VGG16 {which}")
+    if args.curve:
+        curves(G, target, lpips, theirs, args)
+    walls = [t["wall"] for t in theirs]
+    print(f"NVIDIA's seconds per process, start-up included: {' / '.join(f'{w:.1f}' for w in walls)}", flush=True)
+    nvidia = 3600 / np.mean(walls)
+    for compile in [False, True][:1 + args.compile]:
+        if args.sweep:
+            sweep(G, target, lpips, [int(b) for b in args.sweep.split(",")], args.device, compile)
+        if args.images:
+            ours = job_throughput(ckpt, vgg, targets, work, args, compile)
+            print(f"images per hour: NVIDIA {nvidia:.0f} (one process per image), ours {ours:.0f} (one job"
+                  f"{', compiled' * compile}): {ours / nvidia:.1f}x", flush=True)
+
+
+def curves(G: nn.Module, target: np.ndarray, lpips: LPIPSFeatures, theirs: list[dict],
+           args: argparse.Namespace) -> None:
+    """Our two projections of the target in one batch beside NVIDIA's two runs: distances and final pixel error."""
     dists: list[np.ndarray] = []
     start = time.perf_counter()
     # the target twice in one batch, under two names: two independent projections, as two of NVIDIA's runs
     ws = project(G, torch.from_numpy(target)[None].repeat(2, 1, 1, 1).to(args.device), ["target", "target-2"], lpips,
                  ProjectOptions(num_steps=args.steps), on_step=lambda step, w, d: dists.append(d.cpu().numpy()))
     seconds = time.perf_counter() - start
-    which = f"file {args.vgg}" if args.vgg else "stand-in (random weights)"
-    print(f"{args.device}, {args.steps} steps, {args.resolution}x{args.resolution} network, VGG16 {which}")
     print("| step | NVIDIA's projector, seeds 303 / 304 | ours, two images of one batch |\n| --- | --- | --- |")
     joined = lambda values, fmt: " / ".join(format(v, fmt) for v in values)  # noqa: E731
     for step in (s for s in REPORT_STEPS if s <= args.steps):
@@ -219,15 +241,7 @@ def main() -> None:
     print(f"| pixel MSE of G(final w), 8-bit levels squared | {joined(errors, '.0f')} | "
           f"{joined([pixel_error(G, w[None], target) for w in ws], '.0f')} |")
     print(f"| seconds projecting | {joined([float(t['seconds']) for t in theirs], '.1f')} (one image each) | "
-          f"{seconds:.1f} (both images) |")
-    print(f"| seconds per process, start-up included | {joined([t['wall'] for t in theirs], '.1f')} | |", flush=True)
-    if args.sweep:
-        sweep(G, target, lpips, [int(b) for b in args.sweep.split(",")], args.device, args.compile)
-    if args.images:
-        ours = job_throughput(ckpt, vgg, targets, work, args)
-        nvidia = 3600 / np.mean([t["wall"] for t in theirs])
-        print(f"images per hour: NVIDIA {nvidia:.0f} (one process per image), ours {ours:.0f} (one job): "
-              f"{ours / nvidia:.1f}x")
+          f"{seconds:.1f} (both images) |", flush=True)
 
 
 if __name__ == "__main__":
