@@ -3,10 +3,11 @@
     python -m benchmarks.parity prepare --workdir W [--official PATH] [--images 2500] [--res 64] [--by-kind]
     python -m benchmarks.parity launch  --workdir W [--official PATH] --kimg 150 --seeds 0 1 --gpus 0 1 2 3
                                         [--by-kind-seeds 0 --gpus ... (two more per seed)] [--sides ours|official]
+                                        [--cache DIR] [--snap TICKS]
     python -m benchmarks.parity wait    --workdir W [--timeout 540]
     python -m benchmarks.parity score   --workdir W --run NAME [--follow]
     python -m benchmarks.parity pack    --workdir W --dest parity.tgz
-    python -m benchmarks.parity report  --workdir W [--also W2 ...] [--out DIR]
+    python -m benchmarks.parity report  --workdir W [--also W2 ...] [--out DIR] [--swd-target 60]
 `launch` starts every run in its own process session (they outlive the command that started them), one GPU per
 run, each followed by a scorer on its GPU (`score --run NAME --follow`) that scores snapshots as they appear, so
 `report` has little left to do: ours for each seed, and NVIDIA's trainer for each seed when --official names its
@@ -31,6 +32,13 @@ the GPU, so with 30 minutes of device time a session runs one side (`--sides`): 
 (its settings, scores, logs and last fakes grid) into one file to bring back, and `report --also` puts the runs
 of several such workdirs in one table. NVIDIA's code and the data do not change between sessions; our SWD must
 not change between the sessions whose runs one table compares.
+
+Time to quality, what a user's first run feels: `report` gives each run's seconds from its launch to its first tick
+and to its first snapshot with SWD <= --swd-target (the snapshot file's time; scorers record it as they score), and
+ours over NVIDIA's. `launch --cache DIR` keeps each side's compile caches (ours: Inductor and Triton; NVIDIA's: its
+built plugins) in DIR/ours and DIR/official: a folder that does not exist yet measures a cold start, one an earlier
+launch filled a warm one; --snap 1 snapshots every tick, so the time is read to a tick. For a fair clock each side
+runs alone on the GPU: one launch per side and cache state, each in its own workdir, joined by `report --also`.
 """
 
 from __future__ import annotations
@@ -125,28 +133,42 @@ def official_env(official: Path) -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
 
 
+def cache_env(cache: Path | None, side: str) -> dict:
+    """Environment that keeps one side's compile caches (ours: Inductor, Triton, through $STYLEGAN_CACHE; NVIDIA's:
+    its built plugins) in `cache`/<side>: an empty folder measures a cold start, one an earlier launch filled a
+    warm one. None: the user's own caches."""
+    if cache is None:
+        return {}
+    root = cache / side
+    return {"STYLEGAN_CACHE": str(root), "TORCHINDUCTOR_CACHE_DIR": str(root / "torch-compile"),
+            "TRITON_CACHE_DIR": str(root / "triton"), "TORCH_EXTENSIONS_DIR": str(root / "torch_extensions")}
+
+
 def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_kind_seeds: list[int],
-           gpus: list[str], res: int, sides: list[str]) -> None:
+           gpus: list[str], res: int, sides: list[str], cache: Path | None, snap: int) -> None:
     s = settings(res)
+    cold = {side: cache is not None and not any((cache / side).glob("*")) for side in ("ours", "official")}
 
     def ours_run(name: str, data: str, seed: int) -> dict:
-        return {"name": name, "cwd": str(REPO), "env": {"PYTHONUNBUFFERED": "1"}, "cmd": [
+        return {"name": name, "cwd": str(REPO), "env": {"PYTHONUNBUFFERED": "1", **cache_env(cache, "ours")},
+                "cold": cold["ours"], "cmd": [
             sys.executable, "-m", "jobs.train", f"data={work / data}", f"outdir={work / 'runs'}",
             f"run_name={name}", f"resolution={res}", f"batch={s['batch']}", f"channel_base={s['cbase']}",
             f"map_layers={s['map']}", f"glr={s['lr']}", f"dlr={s['lr']}", f"r1_gamma={s['gamma']}", "mirror=true",
-            "aug=ada", f"kimg={kimg}", f"tick_kimg={TICK_KIMG}", f"snap={SNAP_TICKS}", f"seed={seed}", "workers=3"]}
+            "aug=ada", f"kimg={kimg}", f"tick_kimg={TICK_KIMG}", f"snap={snap}", f"seed={seed}", "workers=3"]}
 
     runs = []
     for seed in seeds:
         if "ours" in sides:
             runs.append(ours_run(f"ours-s{seed}", "data", seed))
         if official is not None and "official" in sides:
-            runs.append({"name": f"official-s{seed}", "cwd": str(official), "env": official_env(official), "cmd": [
+            runs.append({"name": f"official-s{seed}", "cwd": str(official), "cold": cold["official"],
+                         "env": {**official_env(official), **cache_env(cache, "official")}, "cmd": [
                 sys.executable, "train.py", f"--outdir={work / 'runs' / f'official-s{seed}'}", "--cfg=stylegan2",
                 f"--data={work / 'official-data.zip'}", "--gpus=1", f"--batch={s['batch']}", f"--gamma={s['gamma']}",
                 f"--cbase={s['cbase']}", f"--map-depth={s['map']}", f"--glr={s['lr']}", f"--dlr={s['lr']}",
                 "--mirror=1", "--aug=ada", "--metrics=none", f"--kimg={int(kimg)}", f"--tick={TICK_KIMG}",
-                f"--snap={SNAP_TICKS}", f"--seed={seed}"]})
+                f"--snap={snap}", f"--seed={seed}"]})
     for seed in by_kind_seeds if "ours" in sides else []:
         runs += [ours_run(f"ours-by-kind-s{seed}", "data-by-kind", seed),
                  ours_run(f"ours-by-kind-name-order-s{seed}", "data-by-kind-name-order", seed)]
@@ -157,7 +179,8 @@ def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_
         run.update(gpu=gpu, pid=start(run["cmd"], run["cwd"], run["env"], gpu, work / "logs" / f"{run['name']}.log"),
                    started=time.time())
         print(f"started {run['name']} on GPU {gpu} (pid {run['pid']})", flush=True)
-    (work / "parity.json").write_text(json.dumps({"runs": runs, "kimg": kimg, "res": res, "settings": s}, indent=1))
+    (work / "parity.json").write_text(json.dumps({"runs": runs, "kimg": kimg, "res": res, "settings": s,
+                                                  "cache": str(cache) if cache else None}, indent=1))
     for run in runs:
         scorer = [sys.executable, "-m", "benchmarks.parity", "score", f"--workdir={work}", f"--run={run['name']}",
                   "--follow"]
@@ -235,7 +258,7 @@ def score(work: Path, name: str, follow: bool) -> dict[float, dict]:
         for kimg, snapshot in todo:
             G = load_generator(snapshot, device)
             scores[kimg] = {s.name: compute_metric(G, work / "data", s, None, device, batch=128)[0][s.name]
-                            for s in specs}
+                            for s in specs} | {"seconds": snapshot.stat().st_mtime - run["started"]}
             print(f"{name} kimg {kimg:g}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores[kimg].items()), flush=True)
             write_text_atomic(path, json.dumps(scores, indent=1))
         if not follow or (not running and not todo):
@@ -262,17 +285,53 @@ def verdict(values: dict[str, float | None], metric: str) -> str:
     return f"within 10% ({gap:.1%})" if gap <= 0.1 else f"off by {gap:.1%}"
 
 
+def first_tick(work: Path, name: str) -> float | None:
+    """When a run's first tick row was written (stats.jsonl's timestamp, ours and NVIDIA's alike)."""
+    for path in (work / "runs").glob(f"{name}/**/stats.jsonl"):
+        rows = path.read_text().splitlines()
+        if rows:
+            return json.loads(rows[0])["timestamp"]
+    return None
+
+
+def time_to_quality(places: dict[str, Path], rows: dict[str, dict], target: float) -> list[str]:
+    """Per run: seconds from its launch to its first tick and to its first snapshot with SWD <= target, with the
+    state of the compile caches it started with; then ours over NVIDIA's (means over seeds) for each cache state."""
+    lines = [f"Time to quality (launch to the first snapshot with SWD <= {target:g}; the snapshot file's time):", "",
+             "| run | caches at launch | launch to first tick, s | launch to SWD target, s | at kimg |",
+             "| --- | --- | --- | --- | --- |"]
+    reached: dict[tuple[str, str], list[float]] = {}
+    for name, place in places.items():
+        run = next(r for r in json.loads((place / "parity.json").read_text())["runs"] if r["name"] == name)
+        caches = {True: "cold", False: "warm"}.get(run.get("cold"), "the user's")
+        tick = first_tick(place, name)
+        hit = next(((k, v["seconds"]) for k, v in sorted(rows[name].items())
+                    if "seconds" in v and v["swd"] <= target), None)
+        side = re.fullmatch(r"(ours|official)-s\d+", name)  # the mixed folder's runs, as the SWD verdict
+        if hit is not None and side:
+            reached.setdefault((caches, side.group(1)), []).append(hit[1])
+        to_tick = f"{tick - run['started']:.0f}" if tick else "-"
+        to_target, at = (f"{hit[1]:.0f}", f"{hit[0]:g}") if hit else ("not reached", "-")
+        lines.append(f"| {name} | {caches} | {to_tick} | {to_target} | {at} |")
+    for caches in ("cold", "warm", "the user's"):
+        if (caches, "ours") in reached and (caches, "official") in reached:
+            ratio = np.mean(reached[caches, "ours"]) / np.mean(reached[caches, "official"])
+            lines.append(f"\nOurs over NVIDIA's, {caches} caches: {ratio:.2f} of NVIDIA's time to the target.")
+    return lines + [""]
+
+
 def pack(work: Path, dest: Path) -> None:
     """One file with what `report` reads of a workdir: settings, scores, logs and each run's last fakes grid."""
     runs = json.loads((work / "parity.json").read_text())["runs"]
     grids = [last_fakes(work, r["name"]) for r in runs]
     with atomic_write(dest) as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
         for path in [work / "parity.json", *sorted((work / "scores").glob("*.json")),
-                     *sorted((work / "logs").glob("*.log")), *filter(None, grids)]:
+                     *sorted((work / "logs").glob("*.log")), *filter(None, grids),
+                     *sorted((work / "runs").glob("*/**/stats.jsonl"))]:
             tar.add(path, arcname=str(path.relative_to(work)))
 
 
-def report(work: Path, also: list[Path], out: Path) -> None:
+def report(work: Path, also: list[Path], out: Path, swd_target: float) -> None:
     info = json.loads((work / "parity.json").read_text())
     places = {run["name"]: work for run in info["runs"]}
     for other in also:
@@ -293,6 +352,7 @@ def report(work: Path, also: list[Path], out: Path) -> None:
             cells = [f"{v:.3f}" if v is not None else "-" for v in values.values()]
             lines.append(f"| {k} ({metric}) | {' | '.join(cells)} | {verdict(values, metric)} |")
         lines.append("")
+    lines += time_to_quality(places, rows, swd_target)
     speed = {n: ticks(place / "logs" / f"{n}.log") for n, place in places.items()
              if (place / "logs" / f"{n}.log").is_file()}
     lines.append("Speed (sec/kimg, median of the ticks after the first): " + ", ".join(
@@ -333,6 +393,12 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", choices=("ours", "official"), default=["ours", "official"],
                         help="launch: whose runs to start")
     parser.add_argument("--dest", help="pack: the .tgz to write")
+    parser.add_argument("--cache", help="launch: keep each side's compile caches in CACHE/ours and CACHE/official "
+                        "(empty: a cold start; filled by an earlier launch: a warm one)")
+    parser.add_argument("--snap", type=int, default=SNAP_TICKS, help="launch: ticks between snapshots (time to "
+                        "quality is read at snapshots: 1 gives it to a tick)")
+    parser.add_argument("--swd-target", type=float, default=60.0, help="report: the SWD x1e3 of the time-to-quality "
+                        "table")
     args = parser.parse_args()
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -340,7 +406,8 @@ def main() -> None:
     if args.step == "prepare":
         prepare(work, official, args.images, args.res, args.by_kind)
     elif args.step == "launch":
-        launch(work, official, args.kimg, args.seeds, args.by_kind_seeds, args.gpus, args.res, args.sides)
+        launch(work, official, args.kimg, args.seeds, args.by_kind_seeds, args.gpus, args.res, args.sides,
+               Path(args.cache).resolve() if args.cache else None, args.snap)
     elif args.step == "wait":
         sys.exit(0 if wait(work, args.timeout) else 3)
     elif args.step == "score":
@@ -348,7 +415,7 @@ def main() -> None:
     elif args.step == "pack":
         pack(work, Path(args.dest))
     else:
-        report(work, [Path(a).resolve() for a in args.also], Path(args.out) if args.out else work)
+        report(work, [Path(a).resolve() for a in args.also], Path(args.out) if args.out else work, args.swd_target)
 
 
 if __name__ == "__main__":

@@ -419,8 +419,9 @@ class Trainer:
         means = self.stats.reduce()
         self.runlog.tick({
             "tick": self.progress["cur_tick"], "kimg": self.progress["cur_nimg"] / 1000, "time_s": total,
-            "sec_per_tick": tick_seconds, "sec_per_kimg": tick_seconds / max(tick_nimg / 1000, 1e-9),
-            "maintenance_s": maintenance, "augment_p": float(self.augment.p) if self.augment is not None else 0.0,
+            "timestamp": time.time(), "sec_per_tick": tick_seconds,
+            "sec_per_kimg": tick_seconds / max(tick_nimg / 1000, 1e-9), "maintenance_s": maintenance,
+            "augment_p": float(self.augment.p) if self.augment is not None else 0.0,
             "nimg": self.progress["cur_nimg"], **memory_figures(self.device), **self.phase_times.reduce(),
             "images_per_sec_per_gpu": tick_nimg / max(tick_seconds, 1e-9) / self.env.world,
             **means, "pl_mean": float(self.loss.pl_mean), "glr": self.stage.glr, "dlr": self.stage.dlr,
