@@ -321,7 +321,8 @@ def time_to_quality(places: dict[str, Path], rows: dict[str, dict], target: floa
 
 
 def pack(work: Path, dest: Path) -> None:
-    """One file with what `report` reads of a workdir: settings, scores, logs and each run's last fakes grid."""
+    """One file with what `report` reads of a workdir: settings, scores, logs, each run's stats rows (their times)
+    and last fakes grid."""
     runs = json.loads((work / "parity.json").read_text())["runs"]
     grids = [last_fakes(work, r["name"]) for r in runs]
     with atomic_write(dest) as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
