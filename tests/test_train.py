@@ -66,6 +66,7 @@ def stats(run_dir: Path) -> list[dict]:
 def test_two_process_gloo_run_writes_everything_and_matches_one_process(same_images, tmp_path):
     common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, *ADA, "batch=8", "batch_gpu=4", "kimg=0.4",
               "tick_kimg=0.008", "snap=25"]
+    launched = time.time()
     two = train([*common, "run_name=two"], nproc=2)
     one = train([*common, "run_name=one"])
     assert "2 process(es)" in two.stdout and "4 x 1 round(s) x 2" in two.stdout
@@ -80,6 +81,8 @@ def test_two_process_gloo_run_writes_everything_and_matches_one_process(same_ima
     # Same losses step by step (one tick per step) and the same final weights: N ranks == 1 rank + accumulation.
     s1, s2 = stats(tmp_path / "one"), stats(run)
     assert len(s1) == len(s2) >= 40
+    # wall-clock times as NVIDIA's rows carry them (the parity harness reads launch to first tick from them)
+    assert launched < s2[0]["timestamp"] <= s2[-1]["timestamp"] < s1[0]["timestamp"]
     for a, b in zip(s1[:20], s2[:20], strict=True):
         assert set(a) == set(b) and ("pl_penalty" in a) == (a["tick"] % 2 == 0)  # Greg every pl_interval=2 steps
         for key in ("loss_G", "loss_D", "pl_penalty", "r1_penalty", "augment_p"):
