@@ -1,6 +1,6 @@
 """The GPU acceptance run: every GPU path users run, with the shipped preset, on this machine's GPUs.
 
-    python -m benchmarks.gpu_acceptance [--workdir DIR] [--gpus N] [--only train ...] [--code CHECKOUT]
+    python -m benchmarks.gpu_acceptance [--workdir DIR] [--gpus N] [--only train ...] [--code CHECKOUT] [--parallel]
 CI has no GPU, and CPU kernels forgive what CUDA kernels do not: this is the check of the GPU paths
 (CONTRIBUTING.md says when to run it and where its results go).
 
@@ -22,7 +22,10 @@ What runs, as subprocesses of the real jobs:
   * progressive growing from scratch (StyleGAN (2018), 32x32 then the fade to 64x64), SIGTERM inside the fade and the
     resume at the same lod and image count.
 One line per check (PASS/FAIL and its figure), a summary last; exit 1 if any check failed. `--code` runs the jobs
-of another checkout (e.g. an older commit) against the same checks, to show what they catch.
+of another checkout (e.g. an older commit) against the same checks, to show what they catch. `--parallel` runs the
+StyleGAN (2018) legs beside the StyleGAN2 legs, which do not depend on each other: the run takes less of a session's
+device time (the cold compiles overlap), the GPU must hold both (the StyleGAN (2018) preset alone reserves 56 GB
+compiled on an H200: benchmarks/RESULTS.md), and the speed figures in its lines are then those of a shared GPU.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +74,7 @@ class Acceptance:
     def __init__(self, work: Path, code: Path, gpus: int):
         self.work, self.code, self.gpus = work, code, gpus
         self.results: list[dict] = []
+        self.logs_lock = threading.Lock()  # with --parallel, two legs may start a job of one name at once
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
                     "PYTHONPATH": os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
@@ -84,8 +90,10 @@ class Acceptance:
         cmd = [*(launcher or [sys.executable]), "-m", f"jobs.{name}", *args]
         logs = self.work / "logs"
         logs.mkdir(exist_ok=True)
-        n = len(list(logs.glob(f"{name}-*.out")))  # numbered on, so a later `--only` call keeps earlier logs
-        out, err = (logs / f"{name}-{n}.{ext}" for ext in ("out", "err"))
+        with self.logs_lock:
+            n = len(list(logs.glob(f"{name}-*.out")))  # numbered on, so a later `--only` call keeps earlier logs
+            out, err = (logs / f"{name}-{n}.{ext}" for ext in ("out", "err"))
+            out.touch(), err.touch()  # the number is taken
         start, code = time.time(), 124
         with open(out, "w") as out_file, open(err, "w") as err_file:
             try:
@@ -176,8 +184,7 @@ class Acceptance:
     def project(self, run: RunDir, data: Path) -> None:
         """Task 3 of 25 of the dataset (20 images: a batch of 16 and one of 4), eager and compiled, then walks, mixing
         and metrics from the VGG16 file."""
-        vgg, out, snap = self.work / "vgg16-stand-in.pt", self.work / "projected", str(run.latest())
-        save_stand_in_vgg(vgg, "vgg16")
+        vgg, out, snap = self.vgg_stand_in(), self.work / "projected", str(run.latest())
         distances = {}
         for flags in ([], ["--compile"]):
             folder = out / "compiled" if flags else out
@@ -216,14 +223,24 @@ class Acceptance:
             len(v) == len(run.snapshots()) and np.isfinite(v).all() for v in values.values()),
             f"{metrics.seconds:.0f} s, " + ", ".join(f"{k} {[round(x, 3) for x in v]}" for k, v in values.items()))
 
-    def stylegan1(self, data: Path) -> None:
-        """configs/stylegan1-textures64.yaml from a StyleGAN (2018) pickle of FFHQ's shape, preempted and resumed,
-        then evaluated and sampled as the seed's workflow does (seeds at 0.7, its walk, style mixing)."""
+    def stylegan1_pickle(self) -> Path:
         pkl = self.work / "karras2019-shaped.pkl"
         if not pkl.is_file():
             torch.manual_seed(0)
             write_stylegan1_pickle(pkl, stylegan1.Generator(**SG1_FFHQ_G), stylegan1.Discriminator(**SG1_FFHQ_D),
                                    SG1_FFHQ_G, SG1_FFHQ_D)
+        return pkl
+
+    def vgg_stand_in(self) -> Path:
+        vgg = self.work / "vgg16-stand-in.pt"
+        if not vgg.is_file():
+            save_stand_in_vgg(vgg, "vgg16")
+        return vgg
+
+    def stylegan1(self, data: Path) -> None:
+        """configs/stylegan1-textures64.yaml from a StyleGAN (2018) pickle of FFHQ's shape, preempted and resumed,
+        then evaluated and sampled as the seed's workflow does (seeds at 0.7, its walk, style mixing)."""
+        pkl = self.stylegan1_pickle()
         run = RunDir(self.work / "runs" / "sg1")
         out = self.preempt_and_resume(self.train_args(data, pkl, "sg1", 1.5, "stylegan1-textures64.yaml"), run,
                                       "StyleGAN (2018) preset, ADA p>0, R1 in every D step")
@@ -352,6 +369,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=parts, default=list(parts))
     parser.add_argument("--code", default=str(REPO), help="checkout whose jobs run (default: this one)")
     parser.add_argument("--json", help="write the checks to this file")
+    parser.add_argument("--parallel", action="store_true", help="the StyleGAN (2018) legs beside the StyleGAN2 legs")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("error: no CUDA device: this is the GPU acceptance run (the CPU paths are the test suite's)")
@@ -362,23 +380,35 @@ def main() -> None:
     print(f"GPU acceptance: {torch.cuda.get_device_name()} x {args.gpus}, torch {torch.__version__}, code "
           f"{acc.code}", flush=True)
     data, pkl = acc.prepare(args.images)
-    run = RunDir(work / "runs" / "gpu1")  # --only evaluate/sample: a run left by an earlier call
-    if "train" in args.only:
-        run = acc.train_one_gpu(data, pkl)
-    elif run.latest() is None and {"evaluate", "sample", "project"} & set(args.only):
-        sys.exit(f"error: {run.path} has no snapshot: run the train part first (--only train)")
-    if "torchrun" in args.only:
-        acc.train_all_gpus(data, pkl)
-    if run is not None and "evaluate" in args.only:
-        acc.evaluate(run)
-    if run is not None and "sample" in args.only:
-        acc.sample(run, pkl)
-    if run is not None and "project" in args.only:
-        acc.project(run, data)
+    # weights drawn from torch's global generator before any leg runs: the same files whether or not legs overlap
     if "stylegan1" in args.only:
-        acc.stylegan1(data)
-    if "progressive" in args.only:
-        acc.progressive(data)
+        acc.stylegan1_pickle()
+    if "project" in args.only:
+        acc.vgg_stand_in()
+    run = RunDir(work / "runs" / "gpu1")  # --only evaluate/sample: a run left by an earlier call
+    if "train" not in args.only and run.latest() is None and {"evaluate", "sample", "project"} & set(args.only):
+        sys.exit(f"error: {run.path} has no snapshot: run the train part first (--only train)")
+
+    def stylegan2_legs() -> None:
+        latest = acc.train_one_gpu(data, pkl) if "train" in args.only else run
+        if "torchrun" in args.only:
+            acc.train_all_gpus(data, pkl)
+        if latest is not None and "evaluate" in args.only:
+            acc.evaluate(latest)
+        if latest is not None and "sample" in args.only:
+            acc.sample(latest, pkl)
+        if latest is not None and "project" in args.only:
+            acc.project(latest, data)
+
+    def stylegan1_legs() -> None:
+        if "stylegan1" in args.only:
+            acc.stylegan1(data)
+        if "progressive" in args.only:
+            acc.progressive(data)
+
+    with ThreadPoolExecutor(2 if args.parallel else 1) as pool:  # one worker: one leg after the other, as listed
+        for done in [pool.submit(legs) for legs in (stylegan2_legs, stylegan1_legs)]:
+            done.result()
     failed = [r for r in acc.results if not r["ok"]]
     print(f"RESULT gpu_acceptance: {len(acc.results) - len(failed)}/{len(acc.results)} checks passed in "
           f"{time.time() - start:.0f} s on {torch.cuda.get_device_name()} x {args.gpus}", flush=True)
