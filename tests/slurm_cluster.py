@@ -150,14 +150,16 @@ PartitionName=debug Nodes={','.join(NODES)} Default=YES MaxTime=INFINITE State=U
         time.sleep(2)
         self.run("scontrol", "update", f"jobid={job_id}", "StartTime=now")
 
-    @staticmethod
-    def step_daemons(job_id: int) -> list[int]:
-        """Pids of this job's slurmstepd processes (every node of this cluster is this host)."""
-        pids = []
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    def step_daemons(self, job_id: int) -> list[int]:
+        """Pids of this job's slurmstepd processes (every node of this cluster is this host). Another cluster on the
+        host (a second test run) numbers its jobs the same way: a step daemon is this cluster's when it carries this
+        cluster's SLURM_CONF, which it inherits from our slurmd."""
+        pids, ours = [], f"SLURM_CONF={self.conf}".encode()
+        for proc in Path("/proc").glob("[0-9]*"):
             try:
-                if cmdline.read_bytes().startswith(f"slurmstepd: [{job_id}.".encode()):
-                    pids.append(int(cmdline.parent.name))
+                if (proc / "cmdline").read_bytes().startswith(f"slurmstepd: [{job_id}.".encode()) \
+                        and ours in (proc / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(proc.name))
             except OSError:
                 pass
         return pids
