@@ -294,7 +294,8 @@ def first_tick(work: Path, name: str) -> float | None:
     return None
 
 
-def time_to_quality(places: dict[str, Path], rows: dict[str, dict], target: float) -> list[str]:
+def time_to_quality(places: dict[str, Path], records: dict[str, dict], rows: dict[str, dict], target: float
+                    ) -> list[str]:
     """Per run: seconds from its launch to its first tick and to its first snapshot with SWD <= target, with the
     state of the compile caches it started with; then ours over NVIDIA's (means over seeds) for each cache state."""
     lines = [f"Time to quality (launch to the first snapshot with SWD <= {target:g}; the snapshot file's time):", "",
@@ -302,7 +303,7 @@ def time_to_quality(places: dict[str, Path], rows: dict[str, dict], target: floa
              "| --- | --- | --- | --- | --- |"]
     reached: dict[tuple[str, str], list[float]] = {}
     for name, place in places.items():
-        run = next(r for r in json.loads((place / "parity.json").read_text())["runs"] if r["name"] == name)
+        run = records[name]
         caches = {True: "cold", False: "warm"}.get(run.get("cold"), "the user's")
         tick = first_tick(place, name)
         hit = next(((k, v["seconds"]) for k, v in sorted(rows[name].items())
@@ -334,9 +335,11 @@ def pack(work: Path, dest: Path) -> None:
 
 def report(work: Path, also: list[Path], out: Path, swd_target: float) -> None:
     info = json.loads((work / "parity.json").read_text())
-    places = {run["name"]: work for run in info["runs"]}
+    places, records = {run["name"]: work for run in info["runs"]}, {run["name"]: run for run in info["runs"]}
     for other in also:
-        places.update({run["name"]: other for run in json.loads((other / "parity.json").read_text())["runs"]})
+        runs = json.loads((other / "parity.json").read_text())["runs"]
+        places.update({run["name"]: other for run in runs})
+        records.update({run["name"]: run for run in runs})
     rows = {name: score(place, name, follow=False) for name, place in places.items()}
     names = list(rows)
     kimgs = sorted({round(k) for r in rows.values() for k in r})
@@ -353,7 +356,7 @@ def report(work: Path, also: list[Path], out: Path, swd_target: float) -> None:
             cells = [f"{v:.3f}" if v is not None else "-" for v in values.values()]
             lines.append(f"| {k} ({metric}) | {' | '.join(cells)} | {verdict(values, metric)} |")
         lines.append("")
-    lines += time_to_quality(places, rows, swd_target)
+    lines += time_to_quality(places, records, rows, swd_target)
     speed = {n: ticks(place / "logs" / f"{n}.log") for n, place in places.items()
              if (place / "logs" / f"{n}.log").is_file()}
     lines.append("Speed (sec/kimg, median of the ticks after the first): " + ", ".join(
