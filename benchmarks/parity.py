@@ -3,7 +3,7 @@
     python -m benchmarks.parity prepare --workdir W [--official PATH] [--images 2500] [--res 64] [--by-kind]
     python -m benchmarks.parity launch  --workdir W [--official PATH] --kimg 150 --seeds 0 1 --gpus 0 1 2 3
                                         [--by-kind-seeds 0 --gpus ... (two more per seed)] [--sides ours|official]
-                                        [--cache DIR] [--snap TICKS]
+                                        [--cache DIR] [--snap TICKS] [--score follow|after]
     python -m benchmarks.parity wait    --workdir W [--timeout 540]
     python -m benchmarks.parity score   --workdir W --run NAME [--follow]
     python -m benchmarks.parity pack    --workdir W --dest parity.tgz
@@ -38,7 +38,9 @@ and to its first snapshot with SWD <= --swd-target (the snapshot file's time; sc
 ours over NVIDIA's. `launch --cache DIR` keeps each side's compile caches (ours: Inductor and Triton; NVIDIA's: its
 built plugins) in DIR/ours and DIR/official: a folder that does not exist yet measures a cold start, one an earlier
 launch filled a warm one; --snap 1 snapshots every tick, so the time is read to a tick. For a fair clock each side
-runs alone on the GPU: one launch per side and cache state, each in its own workdir, joined by `report --also`.
+runs alone on the GPU: one launch per side and cache state, each in its own workdir, joined by `report --also`,
+and with `--score after`: no scorer shares the GPU while the runs train (one slowed ours from 1.5 to 2.5-2.9
+sec/kimg), `wait` scores the snapshots once every run has ended; their times are the files', so nothing moves.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def cache_env(cache: Path | None, side: str) -> dict:
 
 
 def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_kind_seeds: list[int],
-           gpus: list[str], res: int, sides: list[str], cache: Path | None, snap: int) -> None:
+           gpus: list[str], res: int, sides: list[str], cache: Path | None, snap: int, scoring: str) -> None:
     s = settings(res)
     cold = {side: cache is not None and not any((cache / side).glob("*")) for side in ("ours", "official")}
 
@@ -180,8 +182,8 @@ def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_
                    started=time.time())
         print(f"started {run['name']} on GPU {gpu} (pid {run['pid']})", flush=True)
     (work / "parity.json").write_text(json.dumps({"runs": runs, "kimg": kimg, "res": res, "settings": s,
-                                                  "cache": str(cache) if cache else None}, indent=1))
-    for run in runs:
+                                                  "cache": str(cache) if cache else None, "score": scoring}, indent=1))
+    for run in runs if scoring == "follow" else []:
         scorer = [sys.executable, "-m", "benchmarks.parity", "score", f"--workdir={work}", f"--run={run['name']}",
                   "--follow"]
         start(scorer, str(REPO), {"PYTHONUNBUFFERED": "1"}, run["gpu"], work / "logs" / f"score-{run['name']}.log")
@@ -213,7 +215,9 @@ def ticks(log: Path) -> list[tuple[float, float]]:
 
 
 def wait(work: Path, timeout: float) -> bool:
-    runs = json.loads((work / "parity.json").read_text())["runs"]
+    """Until every run has ended or `timeout`; then, for a launch with `--score after`, score their snapshots."""
+    info = json.loads((work / "parity.json").read_text())
+    runs = info["runs"]
     deadline = time.time() + timeout
     while True:
         running = [r for r in runs if alive(r["pid"])]
@@ -221,6 +225,9 @@ def wait(work: Path, timeout: float) -> bool:
             t = ticks(work / "logs" / f"{r['name']}.log")
             print(f"{r['name']}: {'running' if r in running else 'done'}, kimg {t[-1][0] if t else 0:.1f}, "
                   f"sec/kimg {t[-1][1] if t else 0:.2f}", flush=True)
+        if not running and info.get("score") == "after":
+            for r in runs:
+                score(work, r["name"], follow=False)
         if not running or time.time() > deadline:
             return not running
         time.sleep(min(60.0, max(deadline - time.time(), 1.0)))
@@ -401,6 +408,8 @@ def main() -> None:
                         "(empty: a cold start; filled by an earlier launch: a warm one)")
     parser.add_argument("--snap", type=int, default=SNAP_TICKS, help="launch: ticks between snapshots (time to "
                         "quality is read at snapshots: 1 gives it to a tick)")
+    parser.add_argument("--score", choices=("follow", "after"), default="follow", help="launch: a scorer beside "
+                        "each run as its snapshots appear, or `wait` scores them after the runs (time to quality)")
     parser.add_argument("--swd-target", type=float, default=60.0, help="report: the SWD x1e3 of the time-to-quality "
                         "table")
     args = parser.parse_args()
@@ -411,7 +420,7 @@ def main() -> None:
         prepare(work, official, args.images, args.res, args.by_kind)
     elif args.step == "launch":
         launch(work, official, args.kimg, args.seeds, args.by_kind_seeds, args.gpus, args.res, args.sides,
-               Path(args.cache).resolve() if args.cache else None, args.snap)
+               Path(args.cache).resolve() if args.cache else None, args.snap, args.score)
     elif args.step == "wait":
         sys.exit(0 if wait(work, args.timeout) else 3)
     elif args.step == "score":
