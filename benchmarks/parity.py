@@ -149,7 +149,8 @@ def cache_env(cache: Path | None, side: str) -> dict:
 def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_kind_seeds: list[int],
            gpus: list[str], res: int, sides: list[str], cache: Path | None, snap: int, scoring: str) -> None:
     s = settings(res)
-    cold = {side: cache is not None and not any((cache / side).glob("*")) for side in ("ours", "official")}
+    # None: the user's own caches, in an unknown state
+    cold = {side: not any((cache / side).glob("*")) if cache else None for side in ("ours", "official")}
 
     def ours_run(name: str, data: str, seed: int) -> dict:
         return {"name": name, "cwd": str(REPO), "env": {"PYTHONUNBUFFERED": "1", **cache_env(cache, "ours")},
@@ -372,9 +373,10 @@ def report(work: Path, also: list[Path], out: Path, swd_target: float) -> None:
     (out / "parity.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
     series = lambda metric: {n: [(k, v[metric]) for k, v in sorted(rows[n].items())] for n in names if rows[n]}  # noqa: E731
-    (out / "parity.svg").write_text(figure([
-        (series("swd"), f"SWD x1e3 by kimg, {info['res']}x{info['res']} textures, ADA (lower is better)", "kimg"),
-        (series("diversity"), "diversity, generated over real (1 = as varied as the data)", "kimg")]))
+    if any(rows.values()):  # a figure needs a scored snapshot
+        (out / "parity.svg").write_text(figure([
+            (series("swd"), f"SWD x1e3 by kimg, {info['res']}x{info['res']} textures, ADA (lower is better)", "kimg"),
+            (series("diversity"), "diversity, generated over real (1 = as varied as the data)", "kimg")]))
     grids = [(n, last_fakes(place, n)) for n, place in places.items()]
     images = [np.asarray(Image.open(p).convert("RGB").resize((384, 384))) for _, p in grids if p is not None]
     if images:
