@@ -18,9 +18,11 @@ from stylegan.train.config import TrainConfig, load_config
 
 def anchor_config(data: Path, res: int, outdir: str | Path, *overrides: str, batch: int = 32) -> TrainConfig:
     """The settings of the official speed anchors (channel_base 16384, 2 mapping layers, no augmentation), shards
-    read by 6 workers; `overrides` last, so they win."""
+    read by 6 workers, compiled before the first step (the timed steps are compiled ones); `overrides` last, so they
+    win."""
     return load_config(None, [f"data={data}", f"resolution={res}", f"batch={batch}", "channel_base=16384",
-                              "map_layers=2", "aug=noaug", "workers=6", f"outdir={outdir}", *overrides])
+                              "map_layers=2", "aug=noaug", "workers=6", f"outdir={outdir}", "compile_start=first-step",
+                              *overrides])
 
 
 def synthetic_dataset(root: Path, resolution: int, count: int, png_level: int = ImageOptions.png_level,

@@ -5,6 +5,9 @@ CI has no GPU, and CPU kernels forgive what CUDA kernels do not: this is the che
 (CONTRIBUTING.md says when to run it and where its results go).
 
 What runs, as subprocesses of the real jobs:
+  * configs/textures64.yaml as users start it, first (a cold compile cache): eager from the first step while a helper
+    process compiles, compiled from a tick on (`compile_start: background`); the legs below compile before their
+    first step, so that their short runs check the compiled graphs;
   * configs/textures64.yaml fine-tuning from an NVIDIA-format pickle of FFHQ config-f's shape (1024x1024, random
     weights, written by the tests' own pickle builder) on procedural textures at 64x64, ADA with p = 0.2 from the
     first step (so R1 and path length go through every augmentation): on 1 GPU with a SIGTERM after a snapshot, the
@@ -40,6 +43,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -119,16 +123,18 @@ class Acceptance:
         return data, pkl
 
     def train_args(self, data: Path, pkl: Path, name: str, kimg: float, config: str = "textures64.yaml") -> list[str]:
+        """The preset's run; compiled from its first step, so that these short runs check the compiled graphs
+        (`train_background_compile` checks the default, eager until a helper has compiled them)."""
         return ["--config", str(self.code / "configs" / config), f"data={data}", f"resume={pkl}",
                 f"outdir={self.work / 'runs'}", f"run_name={name}", f"kimg={kimg}", "tick_kimg=0.5", "snap=1",
-                "aug_p=0.2", "workers=4"]
+                "aug_p=0.2", "workers=4", "compile_start=first-step"]
 
     def exit_delay(self, run: RunDir, exited: float) -> float:
         return exited - run.latest().stat().st_mtime
 
-    def preempt_and_resume(self, args: list[str], run: RunDir, what: str, stop_after_nimg: int = 0) -> str | None:
-        """Train on 1 GPU, SIGTERM it once a snapshot past `stop_after_nimg` exists, then resume to the end,
-        checking each exit. Returns the first part's log (None when it failed)."""
+    def train_until(self, args: list[str], run: RunDir, until: Callable[[str], bool]) -> tuple[int, str, float]:
+        """Train a fresh run on 1 GPU and SIGTERM it once `until(its output so far)` holds (or after 480 s).
+        Returns its exit code, its output and its start time."""
         shutil.rmtree(run.path, ignore_errors=True)  # a fresh run each time (the data and the pickle are kept)
         start, log = time.time(), self.work / "logs" / f"train-{run.path.name}-a.log"
         log.parent.mkdir(exist_ok=True)
@@ -136,17 +142,22 @@ class Acceptance:
             proc = subprocess.Popen([sys.executable, "-m", "jobs.train", *args], cwd=self.code,
                                     env={**self.env, "CUDA_VISIBLE_DEVICES": "0"}, stdout=log_file,
                                     stderr=subprocess.STDOUT)
-            while proc.poll() is None and not [n for n, _ in run.snapshots() if n > stop_after_nimg] \
-                    and time.time() - start < 480:
+            while proc.poll() is None and not until(log.read_text(errors="replace")) and time.time() - start < 480:
                 time.sleep(0.2)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=300)
-        exited, out = time.time(), log.read_text(errors="replace")
+        return proc.returncode, log.read_text(errors="replace"), start
+
+    def preempt_and_resume(self, args: list[str], run: RunDir, what: str, stop_after_nimg: int = 0) -> str | None:
+        """Train on 1 GPU, SIGTERM it once a snapshot past `stop_after_nimg` exists, then resume to the end,
+        checking each exit. Returns the first part's log (None when it failed)."""
+        code, out, start = self.train_until(args, run, lambda _: any(n > stop_after_nimg for n, _ in run.snapshots()))
+        exited = time.time()
         first_tick = re.search(r"tick 0 kimg .* time (\S+)", out)
         error = next((line for line in out.splitlines() if re.match(r"\w*(Error|Exception)\b", line)), "")
-        if not self.check(f"{what}, snapshot, SIGTERM", proc.returncode == 3 and "stopping on signal 15" in out,
-                          f"exit {proc.returncode}, {exited - start:.0f} s, first tick after "
+        if not self.check(f"{what}, snapshot, SIGTERM", code == 3 and "stopping on signal 15" in out,
+                          f"exit {code}, {exited - start:.0f} s, first tick after "
                           f"{first_tick.group(1) if first_tick else '-'}; first error: {error[:300]!r}"):
             return None
         stopped = run.snapshots()[-1][0]
@@ -160,6 +171,35 @@ class Acceptance:
         self.check(f"{what}: exit after the last snapshot", self.exit_delay(run, exited) <= EXIT_WITHIN_S,
                    f"{self.exit_delay(run, exited):.1f} s")
         return out
+
+    def train_background_compile(self, data: Path, pkl: Path) -> None:
+        """The preset as users start it (`compile_start: background`), first in the run so that the compile cache
+        is cold: eager from the first step while a helper process compiles, compiled from a tick on; stopped two
+        ticks after the switch."""
+        run = RunDir(self.work / "runs" / "background")
+        args = [*self.train_args(data, pkl, run.path.name, 500), "compile_start=background", "tick_kimg=1",
+                "snap=1000"]
+        switched = re.compile(r"kimg ([\d.]+): compiled main phases from the next step on \(compiled in the "
+                              r"background in (\d+) s")
+
+        def two_ticks_after(out: str) -> bool:
+            return (found := switched.search(out)) is not None and len(re.findall(r"\ntick ", out[found.end():])) >= 2
+
+        code, out, start = self.train_until(args, run, two_ticks_after)
+        found, rows = switched.search(out), run.ticks()
+        at = float(found.group(1)) if found else float("inf")
+        eager = [r["sec_per_kimg"] for r in rows[1:] if r["kimg"] <= at]
+        compiled = [r["sec_per_kimg"] for r in rows if r["kimg"] > at]
+        nan = float("nan")
+        self.check("train, compile in the background (the default, cold cache): eager from the first step, "
+                   "compiled from a tick on, faster", code == 3 and found is not None and len(compiled) >= 2
+                   and bool(eager) and compiled[-1] < min(eager) and all(
+                       np.isfinite([r["loss_G"], r["loss_D"]]).all() for r in rows),
+                   f"exit {code}; launch to first tick {rows[0]['timestamp'] - start:.0f} s; helper "
+                   f"{found.group(2) if found else '-'} s, switched at kimg {at:g}; sec/kimg eager "
+                   f"{np.median(eager) if eager else nan:.2f}, the first compiled tick "
+                   f"{compiled[0] if compiled else nan:.2f}, then {compiled[-1] if compiled else nan:.2f}"
+                   if rows else f"exit {code}, no ticks")
 
     def train_one_gpu(self, data: Path, pkl: Path) -> RunDir | None:
         run = RunDir(self.work / "runs" / "gpu1")
@@ -278,7 +318,8 @@ class Acceptance:
         run = RunDir(self.work / "runs" / "grow")
         args = ["--config", str(self.code / "configs" / "stylegan1-textures64.yaml"), f"data={data}", "resume=none",
                 f"outdir={self.work / 'runs'}", "run_name=grow", "kimg=1.5", "tick_kimg=0.25", "snap=1",
-                "workers=4", "lod_initial_resolution=32", "lod_training_kimg=0.5", "lod_transition_kimg=0.5"]
+                "workers=4", "lod_initial_resolution=32", "lod_training_kimg=0.5", "lod_transition_kimg=0.5",
+                "compile_start=first-step"]
         out = self.preempt_and_resume(args, run, "progressive growing 32 -> 64, SIGTERM in the fade", 600)
         if out is None:
             return
@@ -390,6 +431,8 @@ def main() -> None:
         sys.exit(f"error: {run.path} has no snapshot: run the train part first (--only train)")
 
     def stylegan2_legs() -> None:
+        if "train" in args.only:
+            acc.train_background_compile(data, pkl)
         latest = acc.train_one_gpu(data, pkl) if "train" in args.only else run
         if "torchrun" in args.only:
             acc.train_all_gpus(data, pkl)

@@ -73,7 +73,8 @@ def ours_cmd(data: Path, out: Path, name: str, res: int, aug: str, kimg: int, gp
     return [sys.executable, *launcher, "-m", "jobs.train", f"data={data}", f"outdir={out}", f"run_name={name}",
             f"resolution={res}", f"batch={s['batch'] * gpus}", f"channel_base={s['cbase']}", f"map_layers={s['map']}",
             f"glr={s['lr']}", f"dlr={s['lr']}", f"r1_gamma={s['gamma']}", "mirror=true", f"aug={aug}",
-            f"aug_p={AUG_P}", f"kimg={kimg}", "tick_kimg=1", "snap=1000", "workers=6", *extra]
+            f"aug_p={AUG_P}", f"kimg={kimg}", "tick_kimg=1", "snap=1000", "workers=6",
+            "compile_start=first-step", *extra]  # the ticks after the first time compiled steps
 
 
 def main() -> None:

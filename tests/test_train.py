@@ -154,6 +154,38 @@ def test_a_dead_rank_fails_fast_and_torchrun_restarts_from_the_snapshot(same_ima
     assert load_checkpoint(run.latest())["progress"]["cur_nimg"] == 600
 
 
+def test_background_compile_takes_over_at_a_tick_on_every_rank_and_learns_the_same(same_images, tmp_path):
+    """compile_start: background (the default): the ranks train eagerly from the first step while a helper process
+    compiles (aot_eager here: Inductor's CPU backend cannot compile these graphs), then switch together at a tick
+    and go on computing what an eager run computes, step for step."""
+    common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, *ADA, "batch=8", "tick_kimg=0.008", "snap=100000"]
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "jobs.train",
+            *common, "run_name=background", "kimg=100", "compile_backend=aot_eager"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    log, switch = tmp_path / "background" / "log.txt", None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        text = log.read_text() if log.is_file() else ""
+        switch = switch or re.search(r"kimg ([\d.]+): compiled main phases from the next step on", text)
+        if switch and text.count("\ntick ") > round(float(switch[1]) / 0.008) + 4:
+            break
+        time.sleep(0.2)
+    os.kill(worker_pids(proc.pid)[1], signal.SIGTERM)  # one rank's signal stops both at the same step
+    out, _ = proc.communicate(timeout=120)
+    assert switch, out[-3000:]
+    text = log.read_text()
+    assert "first step (eager: a helper process compiles the main phases meanwhile" in text
+    assert text.count("compiled main phases from the next step on") == 1 and "stopping on signal" in text, out[-3000:]
+    background = stats(tmp_path / "background")
+    train([*common, "run_name=eager", f"kimg={background[-1]['kimg']}", "compile=false"], nproc=2)
+    eager = stats(tmp_path / "eager")
+    assert len(eager) == len(background) and background[-1]["kimg"] > float(switch[1]) + 0.024
+    for a, b in zip(eager, background, strict=True):
+        for key in ("loss_G", "loss_D", "pl_penalty", "r1_penalty", "augment_p"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), (a["tick"], key)
+
+
 def test_sigterm_checkpoints_and_resume_continues_with_identical_weights(same_images, tmp_path):
     """A run that has snapshots resumes from them whatever `resume` says (`resume` only picks a new run's starting
     weights): rerunning the same command, resume=none included, continues the run and never overwrites it."""

@@ -100,6 +100,12 @@ class TrainConfig:
     compile_mode: str = "default"       # or reduce-overhead: the compiled phases replay as CUDA graphs: 1.4-1.5x
                                         # at 64x64, where launching kernels limits a step; at 256x256 +3% for
                                         # 43 instead of 17 GB of GPU memory in use (benchmarks/RESULTS.md)
+    compile_start: str = "background"   # background: train eagerly while a helper process compiles the graphs into
+                                        # the compile cache, compiled from the first tick after it ends (meanwhile
+                                        # it holds a second copy of the networks on each node's first GPU);
+                                        # first-step: compile before the first step, the run waits for it
+    compile_backend: str = "inductor"   # torch.compile's backend; aot_eager traces and differentiates without
+                                        # generating kernels, on any device (compile problems, the CPU tests)
 
     # Fault handling
     nan_rollback: int = 5               # this many non-finite steps in a row: roll back to the last snapshot
@@ -126,6 +132,10 @@ class TrainConfig:
             raise UserError("config: betas must be a list of two numbers, e.g. [0.0, 0.99]")
         if self.compile_mode not in ("default", "reduce-overhead"):
             raise UserError(f"config: compile_mode {self.compile_mode!r} must be default or reduce-overhead")
+        if self.compile_start not in ("background", "first-step"):
+            raise UserError(f"config: compile_start {self.compile_start!r} must be background or first-step")
+        if self.compile_backend not in ("inductor", "aot_eager"):
+            raise UserError(f"config: compile_backend {self.compile_backend!r} must be inductor or aot_eager")
         if self.freezed < 0 or self.keep_snapshots < 0 or self.r1_interval < 1 or self.pl_interval < 1:
             raise UserError("config: freezed and keep_snapshots must be >= 0, r1_interval and pl_interval >= 1")
 

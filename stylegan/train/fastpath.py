@@ -2,7 +2,8 @@
 
 None of this changes what a step computes (benchmarks/RESULTS.md: the dynamics checks and the parity runs); it
 changes how long the host and the GPU wait for each other:
-- compiled Gmain/Dmain graphs (torch.compile), optionally replayed as CUDA graphs (`compile_mode: reduce-overhead`);
+- compiled Gmain/Dmain graphs (torch.compile), optionally replayed as CUDA graphs (`compile_mode: reduce-overhead`),
+  compiled by a helper process while the trainer steps eagerly (`compile_start: background`, `CompileAhead`);
 - an optimizer step decided on the device: fused Adam skips a step whose gradients are not finite (`found_inf`),
   so the host never reads the gradients;
 - the EMA as multi-tensor kernels, gated on the device;
@@ -12,29 +13,69 @@ changes how long the host and the GPU wait for each other:
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import time
 import types
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from stylegan.distributed import all_reduce_sum
+from stylegan.distributed import DistEnv, all_reduce_max, all_reduce_sum
 from stylegan.fileio import use_compile_cache
 from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.train.augment import AugmentPipe
+from stylegan.train.config import TrainConfig
 from stylegan.train.losses import augmented
 
 
-def compiled_main_networks(G: Generator, D: Discriminator, augment: AugmentPipe | None, compile: bool,
-                           mode: str) -> tuple:
-    """torch.compile'd G and augmented D for the Gmain and Dmain phases on a GPU (the same parameters; the
-    augmentation compiles into D's graph); (None, None) for eager. CPU runs stay eager: Inductor's CPU backend fails
-    on these backward graphs (torch 2.13), CPUs gain little. `mode` is torch.compile's."""
-    if not compile or G.mapping.fc0.weight.device.type != "cuda":
-        return None, None
-    use_compile_cache()
-    compiled = functools.partial(torch.compile, dynamic=False, mode=mode)
+def compiles(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the main phases run compiled on `device`. CPU runs stay eager under Inductor: its CPU backend fails
+    on these backward graphs (torch 2.13), and CPUs gain little; `compile_backend: aot_eager` compiles anywhere."""
+    return cfg.compile and (device.type == "cuda" or cfg.compile_backend != "inductor")
+
+
+def compiled_main_networks(G: Generator, D: Discriminator, augment: AugmentPipe | None, cfg: TrainConfig) -> tuple:
+    """torch.compile'd G and augmented D for the Gmain and Dmain phases (the same parameters; the augmentation
+    compiles into D's graph). Inductor keeps its graphs and kernels in the compile cache (`use_compile_cache`)."""
+    options = {"backend": cfg.compile_backend}
+    if cfg.compile_backend == "inductor":
+        use_compile_cache()
+        options["mode"] = cfg.compile_mode
+    compiled = functools.partial(torch.compile, dynamic=False, **options)
     G_main = types.SimpleNamespace(mapping=compiled(G.mapping), synthesis=compiled(G.synthesis))
     return G_main, compiled(augmented(D, augment))
+
+
+class CompileAhead:
+    """A helper process that compiles the main phases' graphs into the compile cache while the trainer steps
+    eagerly: compiling them cold takes minutes (benchmarks/RESULTS.md, time to quality), loading them from a filled
+    cache seconds. The main process of each node (local rank 0) starts one, `target(*args)`, which builds the same
+    networks and runs a compiled step; `state` is the ranks' agreement on whether every node's helper has ended."""
+
+    def __init__(self, target: Callable, args: tuple, env: DistEnv):
+        use_compile_cache()  # the helper inherits the cache folder through the environment
+        self.env, self.started = env, time.time()
+        self.process = None
+        if env.local_rank == 0:
+            # spawn: a forked child would inherit this process's CUDA context, which CUDA does not allow
+            self.process = multiprocessing.get_context("spawn").Process(target=target, args=args,
+                                                                        name="stylegan-compile-ahead")
+            self.process.start()
+
+    def state(self) -> str:
+        """running (some node's helper has not ended), failed (one exited with an error) or done; the same on
+        every rank (one collective)."""
+        running = self.process is not None and self.process.is_alive()
+        failed = self.process is not None and not running and self.process.exitcode != 0
+        flags = all_reduce_max(torch.tensor([float(running), float(failed)], device=self.env.device))
+        return "running" if flags[0] else "failed" if flags[1] else "done"
+
+    def stop(self) -> None:
+        """End the helper if it still runs (a run that ends before its compile does)."""
+        if self.process is not None and self.process.is_alive():
+            self.process.terminate()
+            self.process.join(10)
 
 
 class GraphRounds:

@@ -128,11 +128,14 @@ class RunLog:
         if self.is_main:
             print(f"WARNING: {text}", file=sys.stderr, flush=True)
 
-    def startup(self, setup_seconds: float, first_step_seconds: float, compiled: bool) -> None:
+    def startup(self, setup_seconds: float, first_step_seconds: float, compiling: str) -> None:
         """Where start-up went: building (networks, weights, data, process group) and the first step, which is
-        where torch.compile compiles or loads from its cache and cuDNN picks its kernels."""
-        why = (f"torch.compile on first use: minutes cold, far less from a filled cache "
-               f"({os.environ.get('TORCHINDUCTOR_CACHE_DIR')})" if compiled else "eager, nothing to compile")
+        where torch.compile compiles or loads from its cache (`compiling`: compiled) and cuDNN picks its kernels."""
+        why = {"compiled": "torch.compile on first use: minutes cold, far less from a filled cache "
+                           f"({os.environ.get('TORCHINDUCTOR_CACHE_DIR')})",
+               "background": "eager: a helper process compiles the main phases meanwhile, compiled from the first "
+                             "tick after it ends",
+               "eager": "eager, nothing to compile"}[compiling]
         self.log(f"start-up: {setup_seconds + first_step_seconds:.0f} s from the trainer's start to the end of its "
                  f"first step: {setup_seconds:.0f} s networks, weights and data, {first_step_seconds:.0f} s first step "
                  f"({why})")

@@ -18,6 +18,9 @@ a GPU lives beside it (`stylegan.train.fastpath`).
 from __future__ import annotations
 
 import copy
+import dataclasses
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,14 +50,16 @@ from stylegan.formats.transfer import fine_tune
 from stylegan.generate import fakes_grid, grid_latents
 from stylegan.imagefiles import save_png, tile
 from stylegan.models import FAMILIES
-from stylegan.rundir import RunOwner
+from stylegan.rundir import RunDir, RunOwner
 from stylegan.train.augment import AugmentPipe
 from stylegan.train.config import TrainConfig, config_dict
 from stylegan.train.fastpath import (
+    CompileAhead,
     GraphRounds,
     LaggedFlags,
     average_and_step,
     compiled_main_networks,
+    compiles,
     ema_update,
     lazy_adam,
     lazy_ratio,
@@ -126,9 +131,8 @@ class Trainer:
         self.D = Discriminator(**self.D_kwargs).train().requires_grad_(False).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval()
         self.augment = AugmentPipe(cfg.augpipe, cfg.aug_p).to(self.device) if cfg.aug != "noaug" else None
-        G_main, D_main = compiled_main_networks(self.G, self.D, self.augment, cfg.compile, cfg.compile_mode)
-        self.loss = StyleGAN2Loss(self.G, self.D, self.augment, cfg.loss_config(), G_main, D_main)
-        self.graphs = GraphRounds(G_main is not None and cfg.compile_mode == "reduce-overhead", self.rounds)
+        self.loss = StyleGAN2Loss(self.G, self.D, self.augment, cfg.loss_config())
+        self.graphs = GraphRounds(False, self.rounds)
         self.phases = build_phases(cfg, self.G, self.D, self.frozen)
         self.G_opt, self.D_opt = self.phases[0].opt, self.phases[-1].opt
         self.ada_signs = torch.zeros(2, device=self.device)  # sum of real_sign means and their count since the update
@@ -153,6 +157,11 @@ class Trainer:
                                                 self.device)
         if env.is_main:
             write_text_atomic(self.rundir.config, yaml.safe_dump(config_dict(cfg), sort_keys=False))
+        self.compile_ahead = None
+        if compiles(cfg, self.device) and cfg.compile_start == "background":
+            self.compile_ahead = CompileAhead(fill_compile_cache, (plan, env, self.progress["cur_nimg"]), env)
+        elif compiles(cfg, self.device):
+            self.use_compiled()
 
     # ------------------------------------------------------------------------------------------------------------
     # Snapshots, resume and transfer
@@ -258,6 +267,29 @@ class Trainer:
                             f"{stage.resolution}{' fading in' if stage.lod % 1 else ''}, batch {stage.batch} = "
                             f"{self.batch_gpu} x {self.rounds} x {self.env.world}, lr {stage.glr:g}/{stage.dlr:g}"
                             f"{', Adam state reset' if reset and not stage.same_level(old) else ''}")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Compiled main phases
+
+    def use_compiled(self) -> None:
+        """Gmain and Dmain run compiled from the next step on (the same parameters and functions)."""
+        self.loss.G_main, self.loss.D_main = compiled_main_networks(self.G, self.D, self.augment, self.cfg)
+        self.graphs.enabled = self.cfg.compile_backend == "inductor" and self.cfg.compile_mode == "reduce-overhead"
+
+    def switch_when_compiled(self) -> None:
+        """At a tick: once every node's helper has filled the compile cache, the main phases run compiled from the
+        next step on, whose first run loads them from the cache; if a helper failed, they stay eager."""
+        if self.compile_ahead is None or (state := self.compile_ahead.state()) == "running":
+            return
+        seconds, self.compile_ahead = time.time() - self.compile_ahead.started, None
+        kimg = f"kimg {self.progress['cur_nimg'] / 1000:.3f}"
+        if state == "failed":
+            self.runlog.warn(f"{kimg}: the background compile failed after {seconds:.0f} s (its error is above); "
+                             "training goes on eagerly (compile_start=first-step compiles in this process instead)")
+            return
+        self.use_compiled()
+        self.runlog.log(f"{kimg}: compiled main phases from the next step on (compiled in the background in "
+                        f"{seconds:.0f} s; that step loads them from the compile cache)")
 
     # ------------------------------------------------------------------------------------------------------------
     # One training step
@@ -398,9 +430,9 @@ class Trainer:
             self.report_tick(time.time() - start_time, time.time() - tick_start_time,
                              self.progress["cur_nimg"] - tick_start_nimg, maintenance)
             if first_tick:
-                self.runlog.startup(setup_seconds, time.time() - start_time,
-                                    compiled=self.loss.G_main is not self.G)
+                self.runlog.startup(setup_seconds, time.time() - start_time, self.compiling())
             first_tick = False
+            self.switch_when_compiled()
             maintenance_start = time.time()
             if stop or done or self.progress["cur_tick"] % cfg.snap == 0:
                 self.save_snapshot()
@@ -430,7 +462,35 @@ class Trainer:
             **{k: v for k, v in self.faults.items() if k != "consecutive_nonfinite"},
         })
 
+    def compiling(self) -> str:
+        """How the main phases run: compiled, background (eager while a helper compiles) or eager."""
+        return "background" if self.compile_ahead is not None else "compiled" if self.loss.G_main is not self.G \
+            else "eager"
+
     def close(self) -> None:
+        if self.compile_ahead is not None:
+            self.compile_ahead.stop()
         self.runlog.close()
         if self.owner is not None:
             self.owner.release()
+
+
+def fill_compile_cache(plan: StartPlan, env: DistEnv, cur_nimg: int) -> None:
+    """The helper process of `compile_start: background`: the trainer of `plan`, built in a scratch folder with
+    random weights (the graphs do not depend on their values), at the stage of `cur_nimg`, runs one compiled step,
+    which puts its graphs into the compile cache. Nothing of the run's own folder is touched. A progressive run that
+    enters another stage before it switches compiles that stage's graphs itself, as without a helper."""
+    scratch = Path(tempfile.mkdtemp(prefix="stylegan-compile-"))
+    try:
+        cfg = dataclasses.replace(plan.cfg, outdir=str(scratch), workers=0, compile_start="first-step")
+        helper = dataclasses.replace(plan, cfg=cfg, rundir=RunDir(scratch / cfg.run_name), snapshot=None,
+                                     snapshot_state=None, source=None, transfer=[], warnings=[])
+        trainer = Trainer(cfg, DistEnv(0, env.world, env.local_rank, env.device), helper)
+        trainer.progress["cur_nimg"] = cur_nimg
+        trainer.enter_stage(stage_at(cfg, cur_nimg, env.world), reset=False)
+        trainer.step()
+        if env.device.type == "cuda":
+            torch.cuda.synchronize(env.device)
+        trainer.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
