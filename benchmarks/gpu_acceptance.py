@@ -5,8 +5,8 @@ CI has no GPU, and CPU kernels forgive what CUDA kernels do not: this is the che
 (CONTRIBUTING.md says when to run it and where its results go).
 
 What runs, as subprocesses of the real jobs:
-  * configs/textures64.yaml as users start it, first (a cold compile cache): eager from the first step while a helper
-    process compiles, compiled from a tick on (`compile_start: background`); the legs below compile before their
+  * configs/textures64.yaml as users start it, first (a cold compile cache): eager from the first step while helper
+    processes compile, compiled from a tick on (`compile_start: background`); the legs below compile before their
     first step, so that their short runs check the compiled graphs;
   * configs/textures64.yaml fine-tuning from an NVIDIA-format pickle of FFHQ config-f's shape (1024x1024, random
     weights, written by the tests' own pickle builder) on procedural textures at 64x64, ADA with p = 0.2 from the
@@ -124,7 +124,7 @@ class Acceptance:
 
     def train_args(self, data: Path, pkl: Path, name: str, kimg: float, config: str = "textures64.yaml") -> list[str]:
         """The preset's run; compiled from its first step, so that these short runs check the compiled graphs
-        (`train_background_compile` checks the default, eager until a helper has compiled them)."""
+        (`train_background_compile` checks the default, eager until helpers have compiled them)."""
         return ["--config", str(self.code / "configs" / config), f"data={data}", f"resume={pkl}",
                 f"outdir={self.work / 'runs'}", f"run_name={name}", f"kimg={kimg}", "tick_kimg=0.5", "snap=1",
                 "aug_p=0.2", "workers=4", "compile_start=first-step"]
@@ -174,7 +174,7 @@ class Acceptance:
 
     def train_background_compile(self, data: Path, pkl: Path) -> None:
         """The preset as users start it (`compile_start: background`), first in the run so that the compile cache
-        is cold: eager from the first step while a helper process compiles, compiled from a tick on; stopped two
+        is cold: eager from the first step while helper processes compile, compiled from a tick on; stopped two
         ticks after the switch."""
         run = RunDir(self.work / "runs" / "background")
         args = [*self.train_args(data, pkl, run.path.name, 500), "compile_start=background", "tick_kimg=1",
@@ -195,7 +195,7 @@ class Acceptance:
                    "compiled from a tick on, faster", code == 3 and found is not None and len(compiled) >= 2
                    and bool(eager) and compiled[-1] < min(eager) and all(
                        np.isfinite([r["loss_G"], r["loss_D"]]).all() for r in rows),
-                   f"exit {code}; launch to first tick {rows[0]['timestamp'] - start:.0f} s; helper "
+                   f"exit {code}; launch to first tick {rows[0]['timestamp'] - start:.0f} s; helpers "
                    f"{found.group(2) if found else '-'} s, switched at kimg {at:g}; sec/kimg eager "
                    f"{np.median(eager) if eager else nan:.2f}, the first compiled tick "
                    f"{compiled[0] if compiled else nan:.2f}, then {compiled[-1] if compiled else nan:.2f}"

@@ -155,8 +155,8 @@ def test_a_dead_rank_fails_fast_and_torchrun_restarts_from_the_snapshot(same_ima
 
 
 def test_background_compile_takes_over_at_a_tick_on_every_rank_and_learns_the_same(same_images, tmp_path):
-    """compile_start: background (the default): the ranks train eagerly from the first step while a helper process
-    compiles (aot_eager here: Inductor's CPU backend cannot compile these graphs), then switch together at a tick
+    """compile_start: background (the default): the ranks train eagerly from the first step while helper processes
+    compile (aot_eager here: Inductor's CPU backend cannot compile these graphs), then switch together at a tick
     and go on computing what an eager run computes, step for step."""
     common = [f"data={same_images}", f"outdir={tmp_path}", *TINY, *ADA, "batch=8", "tick_kimg=0.008", "snap=100000"]
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "jobs.train",
@@ -174,7 +174,7 @@ def test_background_compile_takes_over_at_a_tick_on_every_rank_and_learns_the_sa
     out, _ = proc.communicate(timeout=120)
     assert switch, out[-3000:]
     text = log.read_text()
-    assert "first step (eager: a helper process compiles the main phases meanwhile" in text
+    assert "first step (eager: helper processes compile the main phases meanwhile" in text
     assert text.count("compiled main phases from the next step on") == 1 and "stopping on signal" in text, out[-3000:]
     background = stats(tmp_path / "background")
     train([*common, "run_name=eager", f"kimg={background[-1]['kimg']}", "compile=false"], nproc=2)
@@ -184,6 +184,33 @@ def test_background_compile_takes_over_at_a_tick_on_every_rank_and_learns_the_sa
         for key in ("loss_G", "loss_D", "pl_penalty", "r1_penalty", "augment_p"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), (a["tick"], key)
+
+
+def test_a_killed_compile_helper_leaves_the_run_training_eagerly(same_images, tmp_path):
+    """A helper that dies (here SIGKILL, as the OOM killer sends) costs the run its compiled phases, not its life:
+    one warning, and the run goes on eagerly."""
+    args = [sys.executable, "-m", "jobs.train", f"data={same_images}", f"outdir={tmp_path}", "run_name=killed",
+            *TINY, "batch=8", "tick_kimg=0.008", "snap=100000", "kimg=100", "compile_backend=aot_eager"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    log, helpers = tmp_path / "killed" / "log.txt", []
+    deadline = time.time() + 120
+    while time.time() < deadline and len(helpers) < 2:  # one per compiled phase: Gmain, Dmain
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        helpers = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        time.sleep(0.05)
+    for pid in helpers:
+        os.kill(pid, signal.SIGKILL)
+    warned = "the background compile failed"
+    while time.time() < deadline and warned not in (log.read_text() if log.is_file() else ""):
+        time.sleep(0.2)
+    ticks = log.read_text().count("\ntick ")
+    while time.time() < deadline and log.read_text().count("\ntick ") < ticks + 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert len(helpers) == 2 and proc.returncode == 3, out[-3000:]
+    text = log.read_text()
+    assert text.count(warned) == 1 and "training goes on eagerly" in text and "compiled main phases" not in text
 
 
 def test_sigterm_checkpoints_and_resume_continues_with_identical_weights(same_images, tmp_path):

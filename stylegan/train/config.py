@@ -100,10 +100,10 @@ class TrainConfig:
     compile_mode: str = "default"       # or reduce-overhead: the compiled phases replay as CUDA graphs: 1.4-1.5x
                                         # at 64x64, where launching kernels limits a step; at 256x256 +3% for
                                         # 43 instead of 17 GB of GPU memory in use (benchmarks/RESULTS.md)
-    compile_start: str = "background"   # background: train eagerly while a helper process compiles the graphs into
-                                        # the compile cache, compiled from the first tick after it ends (meanwhile
-                                        # it holds a second copy of the networks on each node's first GPU);
-                                        # first-step: compile before the first step, the run waits for it
+    compile_start: str = "background"   # background: train eagerly while helper processes (one per compiled phase,
+                                        # each holding a copy of the networks on the node's first GPU) compile the
+                                        # graphs into the compile cache, compiled from the first tick after they
+                                        # end; first-step: compile before the first step, the run waits for it
     compile_backend: str = "inductor"   # torch.compile's backend; aot_eager traces and differentiates without
                                         # generating kernels, on any device (compile problems, the CPU tests)
 

@@ -3,7 +3,7 @@
 None of this changes what a step computes (benchmarks/RESULTS.md: the dynamics checks and the parity runs); it
 changes how long the host and the GPU wait for each other:
 - compiled Gmain/Dmain graphs (torch.compile), optionally replayed as CUDA graphs (`compile_mode: reduce-overhead`),
-  compiled by a helper process while the trainer steps eagerly (`compile_start: background`, `CompileAhead`);
+  compiled by helper processes while the trainer steps eagerly (`compile_start: background`, `CompileAhead`);
 - an optimizer step decided on the device: fused Adam skips a step whose gradients are not finite (`found_inf`),
   so the host never reads the gradients;
 - the EMA as multi-tensor kernels, gated on the device;
@@ -48,34 +48,36 @@ def compiled_main_networks(G: Generator, D: Discriminator, augment: AugmentPipe 
 
 
 class CompileAhead:
-    """A helper process that compiles the main phases' graphs into the compile cache while the trainer steps
+    """Helper processes that compile the main phases' graphs into the compile cache while the trainer steps
     eagerly: compiling them cold takes minutes (benchmarks/RESULTS.md, time to quality), loading them from a filled
-    cache seconds. The main process of each node (local rank 0) starts one, `target(*args)`, which builds the same
-    networks and runs a compiled step; `state` is the ranks' agreement on whether every node's helper has ended."""
+    cache seconds. The main process of each node (local rank 0) starts one helper per compiled phase, `target(*args)`
+    for each of `jobs`, so that the phases' graphs compile side by side; each builds the same networks and runs its
+    phase compiled. `state` is the ranks' agreement on whether every node's helpers have ended."""
 
-    def __init__(self, target: Callable, args: tuple, env: DistEnv):
-        use_compile_cache()  # the helper inherits the cache folder through the environment
+    def __init__(self, target: Callable, jobs: list[tuple], env: DistEnv):
+        use_compile_cache()  # the helpers inherit the cache folder through the environment
         self.env, self.started = env, time.time()
-        self.process = None
-        if env.local_rank == 0:
-            # spawn: a forked child would inherit this process's CUDA context, which CUDA does not allow
-            self.process = multiprocessing.get_context("spawn").Process(target=target, args=args,
-                                                                        name="stylegan-compile-ahead")
-            self.process.start()
+        # spawn: a forked child would inherit this process's CUDA context, which CUDA does not allow
+        spawn = multiprocessing.get_context("spawn")
+        self.processes = [spawn.Process(target=target, args=args, name="stylegan-compile-ahead")
+                          for args in (jobs if env.local_rank == 0 else [])]
+        for process in self.processes:
+            process.start()
 
     def state(self) -> str:
-        """running (some node's helper has not ended), failed (one exited with an error) or done; the same on
+        """running (a helper of some node has not ended), failed (one exited with an error) or done; the same on
         every rank (one collective)."""
-        running = self.process is not None and self.process.is_alive()
-        failed = self.process is not None and not running and self.process.exitcode != 0
+        running = any(p.is_alive() for p in self.processes)
+        failed = any(not p.is_alive() and p.exitcode != 0 for p in self.processes)
         flags = all_reduce_max(torch.tensor([float(running), float(failed)], device=self.env.device))
         return "running" if flags[0] else "failed" if flags[1] else "done"
 
     def stop(self) -> None:
-        """End the helper if it still runs (a run that ends before its compile does)."""
-        if self.process is not None and self.process.is_alive():
-            self.process.terminate()
-            self.process.join(10)
+        """End the helpers that still run (a run that ends before its compile does)."""
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+                process.join(10)
 
 
 class GraphRounds:

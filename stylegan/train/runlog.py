@@ -133,8 +133,8 @@ class RunLog:
         where torch.compile compiles or loads from its cache (`compiling`: compiled) and cuDNN picks its kernels."""
         why = {"compiled": "torch.compile on first use: minutes cold, far less from a filled cache "
                            f"({os.environ.get('TORCHINDUCTOR_CACHE_DIR')})",
-               "background": "eager: a helper process compiles the main phases meanwhile, compiled from the first "
-                             "tick after it ends",
+               "background": "eager: helper processes compile the main phases meanwhile, compiled from the first "
+                             "tick after they end",
                "eager": "eager, nothing to compile"}[compiling]
         self.log(f"start-up: {setup_seconds + first_step_seconds:.0f} s from the trainer's start to the end of its "
                  f"first step: {setup_seconds:.0f} s networks, weights and data, {first_step_seconds:.0f} s first step "

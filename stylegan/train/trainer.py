@@ -69,6 +69,8 @@ from stylegan.train.progressive import Stage, reals_at_lod, stage_at
 from stylegan.train.runlog import PhaseTimes, RunLog, TickStats, memory_figures
 from stylegan.train.startup import StartPlan, plan_start
 
+COMPILED = ("Gmain", "Dmain", "Dboth")  # the phases that call the compiled networks (the regularisers stay eager)
+
 
 @dataclass
 class Phase:
@@ -159,7 +161,8 @@ class Trainer:
             write_text_atomic(self.rundir.config, yaml.safe_dump(config_dict(cfg), sort_keys=False))
         self.compile_ahead = None
         if compiles(cfg, self.device) and cfg.compile_start == "background":
-            self.compile_ahead = CompileAhead(fill_compile_cache, (plan, env, self.progress["cur_nimg"]), env)
+            self.compile_ahead = CompileAhead(fill_compile_cache, [(plan, env, self.progress["cur_nimg"], p.name)
+                                                                   for p in self.phases if p.name in COMPILED], env)
         elif compiles(cfg, self.device):
             self.use_compiled()
 
@@ -277,7 +280,7 @@ class Trainer:
         self.graphs.enabled = self.cfg.compile_backend == "inductor" and self.cfg.compile_mode == "reduce-overhead"
 
     def switch_when_compiled(self) -> None:
-        """At a tick: once every node's helper has filled the compile cache, the main phases run compiled from the
+        """At a tick: once every node's helpers have filled the compile cache, the main phases run compiled from the
         next step on, whose first run loads them from the cache; if a helper failed, they stay eager."""
         if self.compile_ahead is None or (state := self.compile_ahead.state()) == "running":
             return
@@ -463,7 +466,7 @@ class Trainer:
         })
 
     def compiling(self) -> str:
-        """How the main phases run: compiled, background (eager while a helper compiles) or eager."""
+        """How the main phases run: compiled, background (eager while helpers compile) or eager."""
         return "background" if self.compile_ahead is not None else "compiled" if self.loss.G_main is not self.G \
             else "eager"
 
@@ -475,11 +478,11 @@ class Trainer:
             self.owner.release()
 
 
-def fill_compile_cache(plan: StartPlan, env: DistEnv, cur_nimg: int) -> None:
-    """The helper process of `compile_start: background`: the trainer of `plan`, built in a scratch folder with
-    random weights (the graphs do not depend on their values), at the stage of `cur_nimg`, runs one compiled step,
-    which puts its graphs into the compile cache. Nothing of the run's own folder is touched. A progressive run that
-    enters another stage before it switches compiles that stage's graphs itself, as without a helper."""
+def fill_compile_cache(plan: StartPlan, env: DistEnv, cur_nimg: int, phase: str) -> None:
+    """A helper process of `compile_start: background`: the trainer of `plan`, built in a scratch folder with random
+    weights (the graphs do not depend on their values), at the stage of `cur_nimg`, runs `phase` compiled once, which
+    puts its graphs into the compile cache. Nothing of the run's own folder is touched. A progressive run that enters
+    another stage before it switches compiles that stage's graphs itself, as without helpers."""
     scratch = Path(tempfile.mkdtemp(prefix="stylegan-compile-"))
     try:
         cfg = dataclasses.replace(plan.cfg, outdir=str(scratch), workers=0, compile_start="first-step")
@@ -488,6 +491,7 @@ def fill_compile_cache(plan: StartPlan, env: DistEnv, cur_nimg: int) -> None:
         trainer = Trainer(cfg, DistEnv(0, env.world, env.local_rank, env.device), helper)
         trainer.progress["cur_nimg"] = cur_nimg
         trainer.enter_stage(stage_at(cfg, cur_nimg, env.world), reset=False)
+        trainer.phases = [p for p in trainer.phases if p.name == phase]
         trainer.step()
         if env.device.type == "cuda":
             torch.cuda.synchronize(env.device)
