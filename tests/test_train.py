@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import json
 import os
@@ -22,10 +23,13 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from benchmarks.nvidia_pickles import write_nvidia_pickle
+from stylegan.distributed import DistEnv
 from stylegan.errors import UserError
 from stylegan.formats.checkpoint import load_checkpoint
 from stylegan.rundir import RunDir
 from stylegan.train.config import load_config
+from stylegan.train.startup import plan_start
+from stylegan.train.trainer import Trainer, fill_compile_cache
 from tests.conftest import REPO, TINY_TRAIN, Fixture, run_job
 from tests.image_folder import preprocess_folder
 
@@ -184,6 +188,37 @@ def test_background_compile_takes_over_at_a_tick_on_every_rank_and_learns_the_sa
         for key in ("loss_G", "loss_D", "pl_penalty", "r1_penalty", "augment_p"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), (a["tick"], key)
+
+
+def test_the_helpers_compile_the_graphs_the_run_takes_over(same_images, tmp_path, monkeypatch):
+    """The compile cache serves the run only if each helper's graphs are the run's own: the same traced code with
+    the same inputs (shapes, dtypes, which need gradients), though the helpers start from random weights at step 0
+    and the run takes over after eager steps with ADA's p moved. torch.compile records the graphs here instead of
+    compiling them (Inductor cannot compile them on a CPU)."""
+    graphs: list[str] = []
+
+    def record(gm: torch.fx.GraphModule, inputs: list) -> object:
+        graphs.append(gm.code + repr([(tuple(x.shape), x.dtype, x.requires_grad) for x in inputs
+                                      if isinstance(x, torch.Tensor)]))
+        return gm.forward
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: compile_(*args, **{**kwargs, "backend": record}))
+    cfg = load_config(None, [f"data={same_images}", f"outdir={tmp_path}", *TINY, *ADA, "batch=8", "workers=0",
+                             "compile_backend=aot_eager", "ada_interval=1"])
+    env = DistEnv(0, 1, 0, torch.device("cpu"))
+    for phase in ("Gmain", "Dmain"):
+        fill_compile_cache(plan_start(cfg, 1), env, 0, phase)
+        torch._dynamo.reset()  # as in a process of its own
+    helpers, graphs[:] = list(graphs), []
+    run = dataclasses.replace(cfg, run_name="run", compile_start="first-step", compile=False)
+    trainer = Trainer(run, env, plan_start(run, 1))
+    for _ in range(5):
+        trainer.step()
+    trainer.use_compiled()
+    trainer.step()
+    trainer.close()
+    assert float(trainer.augment.p) > 0 and len(helpers) == len(graphs) >= 4 and sorted(helpers) == sorted(graphs)
 
 
 def test_a_killed_compile_helper_leaves_the_run_training_eagerly(same_images, tmp_path):
