@@ -167,17 +167,18 @@ def test_background_compile_takes_over_at_a_tick_on_every_rank_and_learns_the_sa
             *common, "run_name=background", "kimg=100", "compile_backend=aot_eager"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     log, switch = tmp_path / "background" / "log.txt", None
-    deadline = time.time() + 300
+    deadline = time.time() + 600  # the helpers compile beside the ranks and, in CI, another test's processes
     while time.time() < deadline and proc.poll() is None:
         text = log.read_text() if log.is_file() else ""
         switch = switch or re.search(r"kimg ([\d.]+): compiled main phases from the next step on", text)
         if switch and text.count("\ntick ") > round(float(switch[1]) / 0.008) + 4:
             break
         time.sleep(0.2)
-    os.kill(worker_pids(proc.pid)[1], signal.SIGTERM)  # one rank's signal stops both at the same step
+    if proc.poll() is None:
+        os.kill(worker_pids(proc.pid)[1], signal.SIGTERM)  # one rank's signal stops both at the same step
     out, _ = proc.communicate(timeout=120)
-    assert switch, out[-3000:]
-    text = log.read_text()
+    text = log.read_text() if log.is_file() else ""
+    assert switch, f"{out[-3000:]}\nlog:\n{text[-2000:]}"
     assert "first step (eager: helper processes compile the main phases meanwhile" in text
     assert text.count("compiled main phases from the next step on") == 1 and "stopping on signal" in text, out[-3000:]
     background = stats(tmp_path / "background")
