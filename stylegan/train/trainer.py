@@ -489,8 +489,7 @@ def fill_compile_cache(plan: StartPlan, env: DistEnv, cur_nimg: int, phase: str)
         helper = dataclasses.replace(plan, cfg=cfg, rundir=RunDir(scratch / cfg.run_name), snapshot=None,
                                      snapshot_state=None, source=None, transfer=[], warnings=[])
         trainer = Trainer(cfg, DistEnv(0, env.world, env.local_rank, env.device), helper)
-        trainer.progress["cur_nimg"] = cur_nimg
-        trainer.enter_stage(stage_at(cfg, cur_nimg, env.world), reset=False)
+        trainer.progress["cur_nimg"] = cur_nimg  # a progressive run's step enters the stage of this image count
         trainer.phases = [p for p in trainer.phases if p.name == phase]
         trainer.step()
         if env.device.type == "cuda":
