@@ -1,4 +1,6 @@
-"""Sampling speed at 256x256: generator alone (images/s on the device) and end to end with PNG files written.
+"""Sampling speed at 256x256: generator alone (images/s on the device), end to end with PNG files written, and
+the whole `jobs.sample` job timed from its launch (imports, loading, compiling from the cache the runs before it
+filled, writers, every seed).
 
     python -m benchmarks.sample_speed [--seeds 20000] [--batch 256] [--workers 14]
 The network is randomly initialised with the anchors' architecture (channel_base 16384, 2 mapping layers):
@@ -9,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +21,8 @@ import torch
 
 from benchmarks.common import timed
 from stylegan.cluster import available_cpus
-from stylegan.generate import images_from_ws
+from stylegan.formats.checkpoint import save_checkpoint
+from stylegan.generate import compile_synthesis, images_from_ws
 from stylegan.models.stylegan2 import Generator
 from stylegan.sampling import (
     RING_SLOTS,
@@ -26,9 +30,12 @@ from stylegan.sampling import (
     attach_ring,
     part_starts,
     seed_ws,
+    start_writer_server,
     write_part,
     write_seed_pngs,
 )
+
+G_KWARGS = dict(z_dim=512, c_dim=0, w_dim=512, mapping_kwargs=dict(num_layers=2), channel_base=16384)
 
 
 def generate_on_device(G: Generator, ws: torch.Tensor, opts: SampleOptions) -> None:
@@ -41,7 +48,7 @@ def writers_only(ring: torch.Tensor, batches: int, outdir: Path, workers: int, p
     """The writers' share: PNG files from batches already in the ring. Returns images/s."""
     batch = ring.shape[1]
     starts, step = part_starts(batch, workers)
-    with multiprocessing.get_context("forkserver").Pool(workers, initializer=attach_ring, initargs=(ring,)) as pool:
+    with start_writer_server().Pool(workers, initializer=attach_ring, initargs=(ring,)) as pool:
         pool.apply_async(write_part, (0, 0, [], png_level)).get()  # workers started
         start = time.perf_counter()
         jobs = [pool.apply_async(write_part, (b % RING_SLOTS, i, [str(outdir / f"{b}-{j}.png") for j in
@@ -68,9 +75,9 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cudnn.benchmark = True
-    G = Generator(512, 0, 512, args.res, mapping_kwargs=dict(num_layers=2), channel_base=16384).eval().to(device)
+    G = Generator(img_resolution=args.res, **G_KWARGS).eval().to(device)
     if args.compile:
-        G.synthesis.compile(dynamic=False)
+        compile_synthesis(G)  # as the job does, into the same cache, which then serves the job below
     rows = []
     for batch in (1, 64, args.batch):
         opts = SampleOptions(batch=batch, device=str(device), fixed_batch=args.compile)
@@ -94,11 +101,22 @@ def main() -> None:
             start = time.perf_counter()
             write_seed_pngs(G, list(range(n)), Path(tmp) / f"out{n}", opts, workers=args.workers)
             seconds[n] = time.perf_counter() - start
+        network = Path(tmp) / "net.pt"
+        save_checkpoint(network, {"format": 1, "G_kwargs": {**G_KWARGS, "img_resolution": args.res},
+                                  "G_ema": G.state_dict()})
+        cmd = [sys.executable, "-m", "jobs.sample", "--network", str(network), "--outdir", str(Path(tmp) / "job"),
+               "--seeds", f"0-{args.seeds - 1}", "--batch", str(args.batch), "--png-level", str(args.png_level),
+               "--workers", str(args.workers), "--device", str(device), *(["--compile"] if args.compile else [])]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        job = time.perf_counter() - start
     small, large = sorted(seconds)
     marginal = (large - small) / (seconds[large] - seconds[small])
     rows.append({"what": f"end to end, {args.seeds} seeds, {where}", "images_per_s": args.seeds / seconds[large]})
     rows.append({"what": f"end to end, marginal rate between {small} and {large} seeds (start-up "
                          f"{seconds[large] - large / marginal:.1f} s excluded), {where}", "images_per_s": marginal})
+    rows.append({"what": f"the whole job, `jobs.sample` timed from its launch, {args.seeds} seeds, {where}",
+                 "images_per_s": args.seeds / job})
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     for row in rows:
         row.update(res=args.res, device=name, compiled=args.compile)

@@ -30,6 +30,7 @@ from stylegan.sampling import (
     parse_keys,
     parse_layers,
     sample_seeds,
+    start_writer_server,
     write_grids,
     write_style_mix,
     write_walk,
@@ -66,6 +67,8 @@ def main(args: argparse.Namespace) -> None:
                          fixed_batch=args.compile, png_level=args.png_level)
     outdir = output_dir(args.outdir, "--outdir")
     network = network_path(args.checkpoint, "--network")
+    if args.seeds and not grid and args.workers:
+        start_writer_server()  # its imports overlap the network's loading and compiling
     G = load_generator(network, device)
     if args.compile:
         compile_synthesis(G)

@@ -22,7 +22,7 @@ from stylegan.formats.checkpoint import save_checkpoint
 from stylegan.imagefiles import LABEL_HEIGHT, to_uint8
 from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.rundir import RunDir
-from stylegan.sampling import seed_path
+from stylegan.sampling import seed_path, start_writer_server
 from stylegan.seeds import seed_latents
 from tests.conftest import REPO, run_job, tiny_discriminator_kwargs, tiny_generator_kwargs
 
@@ -73,6 +73,14 @@ def test_seed_pngs_equal_the_network(network, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "manifest-0000.jsonl").read_text().splitlines()]
     assert [x["seed"] for x in lines] == [0, 1, 2, 1500] and lines[0]["psi"] == 0.7
     assert len(lines[0]["checkpoint_sha256"]) == 64
+
+
+def test_png_writers_fork_from_a_server_that_has_imported_torch():
+    """Writers fork from a server that imported the sampling code, torch included, once. From a bare forkserver
+    each writer imported torch itself: about 4 s of every sampling call on a GPU host (benchmarks/RESULTS.md)."""
+    with start_writer_server().Pool(1) as pool:
+        server = pool.apply(os.getppid)
+    assert server != os.getpid() and "libtorch" in Path(f"/proc/{server}/maps").read_text()
 
 
 def test_nvidia_pickle_gives_the_same_pictures(network, tmp_path):
