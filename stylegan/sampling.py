@@ -133,8 +133,8 @@ def start_writer_server() -> multiprocessing.context.BaseContext:
     The server imports this module, torch included, once; each writer then forks with it loaded and runs only the
     job's main module itself, as multiprocessing's children do (its imports are then found loaded). A bare
     forkserver preloads nothing (Python's preload of `__main__` does not take effect in 3.11/3.12), so each writer
-    imported torch by itself: about 4 s of every call on a 16-core GPU host. None inherits the CUDA context or this
-    process's threads, as plain fork's children would."""
+    would import torch by itself, in every call. None inherits the CUDA context or this process's threads, as plain
+    fork's children would."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     multiprocessing.forkserver.ensure_running()

@@ -76,8 +76,8 @@ def test_seed_pngs_equal_the_network(network, tmp_path):
 
 
 def test_png_writers_fork_from_a_server_that_has_imported_torch():
-    """Writers fork from a server that imported the sampling code, torch included, once. From a bare forkserver
-    each writer imported torch itself: about 4 s of every sampling call on a GPU host (benchmarks/RESULTS.md)."""
+    """Writers fork from a server that imported the sampling code, torch included, once; from a bare forkserver
+    each writer would import torch itself, in every sampling call."""
     with start_writer_server().Pool(1) as pool:
         server = pool.apply(os.getppid)
     assert server != os.getpid() and "libtorch" in Path(f"/proc/{server}/maps").read_text()
