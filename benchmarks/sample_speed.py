@@ -101,6 +101,7 @@ def main() -> None:
             start = time.perf_counter()
             write_seed_pngs(G, list(range(n)), Path(tmp) / f"out{n}", opts, workers=args.workers)
             seconds[n] = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(dir=args.outdir) as tmp:  # the calls' files gone: /dev/shm holds one job's
         network = Path(tmp) / "net.pt"
         save_checkpoint(network, {"format": 1, "G_kwargs": {**G_KWARGS, "img_resolution": args.res},
                                   "G_ema": G.state_dict()})
