@@ -4,6 +4,7 @@
     python -m benchmarks.parity launch  --workdir W [--official PATH] --kimg 150 --seeds 0 1 --gpus 0 1 2 3
                                         [--by-kind-seeds 0 --gpus ... (two more per seed)] [--sides ours|official]
                                         [--cache DIR] [--snap TICKS] [--score follow|after]
+                                        [--ours-set KEY=VALUE ...]
     python -m benchmarks.parity wait    --workdir W [--timeout 540]
     python -m benchmarks.parity score   --workdir W --run NAME [--follow]
     python -m benchmarks.parity pack    --workdir W --dest parity.tgz
@@ -14,7 +15,8 @@ run, each followed by a scorer on its GPU (`score --run NAME --follow`) that sco
 code (NVlabs/stylegan3 `--cfg=stylegan2`, run as an outside program, never part of this project: CONTRIBUTING.md
 says how to set it up). The
 settings are the official reference's: 64x64 textures (jobs.make_textures), batch 32, channel_base 16384, 2 mapping
-layers, lr 0.0025, R1 gamma 0.0002 * res^2 / batch, x-flips, ADA, a tick every 4 kimg and a snapshot every 5 ticks.
+layers, lr 0.0025, R1 gamma 0.0002 * res^2 / batch, x-flips, ADA, a tick every 4 kimg and a snapshot every 5 ticks;
+ours with the 64x64 preset's CUDA graphs (`compile_mode: reduce-overhead`).
 `report` scores every snapshot of every run with our SWD and our diversity metric (generated over real structure
 spread; stylegan.metrics.diversity), and writes parity.md (tables), parity.svg (SWD and diversity by kimg, one line
 per run) and parity-fakes.png (each run's last fakes grid, side by side).
@@ -147,7 +149,8 @@ def cache_env(cache: Path | None, side: str) -> dict:
 
 
 def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_kind_seeds: list[int],
-           gpus: list[str], res: int, sides: list[str], cache: Path | None, snap: int, scoring: str) -> None:
+           gpus: list[str], res: int, sides: list[str], cache: Path | None, snap: int, scoring: str,
+           ours_set: list[str]) -> None:
     s = settings(res)
     # None: the user's own caches, in an unknown state
     cold = {side: not any((cache / side).glob("*")) if cache else None for side in ("ours", "official")}
@@ -158,7 +161,10 @@ def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_
             sys.executable, "-m", "jobs.train", f"data={work / data}", f"outdir={work / 'runs'}",
             f"run_name={name}", f"resolution={res}", f"batch={s['batch']}", f"channel_base={s['cbase']}",
             f"map_layers={s['map']}", f"glr={s['lr']}", f"dlr={s['lr']}", f"r1_gamma={s['gamma']}", "mirror=true",
-            "aug=ada", f"kimg={kimg}", f"tick_kimg={TICK_KIMG}", f"snap={snap}", f"seed={seed}", "workers=3"]}
+            "aug=ada", f"kimg={kimg}", f"tick_kimg={TICK_KIMG}", f"snap={snap}", f"seed={seed}", "workers=3",
+            # the 64x64 preset's speed setting (configs/textures64.yaml): CUDA graphs change how the kernels are
+            # launched, not what they compute
+            "compile_mode=reduce-overhead", *ours_set]}
 
     runs = []
     for seed in seeds:
@@ -412,6 +418,8 @@ def main() -> None:
                         "quality is read at snapshots: 1 gives it to a tick)")
     parser.add_argument("--score", choices=("follow", "after"), default="follow", help="launch: a scorer beside "
                         "each run as its snapshots appear, or `wait` scores them after the runs (time to quality)")
+    parser.add_argument("--ours-set", nargs="*", default=[], metavar="KEY=VALUE", help="launch: more of our "
+                        "trainer's settings, after the harness's (e.g. compile_start=first-step)")
     parser.add_argument("--swd-target", type=float, default=60.0, help="report: the SWD x1e3 of the time-to-quality "
                         "table")
     args = parser.parse_args()
@@ -422,7 +430,7 @@ def main() -> None:
         prepare(work, official, args.images, args.res, args.by_kind)
     elif args.step == "launch":
         launch(work, official, args.kimg, args.seeds, args.by_kind_seeds, args.gpus, args.res, args.sides,
-               Path(args.cache).resolve() if args.cache else None, args.snap, args.score)
+               Path(args.cache).resolve() if args.cache else None, args.snap, args.score, args.ours_set)
     elif args.step == "wait":
         sys.exit(0 if wait(work, args.timeout) else 3)
     elif args.step == "score":
