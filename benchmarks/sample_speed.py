@@ -109,8 +109,15 @@ def main() -> None:
                "--seeds", f"0-{args.seeds - 1}", "--batch", str(args.batch), "--png-level", str(args.png_level),
                "--workers", str(args.workers), "--device", str(device), *(["--compile"] if args.compile else [])]
         start = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
         job = time.perf_counter() - start
+    start = time.perf_counter()  # what the job's own start-up line leaves out: Python, its imports, CUDA's start
+    subprocess.run([sys.executable, "-c", f"import jobs.sample, torch; torch.zeros(1, device={str(device)!r})"],
+                   check=True)
+    print(f"the job: {time.perf_counter() - start:.1f} s to start Python, import it and start {device.type}")
+    for line in done.stdout.splitlines():
+        if line.startswith(("start-up", "sample")):
+            print(f"the job: {line}")
     small, large = sorted(seconds)
     marginal = (large - small) / (seconds[large] - seconds[small])
     rows.append({"what": f"end to end, {args.seeds} seeds, {where}", "images_per_s": args.seeds / seconds[large]})

@@ -14,6 +14,7 @@ Per-seed files: <outdir>/<seed // 1000:04d>/seed<seed:04d>.png, plus manifest-<t
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 
@@ -67,11 +68,16 @@ def main(args: argparse.Namespace) -> None:
                          fixed_batch=args.compile, png_level=args.png_level)
     outdir = output_dir(args.outdir, "--outdir")
     network = network_path(args.checkpoint, "--network")
+    started = time.perf_counter()
     if args.seeds and not grid and args.workers:
         start_writer_server()  # its imports overlap the network's loading and compiling
     G = load_generator(network, device)
+    loaded = time.perf_counter()
     if args.compile:
-        compile_synthesis(G)
+        compile_synthesis(G, opts.batch, opts.noise_mode)
+    print(f"start-up: {loaded - started:.1f} s loading the network"
+          + (f", {time.perf_counter() - loaded:.1f} s compiling (torch.compile: about a minute cold, seconds from "
+             "the compile cache)" if args.compile else ""), flush=True)
     if grid:
         write_grids(G, seeds, *grid, outdir, opts, labels=args.grid_labels)
     elif args.seeds:

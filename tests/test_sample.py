@@ -18,11 +18,12 @@ import torch
 from PIL import Image
 
 from benchmarks.nvidia_pickles import write_nvidia_pickle
-from stylegan.formats.checkpoint import save_checkpoint
+from stylegan.formats.checkpoint import load_generator, save_checkpoint
+from stylegan.generate import compile_synthesis
 from stylegan.imagefiles import LABEL_HEIGHT, to_uint8
 from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.rundir import RunDir
-from stylegan.sampling import seed_path, start_writer_server
+from stylegan.sampling import SampleOptions, seed_path, start_writer_server, write_seed_pngs
 from stylegan.seeds import seed_latents
 from tests.conftest import REPO, run_job, tiny_discriminator_kwargs, tiny_generator_kwargs
 
@@ -65,7 +66,7 @@ def test_seed_pngs_equal_the_network(network, tmp_path):
     path, G = network
     result = sample("--network", str(path), "--outdir", str(tmp_path), "--seeds", "0-2,1500,1", "--truncation-psi",
                     "0.7", "--workers", "1")
-    assert "wrote 4 seeds of 4 to" in result.stdout, result.stdout
+    assert "wrote 4 seeds of 4 to" in result.stdout and "s loading the network" in result.stdout, result.stdout
     ref = expected(G, [0, 1, 2, 1500], psi=0.7)
     for seed, img in zip([0, 1, 2, 1500], ref, strict=True):
         assert close(read(seed_path(tmp_path, seed)), img)
@@ -81,6 +82,30 @@ def test_png_writers_fork_from_a_server_that_has_imported_torch():
     with start_writer_server().Pool(1) as pool:
         server = pool.apply(os.getppid)
     assert server != os.getpid() and "libtorch" in Path(f"/proc/{server}/maps").read_text()
+
+
+def test_compiling_up_front_traces_the_graph_that_sampling_then_runs(network, tmp_path, monkeypatch):
+    """`compile_synthesis(G, batch)` compiles at once, so that a job can say what compiling cost, and what it
+    compiles is the graph that sampling runs, the padded last batch included: nothing is compiled again.
+    torch.compile records the graphs here instead of compiling them."""
+    graphs: list[str] = []
+
+    def record(gm: torch.fx.GraphModule, inputs: list) -> object:
+        graphs.append(gm.code)
+        return gm.forward
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: compile_(*args, **{**kwargs, "backend": record}))
+    torch._dynamo.reset()
+    path, G_ref = network
+    G = load_generator(path, torch.device("cpu"))
+    opts = SampleOptions(batch=4, device="cpu", fixed_batch=True)
+    compile_synthesis(G, opts.batch, opts.noise_mode)
+    assert len(graphs) == 1
+    write_seed_pngs(G, list(range(6)), tmp_path, opts, workers=1)
+    assert len(graphs) == 1
+    for seed, img in zip(range(6), expected(G_ref, list(range(6))), strict=True):
+        assert close(read(seed_path(tmp_path, seed)), img)
 
 
 def test_nvidia_pickle_gives_the_same_pictures(network, tmp_path):
