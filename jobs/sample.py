@@ -14,6 +14,7 @@ Per-seed files: <outdir>/<seed // 1000:04d>/seed<seed:04d>.png, plus manifest-<t
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -76,8 +77,8 @@ def main(args: argparse.Namespace) -> None:
     if args.compile:
         compile_synthesis(G, opts.batch, opts.noise_mode)
     print(f"start-up: {loaded - started:.1f} s loading the network"
-          + (f", {time.perf_counter() - loaded:.1f} s compiling (torch.compile: about a minute cold, seconds from "
-             "the compile cache)" if args.compile else ""), flush=True)
+          + (f", {time.perf_counter() - loaded:.1f} s compiling (torch.compile; later jobs load what it compiled "
+             f"from {os.environ.get('TORCHINDUCTOR_CACHE_DIR')})" if args.compile else ""), flush=True)
     if grid:
         write_grids(G, seeds, *grid, outdir, opts, labels=args.grid_labels)
     elif args.seeds:
