@@ -176,7 +176,8 @@ def test_batches_from_a_class_sorted_folder_mix_classes_as_iid_draws(class_sorte
     assert counts.shape == (24, 4)
     pearson = float(((counts - 8) ** 2 / 8).sum())
     assert pearson < 72 + 5 * 12, counts.tolist()
-    assert (counts > 0).all(), counts.tolist()
+    # a class missing from a batch happens to random draws too (about 3e-4 per batch): at most one in 24
+    assert int((counts == 0).any(1).sum()) <= 1, counts.tolist()
 
 
 def test_reader_refuses_wrong_resolution_and_missing_dataset(one_task, tmp_path):
