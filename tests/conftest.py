@@ -161,6 +161,24 @@ def scripted(folder: Path, name: str, network: type[torch.nn.Module]) -> Path:
     return folder / name
 
 
+@pytest.fixture
+def recorded_graphs(monkeypatch) -> list[str]:
+    """The graphs torch.compile traces during the test, recorded instead of compiled (Inductor cannot compile these
+    networks' graphs on a CPU) and then run as traced: each one's code and its inputs' shapes, dtypes and which of
+    them need gradients."""
+    graphs: list[str] = []
+
+    def record(gm: torch.fx.GraphModule, inputs: list) -> object:
+        graphs.append(gm.code + repr([(tuple(x.shape), x.dtype, x.requires_grad) for x in inputs
+                                      if isinstance(x, torch.Tensor)]))
+        return gm.forward
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: compile_(*args, **{**kwargs, "backend": record}))
+    torch._dynamo.reset()  # nothing another test compiled in this process is reused
+    return graphs
+
+
 @pytest.fixture(scope="module")
 def detector_file(tmp_path_factory) -> Path:
     return scripted(tmp_path_factory.mktemp("cache"), "inception-2015-12-05.pt", TinyDetector)

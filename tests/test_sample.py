@@ -84,19 +84,11 @@ def test_png_writers_fork_from_a_server_that_has_imported_torch():
     assert server != os.getpid() and "libtorch" in Path(f"/proc/{server}/maps").read_text()
 
 
-def test_compiling_up_front_traces_the_graph_that_sampling_then_runs(network, tmp_path, monkeypatch):
+def test_compiling_up_front_traces_the_graph_that_sampling_then_runs(network, tmp_path, recorded_graphs):
     """`compile_synthesis(G, batch)` compiles at once, so that a job can say what compiling cost, and what it
     compiles is the graph that sampling runs, the padded last batch included: nothing is compiled again.
     torch.compile records the graphs here instead of compiling them."""
-    graphs: list[str] = []
-
-    def record(gm: torch.fx.GraphModule, inputs: list) -> object:
-        graphs.append(gm.code)
-        return gm.forward
-
-    compile_ = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: compile_(*args, **{**kwargs, "backend": record}))
-    torch._dynamo.reset()
+    graphs = recorded_graphs
     path, G_ref = network
     G = load_generator(path, torch.device("cpu"))
     opts = SampleOptions(batch=4, device="cpu", fixed_batch=True)

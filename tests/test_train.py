@@ -191,20 +191,12 @@ def test_background_compile_takes_over_at_a_tick_on_every_rank_and_learns_the_sa
                 assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), (a["tick"], key)
 
 
-def test_the_helpers_compile_the_graphs_the_run_takes_over(same_images, tmp_path, monkeypatch):
+def test_the_helpers_compile_the_graphs_the_run_takes_over(same_images, tmp_path, recorded_graphs):
     """The compile cache serves the run only if each helper's graphs are the run's own: the same traced code with
     the same inputs (shapes, dtypes, which need gradients), though the helpers start from random weights at step 0
     and the run takes over after eager steps with ADA's p moved. torch.compile records the graphs here instead of
     compiling them (Inductor cannot compile them on a CPU)."""
-    graphs: list[str] = []
-
-    def record(gm: torch.fx.GraphModule, inputs: list) -> object:
-        graphs.append(gm.code + repr([(tuple(x.shape), x.dtype, x.requires_grad) for x in inputs
-                                      if isinstance(x, torch.Tensor)]))
-        return gm.forward
-
-    compile_ = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda *args, **kwargs: compile_(*args, **{**kwargs, "backend": record}))
+    graphs = recorded_graphs
     cfg = load_config(None, [f"data={same_images}", f"outdir={tmp_path}", *TINY, *ADA, "batch=8", "workers=0",
                              "compile_backend=aot_eager", "ada_interval=1"])
     env = DistEnv(0, 1, 0, torch.device("cpu"))
