@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import os
 import time
 import types
 from collections.abc import Callable
@@ -59,7 +60,7 @@ class CompileAhead:
         self.env, self.started = env, time.time()
         # spawn: a forked child would inherit this process's CUDA context, which CUDA does not allow
         spawn = multiprocessing.get_context("spawn")
-        self.processes = [spawn.Process(target=target, args=args, name="stylegan-compile-ahead")
+        self.processes = [spawn.Process(target=run_niced, args=(target, args), name="stylegan-compile-ahead")
                           for args in (jobs if env.local_rank == 0 else [])]
         for process in self.processes:
             process.start()
@@ -78,6 +79,17 @@ class CompileAhead:
             if process.is_alive():
                 process.terminate()
                 process.join(10)
+
+
+HELPER_NICENESS = 10
+
+
+def run_niced(target: Callable, args: tuple) -> None:
+    """A helper's body: `target(*args)` at a lower CPU priority. The run's eager steps are bound by the host's
+    kernel launches, and a helper's compiling (Inductor's compile workers, which inherit the priority, up to one per
+    core) would otherwise take the run's cores from it; so the helpers get the CPU time the run leaves."""
+    os.nice(HELPER_NICENESS)
+    target(*args)
 
 
 class GraphRounds:
