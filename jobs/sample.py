@@ -14,7 +14,6 @@ Per-seed files: <outdir>/<seed // 1000:04d>/seed<seed:04d>.png, plus manifest-<t
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
@@ -74,11 +73,10 @@ def main(args: argparse.Namespace) -> None:
         start_writer_server()  # its imports overlap the network's loading and compiling
     G = load_generator(network, device)
     loaded = time.perf_counter()
-    if args.compile:
-        compile_synthesis(G, opts.batch, opts.noise_mode)
+    cache = compile_synthesis(G, opts.batch, opts.noise_mode) if args.compile else None
     print(f"start-up: {loaded - started:.1f} s loading the network"
           + (f", {time.perf_counter() - loaded:.1f} s compiling (torch.compile; later jobs load what it compiled "
-             f"from {os.environ.get('TORCHINDUCTOR_CACHE_DIR')})" if args.compile else ""), flush=True)
+             f"from {cache})" if cache else ""), flush=True)
     if grid:
         write_grids(G, seeds, *grid, outdir, opts, labels=args.grid_labels)
     elif args.seeds:

@@ -7,6 +7,8 @@ compiled generator never recompiles for the last batch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -23,15 +25,16 @@ def one_hot(classes: torch.Tensor, c_dim: int) -> torch.Tensor:
     return c
 
 
-def compile_synthesis(G: Generator, batch: int | None = None, noise_mode: str = "const") -> None:
+def compile_synthesis(G: Generator, batch: int | None = None, noise_mode: str = "const") -> Path:
     """torch.compile G's synthesis network in place, for one batch size (see `padded`); the compiled kernels go to
-    the shared cache, for array tasks, requeues and later jobs (stylegan.fileio.use_compile_cache). With `batch`,
-    it compiles now, on one batch of that size, instead of in the first call (a job can then say what compiling
-    cost)."""
-    use_compile_cache()
+    the shared cache, for array tasks, requeues and later jobs (stylegan.fileio.use_compile_cache), whose folder it
+    returns. With `batch`, it compiles now, on one batch of that size, instead of in the first call (a job can then
+    say what compiling cost)."""
+    cache = use_compile_cache()
     G.synthesis.compile(dynamic=False)
     if batch is not None:
         images_from_ws(G, G.mapping.w_avg.repeat(batch, G.num_ws, 1), noise_mode)  # contiguous, as real ws
+    return cache
 
 
 def padded(x: torch.Tensor, size: int | None) -> torch.Tensor:
