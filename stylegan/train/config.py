@@ -104,6 +104,9 @@ class TrainConfig:
                                         # each holding a copy of the networks on the node's first GPU) compile the
                                         # graphs into the compile cache, compiled from the first tick after they
                                         # end; first-step: compile before the first step, the run waits for it
+    compile_helper_nice: int = 10       # the helpers' nice increment over the run's: they take the CPU time the
+                                        # eager steps leave; 0 on a node whose cores nothing else needs compiles
+                                        # sooner (benchmarks/RESULTS.md, #40)
     compile_backend: str = "inductor"   # torch.compile's backend; aot_eager traces and differentiates without
                                         # generating kernels, on any device (compile problems, the CPU tests)
 
@@ -136,6 +139,9 @@ class TrainConfig:
             raise UserError(f"config: compile_start {self.compile_start!r} must be background or first-step")
         if self.compile_backend not in ("inductor", "aot_eager"):
             raise UserError(f"config: compile_backend {self.compile_backend!r} must be inductor or aot_eager")
+        if not 0 <= self.compile_helper_nice <= 19:
+            raise UserError(f"config: compile_helper_nice {self.compile_helper_nice} must be a nice increment from 0 "
+                            "to 19")
         if self.freezed < 0 or self.keep_snapshots < 0 or self.r1_interval < 1 or self.pl_interval < 1:
             raise UserError("config: freezed and keep_snapshots must be >= 0, r1_interval and pl_interval >= 1")
 

@@ -53,14 +53,15 @@ class CompileAhead:
     eagerly: compiling them cold takes minutes (benchmarks/RESULTS.md, time to quality), loading them from a filled
     cache seconds. The main process of each node (local rank 0) starts one helper per compiled phase, `target(*args)`
     for each of `jobs`, so that the phases' graphs compile side by side; each builds the same networks and runs its
-    phase compiled. `state` is the ranks' agreement on whether every node's helpers have ended."""
+    phase compiled, `niceness` steps below the run's CPU priority. `state` is the ranks' agreement on whether every
+    node's helpers have ended."""
 
-    def __init__(self, target: Callable, jobs: list[tuple], env: DistEnv):
+    def __init__(self, target: Callable, jobs: list[tuple], env: DistEnv, niceness: int):
         use_compile_cache()  # the helpers inherit the cache folder through the environment
         self.env, self.started = env, time.time()
         # spawn: a forked child would inherit this process's CUDA context, which CUDA does not allow
         spawn = multiprocessing.get_context("spawn")
-        self.processes = [spawn.Process(target=run_niced, args=(target, args), name="stylegan-compile-ahead")
+        self.processes = [spawn.Process(target=run_niced, args=(niceness, target, args), name="stylegan-compile-ahead")
                           for args in (jobs if env.local_rank == 0 else [])]
         for process in self.processes:
             process.start()
@@ -81,14 +82,11 @@ class CompileAhead:
                 process.join(10)
 
 
-HELPER_NICENESS = 10
-
-
-def run_niced(target: Callable, args: tuple) -> None:
+def run_niced(niceness: int, target: Callable, args: tuple) -> None:
     """A helper's body: `target(*args)` at a lower CPU priority. The run's eager steps are bound by the host's
     kernel launches, and a helper's compiling (Inductor's compile workers, which inherit the priority, up to one per
     core) would otherwise take the run's cores from it; so the helpers get the CPU time the run leaves."""
-    os.nice(HELPER_NICENESS)
+    os.nice(niceness)
     target(*args)
 
 

@@ -161,8 +161,8 @@ class Trainer:
             write_text_atomic(self.rundir.config, yaml.safe_dump(config_dict(cfg), sort_keys=False))
         self.compile_ahead = None
         if compiles(cfg, self.device) and cfg.compile_start == "background":
-            self.compile_ahead = CompileAhead(fill_compile_cache, [(plan, env, self.progress["cur_nimg"], p.name)
-                                                                   for p in self.phases if p.name in COMPILED], env)
+            jobs = [(plan, env, self.progress["cur_nimg"], p.name) for p in self.phases if p.name in COMPILED]
+            self.compile_ahead = CompileAhead(fill_compile_cache, jobs, env, cfg.compile_helper_nice)
         elif compiles(cfg, self.device):
             self.use_compiled()
 
