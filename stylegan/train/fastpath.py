@@ -83,9 +83,10 @@ class CompileAhead:
 
 
 def run_niced(niceness: int, target: Callable, args: tuple) -> None:
-    """A helper's body: `target(*args)` at a lower CPU priority. The run's eager steps are bound by the host's
-    kernel launches, and a helper's compiling (Inductor's compile workers, which inherit the priority, up to one per
-    core) would otherwise take the run's cores from it; so the helpers get the CPU time the run leaves."""
+    """A helper's body: `target(*args)`, `niceness` steps below the run's CPU priority. The run's eager steps are
+    bound by the host's kernel launches, and a helper's compiling (Inductor's compile workers, which inherit the
+    priority, up to one per core) would otherwise take the run's cores from it; so the helpers get the CPU time the
+    run leaves."""
     os.nice(niceness)
     target(*args)
 
