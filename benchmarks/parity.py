@@ -193,8 +193,8 @@ def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_
     held = ours_runs[1:] if stagger else []
     for run, gpu in zip(runs, gpus, strict=False):
         run["gpu"] = gpu
-        if run not in held:
-            begin(work, run)
+    info = {"kimg": kimg, "res": res, "settings": s, "cache": str(cache) if cache else None, "score": scoring}
+    begin(work, [run for run in runs if run not in held], runs, info)
     if held:  # they start once the first has compiled its graphs, so that they load them from the cache
         first = ours_runs[0]
         compiled = "tick 0 " if "compile_start=first-step" in first["cmd"] else "compiled main phases"
@@ -204,19 +204,21 @@ def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_
         for run in held:
             if run["cold"]:  # the first run has filled the cache folder
                 run["cold"] = False
-            begin(work, run)
-    (work / "parity.json").write_text(json.dumps({"runs": runs, "kimg": kimg, "res": res, "settings": s,
-                                                  "cache": str(cache) if cache else None, "score": scoring}, indent=1))
-    for run in runs if scoring == "follow" else []:
+        begin(work, held, runs, info)
+
+
+def begin(work: Path, these: list[dict], runs: list[dict], info: dict) -> None:
+    """Start `these` of `runs`, list every run started so far in parity.json (what `wait`, `score` and `report`
+    read), and start a scorer beside each of `these` when the launch scores as snapshots appear."""
+    for run in these:
+        run.update(pid=start(run["cmd"], run["cwd"], run["env"], run["gpu"], work / "logs" / f"{run['name']}.log"),
+                   started=time.time())
+        print(f"started {run['name']} on GPU {run['gpu']} (pid {run['pid']})", flush=True)
+    write_text_atomic(work / "parity.json", json.dumps({"runs": [r for r in runs if "pid" in r], **info}, indent=1))
+    for run in these if info["score"] == "follow" else []:
         scorer = [sys.executable, "-m", "benchmarks.parity", "score", f"--workdir={work}", f"--run={run['name']}",
                   "--follow"]
         start(scorer, str(REPO), {"PYTHONUNBUFFERED": "1"}, run["gpu"], work / "logs" / f"score-{run['name']}.log")
-
-
-def begin(work: Path, run: dict) -> None:
-    run.update(pid=start(run["cmd"], run["cwd"], run["env"], run["gpu"], work / "logs" / f"{run['name']}.log"),
-               started=time.time())
-    print(f"started {run['name']} on GPU {run['gpu']} (pid {run['pid']})", flush=True)
 
 
 def until_in_log(log: Path, text: str, pid: int, timeout: float) -> bool:
