@@ -34,8 +34,8 @@ the GPU, so with 30 minutes of device time a session runs one side (`--sides`): 
 (its settings, scores, logs and last fakes grid) into one file to bring back, and `report --also` puts the runs
 of several such workdirs in one table. NVIDIA's code and the data do not change between sessions; our SWD must
 not change between the sessions whose runs one table compares. Several of our runs started at once on a cold cache
-all compile the same graphs: four of them loaded 16 cores to 40, their helpers took 6 minutes (3 for one run
-alone) and their eager steps ran at 19-23 sec/kimg meanwhile. `--stagger` starts our first run alone and the
+all compile the same graphs: four of them loaded 16 cores to 40, their helpers took 6 minutes (about 3 for one run)
+and their eager steps ran at 19-23 sec/kimg meanwhile. `--stagger` starts our first run alone and the
 others once it has compiled, so that they load its graphs from the cache.
 
 Time to quality, what a user's first run feels: `report` gives each run's seconds from its launch to its first tick
