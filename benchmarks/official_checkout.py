@@ -20,9 +20,11 @@ import argparse
 import io
 import re
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
+
+from jobs.cli import run
+from stylegan.errors import UserError
 
 # (file, pattern, replacement, times the pattern must match)
 EDITS = [
@@ -35,17 +37,12 @@ EDITS = [
 SHIM = "from packaging.version import parse as parse_version\n"
 
 
-def fail(where: str, problem: str) -> None:
-    print(f"error: {where}: {problem}", file=sys.stderr)
-    sys.exit(2)
-
-
 def export(git_dir: Path, dest: Path) -> None:
     archive = subprocess.run(["git", "--git-dir", str(git_dir), "archive", "--format=tar", "HEAD"],
                              capture_output=True)
     if archive.returncode != 0:
-        fail(str(git_dir), f"not a git directory with a HEAD ({archive.stderr.decode().strip()}); pass a clone's "
-                           ".git folder or a bare copy of NVlabs/stylegan3")
+        raise UserError(f"{git_dir}: not a git directory with a HEAD ({archive.stderr.decode().strip()}); pass a "
+                        "clone's .git folder or a bare copy of NVlabs/stylegan3")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(dest, filter="data")
 
@@ -54,24 +51,27 @@ def edit(dest: Path) -> None:
     for name, pattern, replacement, times in EDITS:
         path = dest / name
         if not path.is_file():
-            fail(str(path), "missing: is --git a snapshot of NVlabs/stylegan3?")
+            raise UserError(f"{path}: missing: is --git a snapshot of NVlabs/stylegan3?")
         text, found = re.subn(pattern, replacement, path.read_text())
         if found != times:
-            fail(str(path), f"expected {times} match(es) of {pattern!r}, found {found}: the snapshot's code moved; "
-                            "make the edit by hand (CONTRIBUTING.md)")
+            raise UserError(f"{path}: expected {times} match(es) of {pattern!r}, found {found}: the snapshot's code "
+                            "moved; make the edit by hand (CONTRIBUTING.md)")
         path.write_text(text)
     (dest / "shim").mkdir(exist_ok=True)
     (dest / "shim" / "pkg_resources.py").write_text(SHIM)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--git", required=True, type=Path, help="the .git folder of a NVlabs/stylegan3 clone, or a "
                         "bare copy")
     parser.add_argument("--dest", required=True, type=Path, help="an empty or new folder that git ignores")
-    args = parser.parse_args()
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
     if args.dest.exists() and any(args.dest.iterdir()):
-        fail(str(args.dest), "not empty: remove it or name a new folder")
+        raise UserError(f"{args.dest}: not empty: remove it or name a new folder")
     args.dest.mkdir(parents=True, exist_ok=True)
     export(args.git, args.dest)
     edit(args.dest)
@@ -79,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, build_parser())
