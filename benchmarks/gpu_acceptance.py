@@ -5,9 +5,11 @@ CI has no GPU, and CPU kernels forgive what CUDA kernels do not: this is the che
 (CONTRIBUTING.md says when to run it and where its results go).
 
 What runs, as subprocesses of the real jobs:
-  * configs/textures64.yaml as users start it, first (a cold compile cache): eager from the first step while helper
-    processes compile, compiled from a tick on (`compile_start: background`); the legs below compile before their
-    first step, so that their short runs check the compiled graphs;
+  * configs/textures64.yaml as users start it, first (a cold compile cache: the run's own, WORKDIR/cache, emptied when
+    the train part runs): eager from the first step while helper processes compile, compiled from a tick on
+    (`compile_start: background`); then again on the cache it filled, as a requeue or a second run starts: compiled
+    from the first step, which its record in the cache asks for; the legs below compile before their first step, so
+    that their short runs check the compiled graphs;
   * configs/textures64.yaml fine-tuning from an NVIDIA-format pickle of FFHQ config-f's shape (1024x1024, random
     weights, written by the tests' own pickle builder) on procedural textures at 64x64, ADA with p = 0.2 from the
     first step (so R1 and path length go through every augmentation): on 1 GPU with a SIGTERM after a snapshot, the
@@ -79,7 +81,9 @@ class Acceptance:
         self.work, self.code, self.gpus = work, code, gpus
         self.results: list[dict] = []
         self.logs_lock = threading.Lock()  # with --parallel, two legs may start a job of one name at once
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
+        self.cache = work / "cache"  # the jobs' compile cache, not the user's: its state is the run's own
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "STYLEGAN_CACHE": str(self.cache),
+                    "TORCHINDUCTOR_CACHE_DIR": str(self.cache / "torch-compile"),
                     "PYTHONPATH": os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
     def check(self, name: str, ok: bool, figure: str) -> bool:
@@ -200,6 +204,20 @@ class Acceptance:
                    f"{np.median(eager) if eager else nan:.2f}, the first compiled tick "
                    f"{compiled[0] if compiled else nan:.2f}, then {compiled[-1] if compiled else nan:.2f}"
                    if rows else f"exit {code}, no ticks")
+
+    def train_warm_start(self, data: Path, pkl: Path) -> None:
+        """The preset as users start it again, on the cache the first leg filled: its record of the graphs there makes
+        the run compile at its first step, which loads them, with no helpers; stopped after two ticks."""
+        run = RunDir(self.work / "runs" / "background-warm")
+        args = [*self.train_args(data, pkl, run.path.name, 500), "compile_start=background", "tick_kimg=1",
+                "snap=1000"]
+        code, out, start = self.train_until(args, run, lambda out: out.count("\ntick ") >= 2)
+        rows = run.ticks()
+        self.check("train again on the filled cache (the default compile_start): compiled from the first step, no "
+                   "helpers", code == 3 and len(rows) >= 2 and "the compile cache holds these graphs" in out
+                   and "helper processes" not in out and "torch.compile on first use" in out,
+                   f"exit {code}; launch to first tick {rows[0]['timestamp'] - start:.0f} s; sec/kimg "
+                   f"{rows[-1]['sec_per_kimg']:.2f}" if rows else f"exit {code}, no ticks")
 
     def train_one_gpu(self, data: Path, pkl: Path) -> RunDir | None:
         run = RunDir(self.work / "runs" / "gpu1")
@@ -418,6 +436,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
     acc = Acceptance(work, Path(args.code).resolve(), args.gpus)
+    if "train" in args.only:  # the preset's first leg starts cold, as a user's first run (no compile record either)
+        shutil.rmtree(acc.cache, ignore_errors=True)
     print(f"GPU acceptance: {torch.cuda.get_device_name()} x {args.gpus}, torch {torch.__version__}, code "
           f"{acc.code}", flush=True)
     data, pkl = acc.prepare(args.images)
@@ -433,6 +453,7 @@ def main() -> None:
     def stylegan2_legs() -> None:
         if "train" in args.only:
             acc.train_background_compile(data, pkl)
+            acc.train_warm_start(data, pkl)
         latest = acc.train_one_gpu(data, pkl) if "train" in args.only else run
         if "torchrun" in args.only:
             acc.train_all_gpus(data, pkl)

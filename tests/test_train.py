@@ -28,6 +28,8 @@ from stylegan.errors import UserError
 from stylegan.formats.checkpoint import load_checkpoint
 from stylegan.rundir import RunDir
 from stylegan.train.config import TrainConfig, load_config
+from stylegan.train.fastpath import CompileRecord
+from stylegan.train.progressive import stage_at
 from stylegan.train.startup import plan_start
 from stylegan.train.trainer import Trainer, fill_compile_cache
 from tests.conftest import REPO, TINY_TRAIN, Fixture, run_job
@@ -56,6 +58,12 @@ def same_images(tmp_path_factory) -> Path:
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread everywhere: the same float summation order in every run
+
+
+def own_compile_cache(root: Path) -> dict:
+    """Environment giving a run a compile cache of its own: the compile records (`CompileRecord`) another run left in
+    the user's cache must not decide how a test's run compiles."""
+    return {"STYLEGAN_CACHE": str(root), "TORCHINDUCTOR_CACHE_DIR": str(root / "torch-compile")}
 
 
 def train(args: list[str], nproc: int = 1, check: bool = True, timeout: int = 600,
@@ -169,7 +177,8 @@ def test_background_compile_takes_over_at_a_tick_on_every_rank_and_computes_the_
             # the run's priority: in CI the other tests' processes, not these ranks, hold the cores, and helpers below
             # them took ten minutes to compile (the helpers' priority has its own test, the killed-helper one)
             "compile_helper_nice=0"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**ENV, **own_compile_cache(tmp_path / "cache")})
     log, switch = tmp_path / "background" / "log.txt", None
     deadline = time.time() + 600  # the helpers compile beside the ranks and, in CI, another test's processes
     while time.time() < deadline and proc.poll() is None:
@@ -185,6 +194,8 @@ def test_background_compile_takes_over_at_a_tick_on_every_rank_and_computes_the_
     assert switch, f"{out[-3000:]}\nlog:\n{text[-2000:]}"
     assert "first step (eager: helper processes compile the main phases meanwhile" in text
     assert text.count("compiled main phases from the next step on") == 1 and "stopping on signal" in text, out[-3000:]
+    record = json.loads(next((tmp_path / "cache").rglob("stylegan-graphs/*.json")).read_text())
+    assert record["run"] == str(tmp_path / "background")  # written at the switch: the next such run starts compiled
     background = stats(tmp_path / "background")
     train([*common, "run_name=eager", f"kimg={background[-1]['kimg']}", "compile=false"], nproc=2)
     eager = stats(tmp_path / "eager")
@@ -232,7 +243,8 @@ def test_a_killed_compile_helper_leaves_the_run_training_eagerly(same_images, tm
     steps need the host."""
     args = [sys.executable, "-m", "jobs.train", f"data={same_images}", f"outdir={tmp_path}", "run_name=killed",
             *TINY, "batch=8", "tick_kimg=0.008", "snap=100000", "kimg=100", "compile_backend=aot_eager"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**ENV, **own_compile_cache(tmp_path / "cache")})
     log, helpers = tmp_path / "killed" / "log.txt", []
     deadline = time.time() + 120
     while time.time() < deadline and len(helpers) < 2:  # one per compiled phase: Gmain, Dmain
@@ -262,6 +274,44 @@ def test_a_killed_compile_helper_leaves_the_run_training_eagerly(same_images, tm
     assert proc.returncode == 3, out[-3000:]
     text = log.read_text()
     assert text.count(warned) == 1 and "training goes on eagerly" in text and "compiled main phases" not in text
+    assert not list((tmp_path / "cache").rglob("stylegan-graphs/*.json"))  # no graphs: no record of them
+
+
+def test_a_run_whose_graphs_the_compile_cache_holds_compiles_at_its_first_step(same_images, tmp_path):
+    """The first run that has its main phases compiled leaves a record of them in the compile cache; a run of the
+    same configuration (another seed, length and folder) then compiles at its first step, which loads them,
+    instead of stepping eagerly beside helper processes (compile_start: background, the default)."""
+    common = [f"data={same_images}", *TINY, "batch=8", "tick_kimg=0.008", "kimg=0.016", "snap=100",
+              "compile_backend=aot_eager"]
+    env = own_compile_cache(tmp_path / "cache")
+    train([*common, f"outdir={tmp_path}", "run_name=first", "compile_start=first-step"], env=env)
+    records = list((tmp_path / "cache" / "torch-compile" / "stylegan-graphs").glob("*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["run"] == str(tmp_path / "first")
+    train([*common, f"outdir={tmp_path / 'other'}", "run_name=second", "seed=7", "kimg=0.024"], env=env)
+    log = (tmp_path / "other" / "second" / "log.txt").read_text()
+    assert f"the compile cache holds these graphs ({records[0]})" in log, log
+    assert "torch.compile on first use" in log and "helper processes" not in log, log
+    assert len(list(records[0].parent.iterdir())) == 1
+
+
+def test_a_compile_record_is_named_by_what_the_graphs_depend_on(same_images, tmp_path, monkeypatch):
+    """Settings that change the compiled graphs (widths, batch per GPU, labels, augmentation, compile mode) name
+    another record; those that choose the data, seed, length or folders do not."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = load_config(None, [f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8"])
+
+    def record(c: TrainConfig, batch_gpu: int = 8, c_dim: int = 0) -> Path:
+        return CompileRecord(c, c_dim, stage_at(c, 0, 1), batch_gpu, torch.device("cpu")).path
+
+    same = dataclasses.replace(cfg, data=str(tmp_path / "elsewhere"), outdir="/runs", run_name="again", seed=9,
+                               kimg=5000.0, tick_kimg=1.0, snap=7, workers=6, resume="ffhq.pkl",
+                               compile_start="first-step", compile_helper_nice=0)
+    assert record(same) == record(cfg)
+    others = [record(dataclasses.replace(cfg, **change)) for change in (
+        {"channel_base": 512}, {"map_layers": 4}, {"aug": "ada"}, {"compile_mode": "reduce-overhead"},
+        {"resolution": 32}, {"mbstd_group": 4}, {"family": "stylegan1"})]
+    others += [record(cfg, batch_gpu=4), record(cfg, c_dim=3)]
+    assert len({record(cfg), *others}) == len(others) + 1
 
 
 def test_sigterm_checkpoints_and_resume_continues_with_identical_weights(same_images, tmp_path):

@@ -103,7 +103,9 @@ class TrainConfig:
     compile_start: str = "background"   # background: train eagerly while helper processes (one per compiled phase,
                                         # each holding a copy of the networks on the node's first GPU) compile the
                                         # graphs into the compile cache, compiled from the first tick after they
-                                        # end; first-step: compile before the first step, the run waits for it
+                                        # end, unless the cache holds them already (a record an earlier run
+                                        # left: fastpath.CompileRecord); first-step: compile before the first
+                                        # step, the run waits for it
     compile_helper_nice: int = 10       # the helpers' nice increment over the run's: they take the CPU time the
                                         # eager steps leave; 0 on a node whose cores nothing else needs compiles
                                         # sooner (benchmarks/RESULTS.md, #40)

@@ -3,7 +3,8 @@
 None of this changes what a step computes (benchmarks/RESULTS.md: the dynamics checks and the parity runs); it
 changes how long the host and the GPU wait for each other:
 - compiled Gmain/Dmain graphs (torch.compile), optionally replayed as CUDA graphs (`compile_mode: reduce-overhead`),
-  compiled by helper processes while the trainer steps eagerly (`compile_start: background`, `CompileAhead`);
+  compiled by helper processes while the trainer steps eagerly (`compile_start: background`, `CompileAhead`), or
+  at the first step when the compile cache already holds them (`CompileRecord`);
 - an optimizer step decided on the device: fused Adam skips a step whose gradients are not finite (`found_inf`),
   so the host never reads the gradients;
 - the EMA as multi-tensor kernels, gated on the device;
@@ -13,21 +14,29 @@ changes how long the host and the GPU wait for each other:
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import multiprocessing
 import os
 import time
 import types
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from stylegan.distributed import DistEnv, all_reduce_max, all_reduce_sum
-from stylegan.fileio import use_compile_cache
+from stylegan.fileio import use_compile_cache, write_text_atomic
 from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.train.augment import AugmentPipe
-from stylegan.train.config import TrainConfig
+from stylegan.train.config import TrainConfig, config_dict
 from stylegan.train.losses import augmented
+from stylegan.train.progressive import Stage
+
+# Settings that choose what a run trains on, for how long and where it writes, not the graphs of its main phases
+RUN_ONLY = ("data", "outdir", "run_name", "workers", "seed", "resume", "kimg", "tick_kimg", "snap", "keep_snapshots",
+            "grid_size", "compile_start", "compile_helper_nice", "nan_rollback", "dist_timeout_s")
 
 
 def compiles(cfg: TrainConfig, device: torch.device) -> bool:
@@ -80,6 +89,50 @@ class CompileAhead:
             if process.is_alive():
                 process.terminate()
                 process.join(10)
+
+
+class CompileRecord:
+    """A file in the compile cache saying that it holds the main phases' graphs of one configuration, written by the
+    first run that has them compiled. A run that finds its record compiles at its first step, which loads the
+    graphs in seconds, instead of stepping eagerly for minutes beside helper processes that would load them again
+    (benchmarks/RESULTS.md, #40). The record is named by a digest of what the graphs depend on: the settings
+    outside RUN_ONLY, the stage, the images per GPU, the torch version, the GPU model and this library's source. It
+    lives in Inductor's cache folder, so emptying the cache removes it too; a record whose graphs were evicted costs a
+    cold compile at the first step."""
+
+    def __init__(self, cfg: TrainConfig, c_dim: int, stage: Stage, batch_gpu: int, device: torch.device):
+        self.what = {"config": {k: v for k, v in config_dict(cfg).items() if k not in RUN_ONLY}, "c_dim": c_dim,
+                     "stage": [stage.lod, stage.resolution, stage.batch], "batch_gpu": batch_gpu,
+                     "torch": torch.__version__, "device": device_model(device), "code": source_digest()}
+        digest = hashlib.sha256(json.dumps(self.what, sort_keys=True).encode()).hexdigest()[:24]
+        self.path = use_compile_cache() / "stylegan-graphs" / f"{digest}.json"
+        self.written = False
+
+    def held_on_every_rank(self, device: torch.device) -> bool:
+        """Whether every rank finds the record (a node with its own cache may not): they decide together."""
+        return not bool(all_reduce_max(torch.tensor(float(not self.path.is_file()), device=device)))
+
+    def write(self, run: Path) -> None:
+        """Once per run: `run` has the graphs compiled (helpers ended, or its first compiled step ran)."""
+        if not self.written and not self.path.is_file():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.path, json.dumps({**self.what, "run": str(run), "time": time.time()}, indent=1))
+        self.written = True
+
+
+def device_model(device: torch.device) -> str:
+    if device.type != "cuda":
+        return device.type
+    return f"{torch.cuda.get_device_name(device)} sm_{''.join(map(str, torch.cuda.get_device_capability(device)))}"
+
+
+@functools.cache
+def source_digest() -> str:
+    """The library's Python source: the graphs change with it."""
+    root, digest = Path(__file__).resolve().parents[1], hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def run_niced(niceness: int, target: Callable, args: tuple) -> None:

@@ -55,6 +55,7 @@ from stylegan.train.augment import AugmentPipe
 from stylegan.train.config import TrainConfig, config_dict
 from stylegan.train.fastpath import (
     CompileAhead,
+    CompileRecord,
     GraphRounds,
     LaggedFlags,
     average_and_step,
@@ -159,12 +160,10 @@ class Trainer:
                                                 self.device)
         if env.is_main:
             write_text_atomic(self.rundir.config, yaml.safe_dump(config_dict(cfg), sort_keys=False))
-        self.compile_ahead = None
-        if compiles(cfg, self.device) and cfg.compile_start == "background":
-            jobs = [(plan, env, self.progress["cur_nimg"], p.name) for p in self.phases if p.name in COMPILED]
-            self.compile_ahead = CompileAhead(fill_compile_cache, jobs, env, cfg.compile_helper_nice)
-        elif compiles(cfg, self.device):
-            self.use_compiled()
+        self.compile_ahead, self.compile_record = None, None
+        if compiles(cfg, self.device):
+            self.compile_record = CompileRecord(cfg, self.c_dim, self.stage, self.batch_gpu, self.device)
+            self.start_compiling(plan)
 
     # ------------------------------------------------------------------------------------------------------------
     # Snapshots, resume and transfer
@@ -273,6 +272,19 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------------------
     # Compiled main phases
+
+    def start_compiling(self, plan: StartPlan) -> None:
+        """Compile the main phases at the first step (compile_start: first-step, or a cache that holds their graphs
+        already) or in helper processes while the run steps eagerly."""
+        if self.cfg.compile_start == "first-step":
+            self.use_compiled()
+        elif self.compile_record.held_on_every_rank(self.device):
+            self.runlog.log(f"the compile cache holds these graphs ({self.compile_record.path}): compiling at the "
+                            "first step, which loads them, instead of in the background")
+            self.use_compiled()
+        else:
+            jobs = [(plan, self.env, self.progress["cur_nimg"], p.name) for p in self.phases if p.name in COMPILED]
+            self.compile_ahead = CompileAhead(fill_compile_cache, jobs, self.env, self.cfg.compile_helper_nice)
 
     def use_compiled(self) -> None:
         """Gmain and Dmain run compiled from the next step on (the same parameters and functions)."""
@@ -436,6 +448,8 @@ class Trainer:
                 self.runlog.startup(setup_seconds, time.time() - start_time, self.compiling())
             first_tick = False
             self.switch_when_compiled()
+            if env.is_main and self.compiling() == "compiled":
+                self.compile_record.write(self.rundir.path)
             maintenance_start = time.time()
             if stop or done or self.progress["cur_tick"] % cfg.snap == 0:
                 self.save_snapshot()
