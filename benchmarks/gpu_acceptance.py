@@ -133,6 +133,10 @@ class Acceptance:
                 f"outdir={self.work / 'runs'}", f"run_name={name}", f"kimg={kimg}", "tick_kimg=0.5", "snap=1",
                 "aug_p=0.2", "workers=4", "compile_start=first-step"]
 
+    def preset_as_users_start(self, data: Path, pkl: Path, name: str) -> list[str]:
+        """The preset with its default `compile_start` (background), ticks of 1 kimg, no snapshot before the stop."""
+        return [*self.train_args(data, pkl, name, 500), "compile_start=background", "tick_kimg=1", "snap=1000"]
+
     def exit_delay(self, run: RunDir, exited: float) -> float:
         return exited - run.latest().stat().st_mtime
 
@@ -181,8 +185,7 @@ class Acceptance:
         is cold: eager from the first step while helper processes compile, compiled from a tick on; stopped two
         ticks after the switch."""
         run = RunDir(self.work / "runs" / "background")
-        args = [*self.train_args(data, pkl, run.path.name, 500), "compile_start=background", "tick_kimg=1",
-                "snap=1000"]
+        args = self.preset_as_users_start(data, pkl, run.path.name)
         switched = re.compile(r"kimg ([\d.]+): compiled main phases from the next step on \(compiled in the "
                               r"background in (\d+) s")
 
@@ -209,8 +212,7 @@ class Acceptance:
         """The preset as users start it again, on the cache the first leg filled: its record of the graphs there makes
         the run compile at its first step, which loads them, with no helpers; stopped after two ticks."""
         run = RunDir(self.work / "runs" / "background-warm")
-        args = [*self.train_args(data, pkl, run.path.name, 500), "compile_start=background", "tick_kimg=1",
-                "snap=1000"]
+        args = self.preset_as_users_start(data, pkl, run.path.name)
         code, out, start = self.train_until(args, run, lambda out: out.count("\ntick ") >= 2)
         rows = run.ticks()
         self.check("train again on the filled cache (the default compile_start): compiled from the first step, no "

@@ -198,7 +198,9 @@ def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_
     begin(work, [run for run in runs if run not in held], runs, info)
     if held:  # they start once the first has compiled its graphs, so that they load them from the cache
         first = ours_runs[0]
-        compiled = "tick 0 " if "compile_start=first-step" in first["cmd"] else "compiled main phases"
+        # the switch from its helpers, or the start-up line of a run compiled at its first step (first-step, or a
+        # compile record already in the cache)
+        compiled = ("compiled main phases", "(torch.compile on first use")
         done = until_in_log(work / "logs" / f"{first['name']}.log", compiled, first["pid"], timeout=900)
         print(f"{first['name']} {'has compiled' if done else 'ended or did not compile in 900 s'}; starting the "
               "others", flush=True)
@@ -222,14 +224,18 @@ def begin(work: Path, these: list[dict], runs: list[dict], info: dict) -> None:
         start(scorer, str(REPO), {"PYTHONUNBUFFERED": "1"}, run["gpu"], work / "logs" / f"score-{run['name']}.log")
 
 
-def until_in_log(log: Path, text: str, pid: int, timeout: float) -> bool:
-    """Whether `text` appeared in `log` before process `pid` ended and within `timeout` seconds."""
+def until_in_log(log: Path, texts: tuple[str, ...], pid: int, timeout: float) -> bool:
+    """Whether one of `texts` appeared in `log` before process `pid` ended and within `timeout` seconds."""
+    def found() -> bool:
+        written = log.read_text(errors="replace")
+        return any(text in written for text in texts)
+
     deadline = time.time() + timeout
     while time.time() < deadline and alive(pid):
-        if text in log.read_text(errors="replace"):
+        if found():
             return True
         time.sleep(2)
-    return text in log.read_text(errors="replace")
+    return found()
 
 
 def start(cmd: list[str], cwd: str, env: dict, gpu: str, log_path: Path) -> int:

@@ -105,12 +105,11 @@ class CompileRecord:
                      "stage": [stage.lod, stage.resolution, stage.batch], "batch_gpu": batch_gpu,
                      "torch": torch.__version__, "device": device_model(device), "code": source_digest()}
         digest = hashlib.sha256(json.dumps(self.what, sort_keys=True).encode()).hexdigest()[:24]
-        self.path = use_compile_cache() / "stylegan-graphs" / f"{digest}.json"
-        self.written = False
+        self.path, self.device, self.written = use_compile_cache() / "stylegan-graphs" / f"{digest}.json", device, False
 
-    def held_on_every_rank(self, device: torch.device) -> bool:
+    def held_on_every_rank(self) -> bool:
         """Whether every rank finds the record (a node with its own cache may not): they decide together."""
-        return not bool(all_reduce_max(torch.tensor(float(not self.path.is_file()), device=device)))
+        return not bool(all_reduce_max(torch.tensor(float(not self.path.is_file()), device=self.device)))
 
     def write(self, run: Path) -> None:
         """Once per run: `run` has the graphs compiled (helpers ended, or its first compiled step ran)."""

@@ -278,7 +278,7 @@ class Trainer:
         already) or in helper processes while the run steps eagerly."""
         if self.cfg.compile_start == "first-step":
             self.use_compiled()
-        elif self.compile_record.held_on_every_rank(self.device):
+        elif self.compile_record.held_on_every_rank():
             self.runlog.log(f"the compile cache holds these graphs ({self.compile_record.path}): compiling at the "
                             "first step, which loads them, instead of in the background")
             self.use_compiled()
