@@ -28,16 +28,13 @@ images re-packed in file-name order, the shards every preprocess wrote before th
 draws a global permutation of the whole dataset, so file order cannot change what it sees: its runs on the mixed
 folder are the reference for these too.
 
-One H200 is saturated by these runs: six at once (two of NVIDIA's) ran at 8-10 sec/kimg for ours and 14.5-16.5 for
-NVIDIA's, about the sum of their times alone (2 and 4.6). NVIDIA's two seeds to 150 kimg need about 25 minutes of
-the GPU, so with 30 minutes of device time a session runs one side (`--sides`): `pack` bundles what a run left
-(its settings, scores, logs and last fakes grid) into one file to bring back, and `report --also` puts the runs
-of several such workdirs in one table. NVIDIA's code and the data do not change between sessions; our SWD must
-not change between the sessions whose runs one table compares. Several of our runs started at once on a cold cache
-all compile the same graphs: four of them loaded 16 cores to 40, their helpers took 6 minutes (about 3 for one run)
-and their eager steps ran at 19-23 sec/kimg meanwhile. `--stagger` starts our first run alone and the
-others once it has compiled: they find its record in the compile cache and compile at their first step, which loads
-its graphs (before the record, three of them ran helpers for 113-117 s even so, at 20.5-21.8 sec/kimg meanwhile).
+Runs share the GPUs that --gpus lists: on one H200 the four runs of two seeds per side, ours staggered, reach 150
+kimg in about 25 minutes (RESULTS.md, parity section). When a session cannot hold more, `--sides` runs one side:
+`pack` bundles what a run left (its settings, scores, logs and last fakes grid) into one file to bring back, and
+`report --also` puts the runs of several such workdirs in one table (NVIDIA's code and the data do not change
+between sessions; our SWD must not change between the sessions whose runs one table compares). Several of our
+runs started at once on a cold cache all compile the same graphs; `--stagger` starts our first run alone and the
+others once it has compiled: they find its record in the compile cache and load its graphs at their first step.
 
 Time to quality, what a user's first run feels: `report` gives each run's seconds from its launch to its first tick
 and to its first snapshot with SWD <= --swd-target (the snapshot file's time; scorers record it as they score), and
@@ -45,8 +42,8 @@ ours over NVIDIA's. `launch --cache DIR` keeps each side's compile caches (ours:
 built plugins) in DIR/ours and DIR/official: a folder that does not exist yet measures a cold start, one an earlier
 launch filled a warm one; --snap 1 snapshots every tick, so the time is read to a tick. For a fair clock each side
 runs alone on the GPU: one launch per side and cache state, each in its own workdir, joined by `report --also`,
-and with `--score after`: no scorer shares the GPU while the runs train (one slowed ours from 1.5 to 2.5-2.9
-sec/kimg), `wait` scores the snapshots once every run has ended; their times are the files', so nothing moves.
+and with `--score after`: no scorer shares the GPU while the runs train, `wait` scores the snapshots once every run
+has ended; their times are the files', so nothing moves.
 """
 
 from __future__ import annotations
