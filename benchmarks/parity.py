@@ -181,7 +181,7 @@ def launch(work: Path, official: Path | None, kimg: float, seeds: list[int], by_
                 f"--cbase={s['cbase']}", f"--map-depth={s['map']}", f"--glr={s['lr']}", f"--dlr={s['lr']}",
                 "--mirror=1", "--aug=ada", "--metrics=none", f"--kimg={int(kimg)}", f"--tick={TICK_KIMG}",
                 f"--snap={snap}", f"--seed={seed}"]})
-    for seed in by_kind_seeds if "ours" in sides else []:
+    for seed in by_kind_seeds:
         runs += [ours_run(f"ours-by-kind-s{seed}", "data-by-kind", seed),
                  ours_run(f"ours-by-kind-name-order-s{seed}", "data-by-kind-name-order", seed)]
     if len(runs) > len(gpus):
@@ -449,7 +449,8 @@ def main() -> None:
     parser.add_argument("--also", nargs="*", default=[], help="report: more workdirs (or unpacked `pack` files) "
                         "whose runs join the table")
     parser.add_argument("--sides", nargs="+", choices=("ours", "official"), default=["ours", "official"],
-                        help="launch: whose runs to start")
+                        help="launch: whose --seeds runs to start (the --by-kind-seeds runs are ours: "
+                        "`--sides official --seeds 2 --by-kind-seeds 0` starts NVIDIA's seed 2 beside them)")
     parser.add_argument("--dest", help="pack: the .tgz to write")
     parser.add_argument("--cache", help="launch: keep each side's compile caches in CACHE/ours and CACHE/official "
                         "(empty: a cold start; filled by an earlier launch: a warm one)")
