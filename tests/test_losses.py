@@ -9,6 +9,7 @@ import torch
 from stylegan.models import stylegan1
 from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.train.config import TrainConfig
+from stylegan.train.fastpath import compiled_networks, compiled_phases
 from stylegan.train.losses import LossConfig, StyleGAN2Loss, run_G
 from stylegan.train.trainer import build_phases
 from tests.conftest import tiny_discriminator_kwargs, tiny_generator_kwargs
@@ -51,6 +52,35 @@ def test_path_length_penalty_differentiates_through_this_batchs_share_of_the_mea
     assert gap(ours, reference(detach=False)) < 1e-5 * scale
     assert gap(reference(detach=False), reference(detach=True)) > 1e-3 * scale
     assert float(loss_fn.pl_mean) != 0.5 and not loss_fn.pl_mean.requires_grad
+
+
+def test_the_compiled_path_length_phase_computes_the_eager_gradients():
+    """compile_greg: the path-length phase as one compiled graph (no graph break), its inner gradient taken by
+    torch.func.grad inside the graph so that AOTAutograd differentiates it once, gives the eager phase's penalty and
+    gradients. aot_eager, which draws the eager random numbers (Inductor draws its own, on a GPU only here)."""
+    torch.manual_seed(0)
+    G, D = Generator(**tiny_generator_kwargs()), Discriminator(**tiny_discriminator_kwargs())
+    z, c = torch.randn(8, 16), torch.zeros(8, 0)
+    params = list(G.parameters())
+    cfg = TrainConfig(data="x", compile_greg=True, compile_backend="aot_eager")
+    assert "Greg" in compiled_phases(cfg) and "Greg" not in compiled_phases(TrainConfig(data="x"))
+
+    def phase(compiled: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        loss_fn = StyleGAN2Loss(G, D, None, LossConfig(style_mixing=0.9))
+        if compiled:
+            loss_fn.G_main, loss_fn.D_main, loss_fn.G_reg = compiled_networks(G, D, None, loss_fn.path_lengths, cfg)
+            assert loss_fn.G_reg is not loss_fn.path_lengths
+        torch.manual_seed(1)
+        loss, _ = loss_fn("Greg", None, None, z, c)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return loss.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+    (eager, eager_grads), (compiled, compiled_grads) = phase(compiled=False), phase(compiled=True)
+    assert torch.allclose(compiled, eager, rtol=1e-5)
+    for e, g in zip(eager_grads, compiled_grads, strict=True):
+        assert torch.allclose(g, e, rtol=1e-4, atol=1e-5 * float(e.abs().max()))
+    explained = torch._dynamo.explain(StyleGAN2Loss(G, D, None, LossConfig()).path_lengths)(z[:4], c[:4])
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
 
 
 def test_r1_in_every_d_step_is_one_step_of_both_d_losses_as_stylegan_2018():

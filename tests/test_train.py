@@ -217,24 +217,25 @@ def test_background_compile_takes_over_at_a_tick_on_every_rank_and_computes_the_
 def test_the_helpers_compile_the_graphs_the_run_takes_over(same_images, tmp_path, recorded_graphs):
     """The compile cache serves the run only if each helper's graphs are the run's own: the same traced code with
     the same inputs (shapes, dtypes, which need gradients), though the helpers start from random weights at step 0
-    and the run takes over after eager steps with ADA's p moved. torch.compile records the graphs here instead of
-    compiling them (Inductor cannot compile them on a CPU)."""
+    and the run takes over after eager steps with ADA's p moved; with compile_greg the path-length phase's graph
+    too. torch.compile records the graphs here instead of compiling them (Inductor cannot compile them on a CPU)."""
     graphs = recorded_graphs
     cfg = load_config(None, [f"data={same_images}", f"outdir={tmp_path}", *TINY, *ADA, "batch=8", "workers=0",
-                             "compile_backend=aot_eager", "ada_interval=1"])
+                             "compile_backend=aot_eager", "ada_interval=1", "compile_greg=true"])
     env = DistEnv(0, 1, 0, torch.device("cpu"))
-    for phase in ("Gmain", "Dmain"):
+    for phase in ("Gmain", "Dmain", "Greg"):
         fill_compile_cache(plan_start(cfg, 1), env, 0, phase)
         torch._dynamo.reset()  # as in a process of its own
     helpers, graphs[:] = list(graphs), []
     run = dataclasses.replace(cfg, run_name="run", compile_start="first-step", compile=False)
     trainer = Trainer(run, env, plan_start(run, 1))
-    for _ in range(5):
+    for _ in range(6):  # the compiled step below is one of Greg's (pl_interval 2)
         trainer.step()
     trainer.use_compiled()
     trainer.step()
     trainer.close()
-    assert float(trainer.augment.p) > 0 and len(helpers) == len(graphs) >= 4 and sorted(helpers) == sorted(graphs)
+    assert float(trainer.augment.p) > 0 and len(helpers) == len(graphs) >= 5 and sorted(helpers) == sorted(graphs)
+    assert sum("_functorch._grad_increment_nesting" in graph for graph in graphs) == 1  # Greg's, torch.func.grad
 
 
 def test_a_killed_compile_helper_leaves_the_run_training_eagerly(same_images, tmp_path):

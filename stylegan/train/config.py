@@ -109,6 +109,8 @@ class TrainConfig:
     compile_helper_nice: int = 10       # the helpers' nice increment over the run's: they take the CPU time the
                                         # eager steps leave; 0 on a node whose cores nothing else needs compiles
                                         # sooner (benchmarks/RESULTS.md, #40)
+    compile_greg: bool = False          # also compile the path-length regulariser (its inner gradient as
+                                        # torch.func.grad in the graph); off until measured on a GPU (#40)
     compile_backend: str = "inductor"   # torch.compile's backend; aot_eager traces and differentiates without
                                         # generating kernels, on any device (compile problems, the CPU tests)
 

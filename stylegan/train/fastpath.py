@@ -4,7 +4,8 @@ None of this changes what a step computes (benchmarks/RESULTS.md: the dynamics c
 changes how long the host and the GPU wait for each other:
 - compiled Gmain/Dmain graphs (torch.compile), optionally replayed as CUDA graphs (`compile_mode: reduce-overhead`),
   compiled by helper processes while the trainer steps eagerly (`compile_start: background`, `CompileAhead`), or
-  at the first step when the compile cache already holds them (`CompileRecord`);
+  at the first step when the compile cache already holds them (`CompileRecord`); with `compile_greg` the
+  path-length phase too, whose inner gradient the graph then holds as torch.func.grad (`StyleGAN2Loss.path_lengths`);
 - an optimizer step decided on the device: fused Adam skips a step whose gradients are not finite (`found_inf`),
   so the host never reads the gradients;
 - the EMA as multi-tensor kernels, gated on the device;
@@ -45,16 +46,23 @@ def compiles(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.compile and (device.type == "cuda" or cfg.compile_backend != "inductor")
 
 
-def compiled_main_networks(G: Generator, D: Discriminator, augment: AugmentPipe | None, cfg: TrainConfig) -> tuple:
+def compiled_phases(cfg: TrainConfig) -> tuple[str, ...]:
+    """The phases that run compiled graphs: the main ones, and the path-length regulariser with `compile_greg`."""
+    return ("Gmain", "Dmain", "Dboth", *(("Greg",) if cfg.compile_greg else ()))
+
+
+def compiled_networks(G: Generator, D: Discriminator, augment: AugmentPipe | None, G_reg: Callable,
+                      cfg: TrainConfig) -> tuple:
     """torch.compile'd G and augmented D for the Gmain and Dmain phases (the same parameters; the augmentation
-    compiles into D's graph). Inductor keeps its graphs and kernels in the compile cache (`use_compile_cache`)."""
+    compiles into D's graph), and `G_reg` (the loss's path lengths) compiled with `compile_greg`. Inductor keeps
+    its graphs and kernels in the compile cache (`use_compile_cache`)."""
     options = {"backend": cfg.compile_backend}
     if cfg.compile_backend == "inductor":
         use_compile_cache()
         options["mode"] = cfg.compile_mode
     compiled = functools.partial(torch.compile, dynamic=False, **options)
     G_main = types.SimpleNamespace(mapping=compiled(G.mapping), synthesis=compiled(G.synthesis))
-    return G_main, compiled(augmented(D, augment))
+    return G_main, compiled(augmented(D, augment)), compiled(G_reg) if cfg.compile_greg else G_reg
 
 
 class CompileAhead:

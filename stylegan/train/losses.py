@@ -30,19 +30,26 @@ class LossConfig:
     style_mixing: float = 0.9
 
 
-def run_G(G: Generator, z: torch.Tensor, c: torch.Tensor, style_mixing: float, update_emas: bool = False,
-          mixing_layers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generate with style mixing: with probability `style_mixing` the layers from a random cutoff on take the ws
-    of a second latent (one cutoff per batch, as the official code), the cutoff below `mixing_layers` (default:
+def mixed_ws(G: Generator, z: torch.Tensor, c: torch.Tensor, style_mixing: float, update_emas: bool = False,
+             mixing_layers: int | None = None) -> torch.Tensor:
+    """The ws of `z` with style mixing: with probability `style_mixing` the layers from a random cutoff on take the
+    ws of a second latent (one cutoff per batch, as the official code), the cutoff below `mixing_layers` (default:
     all; StyleGAN 2018 while growing: the layers in use)."""
     ws = G.mapping(z, c, update_emas=update_emas)
     if style_mixing > 0:
-        cutoff = torch.empty([], dtype=torch.int64, device=ws.device).random_(1, mixing_layers or ws.shape[1])
+        cutoff = torch.randint(1, mixing_layers or ws.shape[1], [], device=ws.device)
         cutoff = torch.where(torch.rand([], device=ws.device) < style_mixing, cutoff,
                              torch.full_like(cutoff, ws.shape[1]))
         layer = torch.arange(ws.shape[1], device=ws.device)[None, :, None]
         ws2 = G.mapping(torch.randn_like(z), c)
         ws = torch.where(layer >= cutoff, ws2, ws)
+    return ws
+
+
+def run_G(G: Generator, z: torch.Tensor, c: torch.Tensor, style_mixing: float, update_emas: bool = False,
+          mixing_layers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate with style mixing (`mixed_ws`): the images and their ws."""
+    ws = mixed_ws(G, z, c, style_mixing, update_emas, mixing_layers)
     return G.synthesis(ws), ws
 
 
@@ -55,7 +62,7 @@ def augmented(D: Discriminator, augment: AugmentPipe | None) -> Callable[[torch.
 
 class StyleGAN2Loss:
     """The phases' losses. `G_main`/`D_main` may be compiled versions of `G` and `augmented(D, augment)` (same
-    parameters); the regularisers differentiate twice and always call the eager modules."""
+    parameters), and `G_reg` a compiled `path_lengths`; R1 differentiates twice and always calls the eager D."""
 
     def __init__(self, G: Generator, D: Discriminator, augment: AugmentPipe | None, cfg: LossConfig,
                  G_main: Generator | None = None, D_main: Callable | None = None):
@@ -63,6 +70,7 @@ class StyleGAN2Loss:
         self.G_main = G_main if G_main is not None else G
         self.D_aug = augmented(D, augment)
         self.D_main = D_main if D_main is not None else self.D_aug
+        self.G_reg = self.path_lengths  # or its compiled version (compile_greg)
         self.pl_mean = torch.zeros([], device=G.mapping.fc0.weight.device)
         self.mixing_layers: int | None = None  # style mixing's cutoffs lie below this layer (progressive growing)
 
@@ -84,16 +92,30 @@ class StyleGAN2Loss:
     def Greg(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
         """Path length: |J_w^T y| for random image-space y should stay near its running mean (pl_mean)."""
         n = max(z.shape[0] // self.cfg.pl_batch_shrink, 1)
-        img, ws = run_G(self.G, z[:n], c[:n], self.cfg.style_mixing, mixing_layers=self.mixing_layers)
-        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
-        (grads,) = torch.autograd.grad(outputs=[(img * noise).sum()], inputs=[ws], create_graph=True)
-        lengths = grads.square().sum(2).mean(1).sqrt()
+        lengths = self.G_reg(z[:n], c[:n])
         # As NVIDIA's: the penalty's mean is not detached, so the gradient also flows through this batch's share
         # of it (pl_decay of the mean); only the stored running mean is.
         new_mean = self.pl_mean.lerp(lengths.mean(), self.cfg.pl_decay)
         self.pl_mean.copy_(new_mean.detach())
         loss = (lengths - new_mean).square().mean() * self.cfg.pl_weight
         return loss, {"pl_penalty": loss}
+
+    def path_lengths(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """|J_w^T y| of each sample, y random in image space (scaled by 1/sqrt(pixels)), differentiable again.
+        Eagerly the inner gradient is autograd.grad(create_graph=True). In a compiled graph (`compile_greg`) it is
+        torch.func.grad, which the graph holds as forward operations: AOTAutograd cannot differentiate a graph
+        twice, and the phase's backward then differentiates this one once."""
+        ws = mixed_ws(self.G, z, c, self.cfg.style_mixing, mixing_layers=self.mixing_layers)
+
+        def projected(w: torch.Tensor) -> torch.Tensor:
+            img = self.G.synthesis(w)
+            return (img * (torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3]))).sum()
+
+        if torch.compiler.is_compiling():
+            grads = torch.func.grad(projected)(ws)
+        else:
+            (grads,) = torch.autograd.grad(outputs=[projected(ws)], inputs=[ws], create_graph=True)
+        return grads.square().sum(2).mean(1).sqrt()
 
     def Dmain(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
         return self.D_loss(real, real_c, z, c, main=True, r1=False)

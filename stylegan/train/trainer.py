@@ -59,7 +59,8 @@ from stylegan.train.fastpath import (
     GraphRounds,
     LaggedFlags,
     average_and_step,
-    compiled_main_networks,
+    compiled_networks,
+    compiled_phases,
     compiles,
     ema_update,
     lazy_adam,
@@ -69,8 +70,6 @@ from stylegan.train.losses import StyleGAN2Loss
 from stylegan.train.progressive import Stage, reals_at_lod, stage_at
 from stylegan.train.runlog import PhaseTimes, RunLog, TickStats, memory_figures
 from stylegan.train.startup import StartPlan, plan_start
-
-COMPILED = ("Gmain", "Dmain", "Dboth")  # the phases that call the compiled networks (the regularisers stay eager)
 
 
 @dataclass
@@ -283,12 +282,15 @@ class Trainer:
                             "first step, which loads them, instead of in the background")
             self.use_compiled()
         else:
-            jobs = [(plan, self.env, self.progress["cur_nimg"], p.name) for p in self.phases if p.name in COMPILED]
+            jobs = [(plan, self.env, self.progress["cur_nimg"], p.name) for p in self.phases
+                    if p.name in compiled_phases(self.cfg)]
             self.compile_ahead = CompileAhead(fill_compile_cache, jobs, self.env, self.cfg.compile_helper_nice)
 
     def use_compiled(self) -> None:
-        """Gmain and Dmain run compiled from the next step on (the same parameters and functions)."""
-        self.loss.G_main, self.loss.D_main = compiled_main_networks(self.G, self.D, self.augment, self.cfg)
+        """Gmain and Dmain (and Greg with compile_greg) run compiled from the next step on (the same parameters and
+        functions)."""
+        self.loss.G_main, self.loss.D_main, self.loss.G_reg = compiled_networks(self.G, self.D, self.augment,
+                                                                               self.loss.path_lengths, self.cfg)
         self.graphs.enabled = self.cfg.compile_backend == "inductor" and self.cfg.compile_mode == "reduce-overhead"
 
     def switch_when_compiled(self) -> None:
