@@ -1,13 +1,17 @@
 """Training speed beside NVIDIA's trainer: both run as users run them, one after the other on the same GPU.
 
     python -m benchmarks.speed_vs_official --workdir W --official PATH [--res 64 256] [--aug fixed noaug]
-        [--kimg 64=8 256=5] [--warm] [--ours-code PATH] [--gpus N] [--cache DIR] [--set KEY=VALUE ...]
+        [--kimg 64=8 256=5] [--images 64=2500 256=1000] [--widths parity|config-f] [--batch-gpu 512=4 ...]
+        [--warm] [--ours-code PATH] [--gpus N] [--cache DIR] [--set KEY=VALUE ...]
 For each resolution and augmentation setting, NVIDIA's `train.py --cfg=stylegan2` (an outside program set
 up as CONTRIBUTING.md says) and our `jobs.train` train the parity settings (textures, batch 32,
-channel_base 16384, 2 mapping layers, mirror) for a few kimg with a tick every kimg. `fixed` is the ADA pipeline
+channel_base 16384, 2 mapping layers, mirror) for a few kimg with a tick every kimg. `--widths config-f` trains
+config-f's networks instead (channel_base 32768, 8 mapping layers: NVIDIA's `--cfg=stylegan2` defaults), and
+`--batch-gpu RES=N` another batch per GPU at a resolution (config-f's own: 32 over 8 GPUs, so 4 per GPU at 512 and
+1024); R1's gamma follows as 0.0002 * res^2 / batch per GPU. `fixed` is the ADA pipeline
 ('bgc') at a constant p = 0.2 (where the parity runs' p was at 130-150 kimg; both trainers' cost no longer depends
-on p), `noaug` none. Reported per run: median sec/kimg of the ticks after the first, peak GPU memory of those
-ticks (NVIDIA's peak resets each tick, ours is the run's), and start-up (launch to the first tick line: NVIDIA
+on p), `noaug` none. Reported per run: median sec/kimg of the ticks after the first, the largest of those ticks'
+peak GPU memory (both trainers reset the peak each tick), and start-up (launch to the first tick line: NVIDIA
 builds its CUDA ops, ours compiles; `--warm` runs ours a second time on the compile cache the first filled).
 `--ours-code` times another checkout of ours instead (before and after a change). `--gpus N` runs both on N GPUs
 (ours through torchrun) with 32 images per GPU, for the scaling table; `--cache` names the compile cache (default
@@ -31,6 +35,15 @@ import numpy as np
 from benchmarks.parity import REPO, official_env, prepare, settings, ticks
 
 AUG_P = 0.2
+WIDTHS = {"parity": {}, "config-f": {"cbase": 32768, "map": 8}}
+
+
+def run_settings(res: int, widths: str, batch_gpu: int | None) -> dict:
+    """The parity settings at `res` with other network widths and another batch per GPU, the same for both sides."""
+    s = settings(res) | WIDTHS[widths]
+    if batch_gpu is not None:
+        s |= {"batch": batch_gpu, "gamma": 0.0002 * res * res / batch_gpu}
+    return s
 
 
 def run_timed(name: str, cmd: list[str], cwd: Path, env: dict, logs: Path) -> dict:
@@ -58,17 +71,15 @@ def run_timed(name: str, cmd: list[str], cwd: Path, env: dict, logs: Path) -> di
     return row
 
 
-def official_cmd(official: Path, data: Path, out: Path, res: int, aug: str, kimg: int, gpus: int) -> list[str]:
-    s = settings(res)
+def official_cmd(official: Path, data: Path, out: Path, s: dict, aug: str, kimg: int, gpus: int) -> list[str]:
     return [sys.executable, "train.py", f"--outdir={out}", "--cfg=stylegan2", f"--data={data}", f"--gpus={gpus}",
             f"--batch={s['batch'] * gpus}", f"--gamma={s['gamma']}", f"--cbase={s['cbase']}", f"--map-depth={s['map']}",
             f"--glr={s['lr']}", f"--dlr={s['lr']}", "--mirror=1", f"--aug={aug}", f"--p={AUG_P}", "--metrics=none",
             f"--kimg={kimg}", "--tick=1", "--snap=1000"]
 
 
-def ours_cmd(data: Path, out: Path, name: str, res: int, aug: str, kimg: int, gpus: int, extra: list[str]
+def ours_cmd(data: Path, out: Path, name: str, res: int, s: dict, aug: str, kimg: int, gpus: int, extra: list[str]
              ) -> list[str]:
-    s = settings(res)
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"] if gpus > 1 else []
     return [sys.executable, *launcher, "-m", "jobs.train", f"data={data}", f"outdir={out}", f"run_name={name}",
             f"resolution={res}", f"batch={s['batch'] * gpus}", f"channel_base={s['cbase']}", f"map_layers={s['map']}",
@@ -86,6 +97,8 @@ def main() -> None:
     parser.add_argument("--aug", nargs="+", default=["fixed", "noaug"], choices=("fixed", "noaug"))
     parser.add_argument("--kimg", nargs="+", default=["64=8", "256=5"], help="RES=KIMG per resolution")
     parser.add_argument("--images", nargs="+", default=["64=2500", "256=1000"], help="RES=COUNT")
+    parser.add_argument("--widths", choices=tuple(WIDTHS), default="parity", help="the networks' widths (above)")
+    parser.add_argument("--batch-gpu", nargs="+", default=[], help="RES=N: images per GPU at RES (default 32)")
     parser.add_argument("--warm", action="store_true", help="run ours twice: cold, then on the filled cache")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per run, 32 images each (ours via torchrun)")
     parser.add_argument("--cache", help="$STYLEGAN_CACHE for ours (default WORKDIR/cache)")
@@ -96,6 +109,7 @@ def main() -> None:
     ours = Path(args.ours_code).resolve() if args.ours_code else REPO
     kimg = {int(k): int(v) for k, v in (x.split("=") for x in args.kimg)}
     images = {int(k): int(v) for k, v in (x.split("=") for x in args.images)}
+    batch_gpu = {int(k): int(v) for k, v in (x.split("=") for x in args.batch_gpu)}
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     ours_env = {"PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([str(ours), os.environ.get("PYTHONPATH", "")]),
@@ -104,15 +118,16 @@ def main() -> None:
     for res in args.res:
         rdir = work / f"r{res}"
         prepare(rdir, official, images[res], res)
+        s = run_settings(res, args.widths, batch_gpu.get(res))
         for aug in args.aug:
             tag = f"{res}-{aug}-{args.gpus}gpu"
             for attempt in ("cold", "warm")[:2 if args.warm else 1]:
                 rows.append({"res": res, "aug": aug, "gpus": args.gpus, "side": f"ours ({attempt})", **run_timed(
-                    f"ours-{tag}-{attempt}", ours_cmd(rdir / "data", rdir / "runs", f"ours-{tag}-{attempt}", res, aug,
-                                                      kimg[res], args.gpus, args.set), ours, ours_env, logs)})
+                    f"ours-{tag}-{attempt}", ours_cmd(rdir / "data", rdir / "runs", f"ours-{tag}-{attempt}", res, s,
+                                                      aug, kimg[res], args.gpus, args.set), ours, ours_env, logs)})
             if official is not None:
                 rows.append({"res": res, "aug": aug, "gpus": args.gpus, "side": "official", **run_timed(
-                    f"official-{tag}", official_cmd(official, rdir / "official-data.zip", rdir / "runs" / tag, res,
+                    f"official-{tag}", official_cmd(official, rdir / "official-data.zip", rdir / "runs" / tag, s,
                                                      aug, kimg[res], args.gpus), official, official_env(official),
                     logs)})
             (work / "results.json").write_text(json.dumps(rows, indent=1))
