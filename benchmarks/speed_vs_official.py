@@ -14,8 +14,9 @@ on p), `noaug` none. Reported per run: median sec/kimg of the ticks after the fi
 peak GPU memory (both trainers reset the peak each tick), and start-up (launch to the first tick line: NVIDIA
 builds its CUDA ops, ours compiles; `--warm` runs ours a second time on the compile cache the first filled).
 `--ours-code` times another checkout of ours instead (before and after a change). `--gpus N` runs both on N GPUs
-(ours through torchrun) with 32 images per GPU, for the scaling table; `--cache` names the compile cache (default
-the workdir's), so that runs can share one; `--set` adds config values to ours (e.g. compile_mode=reduce-overhead).
+(ours through torchrun) with 32 images per GPU (or --batch-gpu), for the scaling table; `--cache` names the compile
+cache (default the workdir's), so that runs can share one; `--set` adds config values to ours (e.g.
+compile_mode=reduce-overhead).
 Logs and results.json go to the workdir.
 """
 
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument("--widths", choices=tuple(WIDTHS), default="parity", help="the networks' widths (above)")
     parser.add_argument("--batch-gpu", nargs="+", default=[], help="RES=N: images per GPU at RES (default 32)")
     parser.add_argument("--warm", action="store_true", help="run ours twice: cold, then on the filled cache")
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs per run, 32 images each (ours via torchrun)")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs per run, --batch-gpu images each (ours via torchrun)")
     parser.add_argument("--cache", help="$STYLEGAN_CACHE for ours (default WORKDIR/cache)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config value for ours")
     args = parser.parse_args()
