@@ -47,6 +47,11 @@ def run_settings(res: int, widths: str, batch_gpu: int | None) -> dict:
     return s
 
 
+def per_res(values: list[str]) -> dict[int, int]:
+    """`RES=N` arguments as {RES: N}."""
+    return {int(k): int(v) for k, v in (x.split("=") for x in values)}
+
+
 def run_timed(name: str, cmd: list[str], cwd: Path, env: dict, logs: Path) -> dict:
     """Run `cmd` to its end, its output to logs/<name>.log with each line's seconds since launch in front."""
     start = time.time()
@@ -108,9 +113,7 @@ def main() -> None:
     work = Path(args.workdir).resolve()
     official = Path(args.official).resolve() if args.official else None
     ours = Path(args.ours_code).resolve() if args.ours_code else REPO
-    kimg = {int(k): int(v) for k, v in (x.split("=") for x in args.kimg)}
-    images = {int(k): int(v) for k, v in (x.split("=") for x in args.images)}
-    batch_gpu = {int(k): int(v) for k, v in (x.split("=") for x in args.batch_gpu)}
+    kimg, images, batch_gpu = per_res(args.kimg), per_res(args.images), per_res(args.batch_gpu)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     ours_env = {"PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([str(ours), os.environ.get("PYTHONPATH", "")]),

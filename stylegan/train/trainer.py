@@ -282,8 +282,8 @@ class Trainer:
                             "first step, which loads them, instead of in the background")
             self.use_compiled()
         else:
-            jobs = [(plan, self.env, self.progress["cur_nimg"], p.name) for p in self.phases
-                    if p.name in compiled_phases(self.cfg)]
+            compiled = compiled_phases(self.cfg)
+            jobs = [(plan, self.env, self.progress["cur_nimg"], p.name) for p in self.phases if p.name in compiled]
             self.compile_ahead = CompileAhead(fill_compile_cache, jobs, self.env, self.cfg.compile_helper_nice)
 
     def use_compiled(self) -> None:
