@@ -110,7 +110,8 @@ class TrainConfig:
                                         # eager steps leave; 0 on a node whose cores nothing else needs compiles
                                         # sooner (benchmarks/RESULTS.md, #40)
     compile_greg: bool = False          # also compile the path-length regulariser (its inner gradient as
-                                        # torch.func.grad in the graph); off until measured on a GPU (#40)
+                                        # torch.func.grad in the graph): 10% less per kimg and half the
+                                        # memory on an H200; off until parity shows it learns the same (#40)
     compile_backend: str = "inductor"   # torch.compile's backend; aot_eager traces and differentiates without
                                         # generating kernels, on any device (compile problems, the CPU tests)
 
