@@ -78,7 +78,7 @@ def settings(res: int) -> dict:
     return {"batch": BATCH, "cbase": 16384, "map": 2, "lr": 0.0025, "gamma": 0.0002 * res * res / BATCH}
 
 
-def prepare(work: Path, official: Path | None, images: int, res: int, by_kind: bool) -> None:
+def prepare(work: Path, official: Path | None, images: int, res: int, by_kind: bool = False) -> None:
     tex = work / "textures"
     if not tex.is_dir():
         ours("jobs.make_textures", "--count", str(images), "--resolution", str(res), "--dest", str(tex))
