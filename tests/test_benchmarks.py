@@ -27,7 +27,7 @@ def test_speed_runs_give_both_trainers_the_same_networks_batch_and_gamma():
 
 def test_speed_harness_runs_ours_end_to_end(tmp_path):
     """Textures made, preprocessed and trained through the harness's own steps (ours only: NVIDIA's trainer is not
-    here); its row holds the ticks' speed. The harness's data step once crashed before any run started."""
+    here), so that a device call does not find a broken harness; its row holds the ticks' speed."""
     tiny = [f"--set={kv}" for kv in TINY_TRAIN if not kv.startswith("resolution=")]
     result = subprocess.run([sys.executable, "-m", "benchmarks.speed_vs_official", "--workdir", str(tmp_path),
                              "--res", "16", "--aug", "noaug", "--kimg", "16=1", "--images", "16=8", *tiny],
