@@ -69,13 +69,14 @@ from stylegan.fileio import atomic_write, write_text_atomic
 from stylegan.formats.checkpoint import load_generator
 from stylegan.imagefiles import save_png
 from stylegan.metrics.compute import compute_metric, parse_metric
+from stylegan.train.config import auto_r1_gamma
 
 REPO = Path(__file__).resolve().parents[1]
 TICK_KIMG, SNAP_TICKS, BATCH = 4, 5, 32
 
 
 def settings(res: int) -> dict:
-    return {"batch": BATCH, "cbase": 16384, "map": 2, "lr": 0.0025, "gamma": 0.0002 * res * res / BATCH}
+    return {"batch": BATCH, "cbase": 16384, "map": 2, "lr": 0.0025, "gamma": auto_r1_gamma(res, BATCH)}
 
 
 def prepare(work: Path, official: Path | None, images: int, res: int, by_kind: bool = False) -> None:

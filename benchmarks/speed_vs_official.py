@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.parity import REPO, official_env, prepare, settings, ticks
+from stylegan.train.config import auto_r1_gamma
 
 AUG_P = 0.2
 WIDTHS = {"parity": {}, "config-f": {"cbase": 32768, "map": 8}}
@@ -43,7 +44,7 @@ def run_settings(res: int, widths: str, batch_gpu: int | None) -> dict:
     """The parity settings at `res` with other network widths and another batch per GPU, the same for both sides."""
     s = settings(res) | WIDTHS[widths]
     if batch_gpu is not None:
-        s |= {"batch": batch_gpu, "gamma": 0.0002 * res * res / batch_gpu}
+        s |= {"batch": batch_gpu, "gamma": auto_r1_gamma(res, batch_gpu)}
     return s
 
 

@@ -17,11 +17,12 @@ import torch
 
 from benchmarks.common import anchor_config, synthetic_dataset, timed
 from stylegan.distributed import init_distributed
+from stylegan.train.config import auto_r1_gamma
 from stylegan.train.trainer import Trainer
 
 
 def measure(data: Path, res: int, batch: int, steps: int, warmup: int, outdir: str, extra: list[str]) -> dict:
-    cfg = anchor_config(data, res, outdir, f"run_name=r{res}", f"r1_gamma={0.0002 * res * res / batch}", *extra,
+    cfg = anchor_config(data, res, outdir, f"run_name=r{res}", f"r1_gamma={auto_r1_gamma(res, batch)}", *extra,
                         batch=batch)
     env = init_distributed()
     trainer = Trainer(cfg, env)

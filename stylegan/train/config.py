@@ -27,6 +27,11 @@ from stylegan.train.losses import LossConfig
 AUTO = -1.0  # "derive this value" for the keys that say so
 
 
+def auto_r1_gamma(resolution: int, batch: int) -> float:
+    """NVIDIA's heuristic R1 weight (stylegan2-ada-pytorch's `auto` config): 0.0002 * resolution^2 / batch."""
+    return 0.0002 * resolution ** 2 / batch
+
+
 @dataclass
 class TrainConfig:
     # Run and data
@@ -175,7 +180,7 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with every automatic (-1) value replaced by the value it stands for."""
         auto = {
-            "r1_gamma": 0.0002 * self.resolution ** 2 / self.batch,
+            "r1_gamma": auto_r1_gamma(self.resolution, self.batch),
             "ema_kimg": self.batch * 10 / 32,
             "ema_rampup": 0.0 if self.fine_tuning else 0.05,
             "ada_kimg": 100.0 if self.fine_tuning else 500.0,
