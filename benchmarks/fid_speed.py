@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import synthetic_dataset, timed
+from stylegan.generate import compile_synthesis
 from stylegan.imagefiles import to_uint8
 from stylegan.metrics.compute import compute_metric, parse_metric, real_features
 from stylegan.metrics.detector import Detector
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = True  # as jobs.evaluate
     G = Generator(512, 0, 512, args.res, mapping_kwargs=dict(num_layers=2), channel_base=16384).eval().to(device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,8 +66,9 @@ def main() -> None:
                         to_uint8(G(z[:b], c[:b], noise_mode="random"))
             rows.append({"what": f"generator, batch {batch}", "per_s": rate(gen, device, n)})
         if args.compile:
-            G.synthesis.compile(dynamic=False)
-            rows.append({"what": "compiling the synthesis network + one timed pass (once per process and snapshot)",
+            compile_synthesis(G)  # as jobs.evaluate --compile
+            rows.append({"what": "compiling the synthesis network + one timed pass (once per evaluate process: "
+                                 "snapshots are loaded into the compiled network)",
                          "seconds": timed(gen, device)})
             rows.append({"what": f"generator, batch {args.batch}, compiled", "per_s": rate(gen, device, n)})
         official = args.num / rows[2]["per_s"] + args.num / rows[0]["per_s"]

@@ -72,9 +72,8 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True
+    # torch's own TF32 and cuDNN settings, as jobs.sample runs: other settings compile other graphs, and the job
+    # below would compile again instead of loading what this process compiled
     G = Generator(img_resolution=args.res, **G_KWARGS).eval().to(device)
     if args.compile:
         compile_synthesis(G)  # as the job does, into the same cache, which then serves the job below
@@ -83,7 +82,7 @@ def main() -> None:
         opts = SampleOptions(batch=batch, device=str(device), fixed_batch=args.compile)
         n = batch * max(1, 2048 // batch) if batch > 1 else 64
         ws = seed_ws(G, list(range(n)), opts)
-        generate_on_device(G, ws, opts)  # warm up kernels and cudnn autotuning
+        generate_on_device(G, ws, opts)  # warm up: compiling, cuDNN's first calls
         seconds = timed(lambda opts=opts, ws=ws: generate_on_device(G, ws, opts), device)
         rows.append({"what": f"generator only (uint8 images left on the device), batch {batch}",
                      "images_per_s": n / seconds})

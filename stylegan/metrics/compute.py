@@ -87,15 +87,23 @@ def _extract(spec: MetricSpec, detector: Detector | None, seed: int) -> Callable
         gen = torch.Generator().manual_seed(seed)
         return lambda imgs: swd.patch_descriptors(imgs.cpu(), gen)
     if spec.kind == "div":
-        return lambda imgs: diversity.descriptors(imgs).cpu()
-    return lambda imgs: detector(imgs).cpu().numpy()
+        return diversity.descriptors
+    return detector  # features stay on the device until the last batch (_on_host)
+
+
+def _on_host(chunks: list) -> list:
+    """One rank's per-batch results on the host, device tensors in one copy at the end: a copy per batch made the
+    host wait for the GPU every batch, and the GPU then waited while the host prepared the next batch."""
+    if chunks and isinstance(chunks[0], torch.Tensor):
+        return [torch.cat(chunks).cpu()]
+    return chunks
 
 
 def _combine(spec: MetricSpec, chunks: list) -> object:
     if spec.kind == "div":
         return torch.cat(chunks)
     if spec.kind != "swd":
-        return np.concatenate(chunks)
+        return torch.cat(chunks).numpy()
     levels = [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
     gen = torch.Generator().manual_seed(0)
     return [lvl[torch.randperm(len(lvl), generator=gen)[:SWD_MAX_DESCRIPTORS]] for lvl in levels]
@@ -142,7 +150,7 @@ def real_features(data_dir: Path, spec: MetricSpec, detector: Detector | None, d
         seen += len(imgs)
         progress.update(len(imgs))
     progress.close()
-    features = _combine(spec, gather_lists(chunks))
+    features = _combine(spec, gather_lists(_on_host(chunks)))
     if rank == 0:
         buf = io.BytesIO()
         stored = torch.from_numpy(features) if isinstance(features, np.ndarray) else features
@@ -162,13 +170,13 @@ def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector |
     progress = _progress(spec, "fakes", len(indices), rank, world)
     for start in range(0, len(indices), batch):
         idx = indices[start:start + batch]
-        z = seed_latents(idx, G.z_dim).to(device)
-        c = one_hot(torch.tensor(idx, device=device) % max(G.c_dim, 1), G.c_dim)
+        z = seed_latents(idx, G.z_dim).to(device, non_blocking=True)  # no wait for the GPU's queue (see _on_host)
+        c = one_hot(torch.tensor(idx).to(device, non_blocking=True) % max(G.c_dim, 1), G.c_dim)
         imgs = images_from_z(G, z, c, noise_mode="random", pad_to=batch).permute(0, 3, 1, 2)
         chunks.append(extract(imgs))
         progress.update(len(idx))
     progress.close()
-    return _combine(spec, gather_lists(chunks))
+    return _combine(spec, gather_lists(_on_host(chunks)))
 
 
 def compute_metric(G: Generator, data_dir: Path, spec: MetricSpec, detector: Detector | None,
