@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # torch's own TF32 and cuDNN settings, as jobs.sample runs: the figures are the job's, and the job below can load
-    # what this process compiled (with TF32 and cuDNN's benchmark set here, the job compiled for 13.8 s on an H200)
+    # what this process compiled
     G = Generator(img_resolution=args.res, **G_KWARGS).eval().to(device)
     if args.compile:
         compile_synthesis(G)  # as the job does, into the same cache, which then serves the job below

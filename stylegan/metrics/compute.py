@@ -92,11 +92,9 @@ def _extract(spec: MetricSpec, detector: Detector | None, seed: int) -> Callable
 
 
 def _on_host(chunks: list) -> list:
-    """One rank's per-batch results on the host, device tensors in one copy at the end: a copy per batch made the
-    host wait for the GPU every batch, and the GPU then waited while the host prepared the next batch."""
-    if chunks and isinstance(chunks[0], torch.Tensor):
-        return [torch.cat(chunks).cpu()]
-    return chunks
+    """One rank's per-batch results on the host, copied after the last batch: a copy per batch made the host wait
+    for the GPU every batch, and the GPU then waited while the host prepared the next batch."""
+    return [c.cpu() if isinstance(c, torch.Tensor) else c for c in chunks]
 
 
 def _combine(spec: MetricSpec, chunks: list) -> object:
