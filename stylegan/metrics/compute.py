@@ -198,5 +198,6 @@ def compute_metric(G: Generator, data_dir: Path, spec: MetricSpec, detector: Det
     elif spec.kind == "kid":
         values = (distances.kernel_inception_distance(real, fake),)
     else:
-        values = (distances.frechet_distance(*distances.gaussian_stats(real), *distances.gaussian_stats(fake)),)
+        values = (distances.frechet_distance(*distances.gaussian_stats(real, device),
+                                             *distances.gaussian_stats(fake, device)),)
     return dict(zip(spec.results, values, strict=True)), cached

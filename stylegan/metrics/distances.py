@@ -8,25 +8,30 @@ import scipy.linalg
 import torch
 
 
-def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance, the covariance divided by N as NVIDIA's FeatureStats does (not N - 1)."""
-    f = features.astype(np.float64)
-    return f.mean(axis=0), np.cov(f, rowvar=False, bias=True)
+def gaussian_stats(features: np.ndarray | torch.Tensor, device: torch.device | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance in float64 on `device` (default: the features'), the covariance divided by N as NVIDIA's
+    FeatureStats does (not N - 1). On a GPU the 50k x 2048 product takes milliseconds; a host's BLAS takes seconds
+    for every snapshot."""
+    f = torch.as_tensor(features).to(device, torch.float64)
+    mean = f.mean(dim=0)
+    f = f - mean
+    return mean, f.T @ f / len(f)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+def frechet_distance(mu1: np.ndarray | torch.Tensor, sigma1: np.ndarray | torch.Tensor,
+                     mu2: np.ndarray | torch.Tensor, sigma2: np.ndarray | torch.Tensor) -> float:
+    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), in float64 on sigma1's device.
 
     tr((S1 S2)^(1/2)) is computed as the sum of square roots of the eigenvalues of S1^(1/2) S2 S1^(1/2), a
     symmetric PSD matrix: no complex parts, no failure on singular covariances (few samples, many features)."""
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    w, v = np.linalg.eigh(s1)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    s1 = torch.as_tensor(sigma1, dtype=torch.float64)
+    mu1, mu2, s2 = (torch.as_tensor(t).to(s1.device, torch.float64) for t in (mu1, mu2, sigma2))
+    w, v = torch.linalg.eigh(s1)
+    root1 = (v * w.clamp(min=0).sqrt()) @ v.T
     middle = root1 @ s2 @ root1
-    eig = np.linalg.eigvalsh((middle + middle.T) / 2)
-    trace_sqrt = np.sqrt(np.clip(eig, 0, None)).sum()
-    return float(np.square(mu1 - mu2).sum() + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt)
+    trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    return float((mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2 * trace_sqrt)
 
 
 def frechet_distance_scipy(mu1, sigma1, mu2, sigma2) -> float:
