@@ -22,16 +22,7 @@ class BasicConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(cout, eps=0.001)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)), inplace=True)
-
-    @torch.no_grad()
-    def fold_batch_norm(self) -> None:
-        """Fold the frozen batch norm into the convolution's weights and a bias: the same function up to float32
-        rounding, one pass over the activations fewer (inference only, as the network is loaded)."""
-        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
-        self.conv.weight.mul_(scale.view(-1, 1, 1, 1))
-        self.conv.bias = nn.Parameter(self.bn.bias - self.bn.running_mean * scale)
-        self.bn = nn.Identity()
+        return F.relu(self.bn(self.conv(x)))
 
 
 def _avg_pool(x: torch.Tensor) -> torch.Tensor:
@@ -182,15 +173,11 @@ class FIDInceptionV3(nn.Module):
 
 
 def load_fid_inception(state: dict[str, torch.Tensor], source: str) -> FIDInceptionV3:
-    """Build the network from a pytorch-fid state dict, ready for inference (batch norm folded into the
-    convolutions, channels-last); `source` names the file in errors."""
+    """Build the network from a pytorch-fid state dict; `source` names the file in errors."""
     net = FIDInceptionV3()
     missing, unexpected = net.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]  # absent from older BN checkpoints
     if missing or unexpected:
         raise ValueError(f"{source}: not pytorch-fid Inception weights (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
-    for m in net.modules():
-        if isinstance(m, BasicConv2d):
-            m.fold_batch_norm()
     return net.eval().to(memory_format=torch.channels_last)
