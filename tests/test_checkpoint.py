@@ -15,6 +15,7 @@ from stylegan.formats.checkpoint import (
     capture_rng,
     check_same_architecture,
     export_safetensors,
+    is_finite,
     load_any,
     load_checkpoint,
     load_generator,
@@ -136,3 +137,15 @@ def test_safetensors_export_gives_the_same_images(tmp_path):
 def test_unknown_network_suffix(tmp_path):
     with pytest.raises(UserError, match="unknown network file type"):
         load_any(tmp_path / "net.h5")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_is_finite_finds_one_nan_or_infinity_anywhere(dtype):
+    t = torch.randn(3, 1000).to(dtype)
+    assert is_finite(t) and is_finite(t[0, 0]) and is_finite(torch.zeros(0, dtype=dtype))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for where in ((0, 0), (1, 517), (2, 999)):
+            u = t.clone()
+            u[where] = bad
+            assert not is_finite(u) and not is_finite(u[where])
+    assert is_finite(torch.tensor([1, 2])) and is_finite(torch.tensor([True]))
