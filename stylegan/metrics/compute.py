@@ -196,7 +196,7 @@ def compute_metric(G: Generator, data_dir: Path, spec: MetricSpec, detector: Det
     elif spec.kind == "div":
         values = (diversity.diversity_ratio(real, fake),)
     elif spec.kind == "kid":
-        values = (distances.kernel_inception_distance(real, fake),)
+        values = (distances.kernel_inception_distance(real, fake, device=device),)
     else:
         values = (distances.frechet_distance(*distances.gaussian_stats(real, device),
                                              *distances.gaussian_stats(fake, device)),)

@@ -40,19 +40,26 @@ def frechet_distance_scipy(mu1, sigma1, mu2, sigma2) -> float:
     return float(np.square(np.asarray(mu1) - mu2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def kernel_inception_distance(real: np.ndarray, fake: np.ndarray, num_subsets: int = 100,
-                              max_subset_size: int = 1000, seed: int = 0) -> float:
-    """Unbiased MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets."""
+def kernel_inception_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor,
+                              num_subsets: int = 100, max_subset_size: int = 1000, seed: int = 0,
+                              device: torch.device | None = None) -> float:
+    """Unbiased MMD^2 with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets, in
+    float64 on `device` (default: the features'): the 100 subsets are about 1.2 TFLOP, seconds for a host's BLAS."""
+    real, fake = (torch.as_tensor(f).to(device, torch.float64) for f in (real, fake))
     n = real.shape[1]
-    m = min(min(len(real), len(fake)), max_subset_size)
+    m = min(len(real), len(fake), max_subset_size)
+    one = real.new_ones(())
+
+    def kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # one product and one pass over the m x m values
+        return torch.addmm(one, x, y.T, alpha=1 / n).pow_(3)
+
     rng = np.random.default_rng(seed)
-    t = 0.0
+    t = real.new_zeros(())
     for _ in range(num_subsets):
-        x = fake[rng.choice(len(fake), m, replace=False)].astype(np.float64)
-        y = real[rng.choice(len(real), m, replace=False)].astype(np.float64)
-        a = (x @ x.T / n + 1) ** 3 + (y @ y.T / n + 1) ** 3
-        b = (x @ y.T / n + 1) ** 3
-        t += (a.sum() - np.diag(a).sum()) / (m - 1) - b.sum() * 2 / m
+        x = fake[torch.from_numpy(rng.choice(len(fake), m, replace=False))]
+        y = real[torch.from_numpy(rng.choice(len(real), m, replace=False))]
+        kxx, kyy = kernel(x, x), kernel(y, y)
+        t += (kxx.sum() - kxx.trace() + kyy.sum() - kyy.trace()) / (m - 1) - kernel(x, y).sum() * 2 / m
     return float(t / num_subsets / m)
 
 
