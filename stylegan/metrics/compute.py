@@ -24,7 +24,7 @@ from stylegan.data.reader import eval_pipeline, load_dataset_info, make_loader, 
 from stylegan.distributed import gather_lists
 from stylegan.errors import UserError
 from stylegan.fileio import write_bytes_atomic
-from stylegan.generate import images_from_z, one_hot
+from stylegan.generate import images_from_z, one_hot, padded
 from stylegan.metrics import distances, diversity, ppl, swd
 from stylegan.metrics.detector import Detector, find_detector
 from stylegan.metrics.vgg import find_vgg16
@@ -170,8 +170,10 @@ def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector |
         idx = indices[start:start + batch]
         z = seed_latents(idx, G.z_dim).to(device, non_blocking=True)  # no wait for the GPU's queue (see _on_host)
         c = one_hot(torch.tensor(idx).to(device, non_blocking=True) % max(G.c_dim, 1), G.c_dim)
+        if spec.detector:  # the detector sees whole batches too: a last batch of another size has cuDNN's benchmark
+            z, c = padded(z, batch), padded(c, batch)  # mode time every convolution of the detector again
         imgs = images_from_z(G, z, c, noise_mode="random", pad_to=batch).permute(0, 3, 1, 2)
-        chunks.append(extract(imgs))
+        chunks.append(extract(imgs)[:len(idx)] if spec.detector else extract(imgs))
         progress.update(len(idx))
     progress.close()
     return _combine(spec, gather_lists(_on_host(chunks)))
