@@ -20,9 +20,10 @@ import torch
 from benchmarks.common import synthetic_dataset, timed
 from stylegan.generate import compile_synthesis
 from stylegan.imagefiles import to_uint8
+from stylegan.metrics import distances
 from stylegan.metrics.compute import compute_metric, parse_metric, real_features
 from stylegan.metrics.detector import Detector
-from stylegan.metrics.inception import FIDInceptionV3
+from stylegan.metrics.inception import FEATURES, FIDInceptionV3
 from stylegan.models.stylegan2 import Generator
 
 
@@ -71,6 +72,14 @@ def main() -> None:
                                  "snapshots are loaded into the compiled network)",
                          "seconds": timed(gen, device)})
             rows.append({"what": f"generator, batch {args.batch}, compiled", "per_s": rate(gen, device, n)})
+        feats = torch.rand(args.num, FEATURES, device=device)  # the statistics' cost depends on the shapes only
+        for where in (device, torch.device("cpu")):
+            rows.append({"what": f"FID's statistics and distance of {args.num} fakes' features, float64 on "
+                                 f"{where.type} (the job's: on the detector's device)",
+                         "seconds": timed(lambda w=where: distances.frechet_distance(
+                             *distances.gaussian_stats(feats[:2000], w), *distances.gaussian_stats(feats, w)), device)})
+        rows.append({"what": f"KID's 100 subsets of 1000, float64 on {device.type}",
+                     "seconds": timed(lambda: distances.kernel_inception_distance(feats[:2000], feats), device)})
         official = args.num / rows[2]["per_s"] + args.num / rows[0]["per_s"]
         rows.append({"what": "official settings (gen batch 4 + detector batch 64), estimated from the rows above",
                      "seconds": official})
