@@ -85,8 +85,7 @@ def test_the_detector_sees_whole_batches_and_the_padding_is_dropped(detector_fil
     for num in (8, 10):
         torch.manual_seed(0)  # the same noise for the batches both calls share
         features[num] = fake_features(G, spec, num, recording, torch.device("cpu"), batch=4)
-    assert sizes == [4, 4] + [4, 4, 4] and features[10].shape == (10, det(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
-                                                                   .shape[1])
+    assert sizes == [4, 4] + [4, 4, 4] and len(features[10]) == 10
     assert np.array_equal(features[10][:8], features[8])
     assert not np.array_equal(features[10][8], features[10][9])  # rows of their own, not the padding's copy
 

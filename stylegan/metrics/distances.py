@@ -11,8 +11,8 @@ import torch
 def gaussian_stats(features: np.ndarray | torch.Tensor, device: torch.device | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and covariance in float64 on `device` (default: the features'), the covariance divided by N as NVIDIA's
-    FeatureStats does (not N - 1). On a GPU the 50k x 2048 product takes milliseconds; a host's BLAS takes seconds
-    for every snapshot."""
+    FeatureStats does (not N - 1). On the detector's device: 50k features make a 0.4 TFLOP product, seconds for a
+    host's BLAS at every snapshot."""
     f = torch.as_tensor(features).to(device, torch.float64)
     mean = f.mean(dim=0)
     f = f - mean
