@@ -162,7 +162,7 @@ class FIDInceptionV3(nn.Module):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(img.to(torch.float32) / 255, size=(299, 299), mode="bilinear", align_corners=False)
-        x = (x * 2 - 1).contiguous(memory_format=torch.channels_last)
+        x = x * 2 - 1  # the convolutions follow the weights' memory format (channels-last once loaded)
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(F.max_pool2d(x, 3, stride=2)))
         x = F.max_pool2d(x, 3, stride=2)
