@@ -403,7 +403,7 @@ def test_metric_names():
     assert pr.results == ["pr50k3_full_precision", "pr50k3_full_recall"]  # NVIDIA's result names
     assert parse_metric("ppl2_wend") == MetricSpec("ppl2_wend", "ppl", 50000)
     assert parse_metric("ppl1k_wend").num_gen == 1000 and parse_metric("fid1k").detector == "inception"
-    for name in ("lpips", "pr50k", "ppl2_zfull"):
+    for name in ("lpips", "pr50k", "ppl2_zfull", "fid0k", "kid0k_full", "pr0k3_full", "ppl0k_wend"):  # 0k: no images
         with pytest.raises(Exception, match="unknown metric"):
             parse_metric(name)
 

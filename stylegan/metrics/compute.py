@@ -64,7 +64,7 @@ def parse_metric(name: str) -> MetricSpec:
         return MetricSpec(name, "div", diversity.IMAGES)
     if name == "ppl2_wend":
         return MetricSpec(name, "ppl", 50000)
-    if m := re.fullmatch(r"(fid|kid)(\d+)k(_full)?|pr(\d+)k3_full|ppl(\d+)k_wend", name):
+    if m := re.fullmatch(r"(fid|kid)([1-9]\d*)k(_full)?|pr([1-9]\d*)k3_full|ppl([1-9]\d*)k_wend", name):
         kind = m.group(1) or ("pr" if m.group(4) else "ppl")
         return MetricSpec(name, kind, int(m.group(2) or m.group(4) or m.group(5)) * 1000)
     raise UserError(f"unknown metric '{name}': use fid50k_full, kid50k_full, fid<N>k, kid<N>k, pr50k3_full, "
