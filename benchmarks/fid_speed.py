@@ -57,10 +57,10 @@ def main() -> None:
             n = batch * max(1, args.rate_images // batch)
             rows.append({"what": f"detector, batch {batch}, float32",
                          "per_s": rate(lambda b=batch, n=n: [detector(imgs[:b]) for _ in range(n // b)], device, n)})
-        nchw = copy.copy(detector)  # the same detector and its TF32 handling, the network in NCHW
-        nchw.module = copy.deepcopy(detector.module).to(memory_format=torch.contiguous_format)
-        rows.append({"what": f"detector, batch {args.batch}, float32, NCHW (the job's is channels-last)",
-                     "per_s": rate(lambda b=args.batch, n=n: [nchw(imgs[:b]) for _ in range(n // b)], device, n)})
+        nhwc = copy.copy(detector)  # the same detector and its TF32 handling, the network channels-last
+        nhwc.module = copy.deepcopy(detector.module).to(memory_format=torch.channels_last)
+        rows.append({"what": f"detector, batch {args.batch}, float32, channels-last (the job's is NCHW)",
+                     "per_s": rate(lambda b=args.batch, n=n: [nhwc(imgs[:b]) for _ in range(n // b)], device, n)})
         z = torch.randn(args.batch, G.z_dim, device=device)
         c = torch.zeros(args.batch, 0, device=device)
         for batch in (4, args.batch):

@@ -162,7 +162,7 @@ class FIDInceptionV3(nn.Module):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(img.to(torch.float32) / 255, size=(299, 299), mode="bilinear", align_corners=False)
-        x = x * 2 - 1  # the convolutions follow the weights' memory format (channels-last once loaded)
+        x = x * 2 - 1
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(F.max_pool2d(x, 3, stride=2)))
         x = F.max_pool2d(x, 3, stride=2)
@@ -180,4 +180,6 @@ def load_fid_inception(state: dict[str, torch.Tensor], source: str) -> FIDIncept
     if missing or unexpected:
         raise ValueError(f"{source}: not pytorch-fid Inception weights (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
-    return net.eval().to(memory_format=torch.channels_last)
+    # NCHW, not channels-last: FID keeps TF32 off, and cuDNN's float32 convolutions run faster in NCHW (channels-last
+    # pays for tensor cores; RESULTS.md, Evaluation)
+    return net.eval()
