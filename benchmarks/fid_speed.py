@@ -78,7 +78,7 @@ def main() -> None:
                          "seconds": timed(gen, device)})
             rows.append({"what": f"generator, batch {args.batch}, compiled", "per_s": rate(gen, device, n)})
         feats = torch.rand(args.num, FEATURES, device=device)  # the statistics' cost depends on the shapes only
-        for where in (device, torch.device("cpu")):
+        for where in dict.fromkeys((device, torch.device("cpu"))):  # once on a CPU-only machine
             rows.append({"what": f"FID's statistics and distance of {args.num} fakes' features, float64 on "
                                  f"{where.type} (the job's: on the detector's device)",
                          "seconds": timed(lambda w=where: distances.frechet_distance(

@@ -170,10 +170,11 @@ def fake_features(G: Generator, spec: MetricSpec, num: int, detector: Detector |
         idx = indices[start:start + batch]
         z = seed_latents(idx, G.z_dim).to(device, non_blocking=True)  # no wait for the GPU's queue (see _on_host)
         c = one_hot(torch.tensor(idx).to(device, non_blocking=True) % max(G.c_dim, 1), G.c_dim)
-        if spec.detector:  # the detector sees whole batches too: a last batch of another size has cuDNN's benchmark
-            z, c = padded(z, batch), padded(c, batch)  # mode time every convolution of the detector again
-        imgs = images_from_z(G, z, c, noise_mode="random", pad_to=batch).permute(0, 3, 1, 2)
-        chunks.append(extract(imgs)[:len(idx)] if spec.detector else extract(imgs))
+        # whole batches for the generator and the detector: a last batch of another size would be a new graph to
+        # compile, and would have cuDNN's benchmark mode time every convolution again
+        imgs = images_from_z(G, padded(z, batch), padded(c, batch), noise_mode="random").permute(0, 3, 1, 2)
+        # the padding's rows are dropped: after the detector, or before SWD's and diversity's per-image descriptors
+        chunks.append(extract(imgs)[:len(idx)] if spec.detector else extract(imgs[:len(idx)]))
         progress.update(len(idx))
     progress.close()
     return _combine(spec, gather_lists(_on_host(chunks)))
