@@ -16,7 +16,8 @@ builds its CUDA ops, ours compiles; `--warm` runs ours a second time on the comp
 `--ours-code` times another checkout of ours instead (before and after a change). `--gpus N` runs both on N GPUs
 (ours through torchrun) with 32 images per GPU (or --batch-gpu), for the scaling table; `--cache` names the compile
 cache (default the workdir's), so that runs can share one; `--set` adds config values to ours (e.g.
-compile_mode=reduce-overhead).
+compile_mode=reduce-overhead or compile_start=background, the default users get); `--startup-only` stops each run of
+ours with SIGTERM at its first tick line (the start-up figure alone; the trainer snapshots and exits 3).
 Logs and results.json go to the workdir.
 """
 
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -53,8 +55,9 @@ def per_res(values: list[str]) -> dict[int, int]:
     return {int(k): int(v) for k, v in (x.split("=") for x in values)}
 
 
-def run_timed(name: str, cmd: list[str], cwd: Path, env: dict, logs: Path) -> dict:
-    """Run `cmd` to its end, its output to logs/<name>.log with each line's seconds since launch in front."""
+def run_timed(name: str, cmd: list[str], cwd: Path, env: dict, logs: Path, stop_at_first_tick: bool = False) -> dict:
+    """Run `cmd` to its end (or SIGTERM it at its first tick line), its output to logs/<name>.log with each line's
+    seconds since launch in front."""
     start = time.time()
     log_path = logs / f"{name}.log"
     first_tick = None
@@ -65,12 +68,15 @@ def run_timed(name: str, cmd: list[str], cwd: Path, env: dict, logs: Path) -> di
             elapsed = time.time() - start
             if first_tick is None and line.lstrip().startswith("tick"):
                 first_tick = elapsed
+                if stop_at_first_tick:
+                    proc.send_signal(signal.SIGTERM)
             log.write(f"{elapsed:8.1f} {line}")
             log.flush()
         rc = proc.wait()
     text = log_path.read_text(errors="replace")
-    speeds = [s for _, s in ticks(log_path)[1:]]
-    mems = [float(m) for m in re.findall(r"tick\s+[1-9]\d*\s.*?gpumem\s+([\d.]+)", text)]  # after the first tick
+    # after the first tick; a run stopped there has no whole tick after it
+    speeds = [] if stop_at_first_tick else [s for _, s in ticks(log_path)[1:]]
+    mems = [] if stop_at_first_tick else [float(m) for m in re.findall(r"tick\s+[1-9]\d*\s.*?gpumem\s+([\d.]+)", text)]
     row = {"name": name, "rc": rc, "startup_s": first_tick, "wall_s": time.time() - start,
            "sec_per_kimg": float(np.median(speeds)) if speeds else None, "ticks": len(speeds),
            "peak_mem_gb": max(mems) if mems else None}
@@ -110,6 +116,7 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per run, --batch-gpu images each (ours via torchrun)")
     parser.add_argument("--cache", help="$STYLEGAN_CACHE for ours (default WORKDIR/cache)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config value for ours")
+    parser.add_argument("--startup-only", action="store_true", help="stop ours at its first tick line")
     args = parser.parse_args()
     work = Path(args.workdir).resolve()
     official = Path(args.official).resolve() if args.official else None
@@ -129,7 +136,8 @@ def main() -> None:
             for attempt in ("cold", "warm")[:2 if args.warm else 1]:
                 rows.append({"res": res, "aug": aug, "gpus": args.gpus, "side": f"ours ({attempt})", **run_timed(
                     f"ours-{tag}-{attempt}", ours_cmd(rdir / "data", rdir / "runs", f"ours-{tag}-{attempt}", res, s,
-                                                      aug, kimg[res], args.gpus, args.set), ours, ours_env, logs)})
+                                                      aug, kimg[res], args.gpus, args.set), ours, ours_env, logs,
+                    args.startup_only)})
             if official is not None:
                 rows.append({"res": res, "aug": aug, "gpus": args.gpus, "side": "official", **run_timed(
                     f"official-{tag}", official_cmd(official, rdir / "official-data.zip", rdir / "runs" / tag, s,
