@@ -30,6 +30,7 @@ from stylegan.rundir import RunDir
 from stylegan.train.config import TrainConfig, load_config
 from stylegan.train.fastpath import CompileRecord
 from stylegan.train.progressive import stage_at
+from stylegan.train.runlog import PREVIEW_SIDE, RunLog
 from stylegan.train.startup import plan_start
 from stylegan.train.trainer import Trainer, fill_compile_cache
 from tests.conftest import REPO, TINY_TRAIN, Fixture, run_job
@@ -129,6 +130,27 @@ def test_two_process_gloo_run_writes_everything_and_matches_one_process(same_ima
         first = np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"))
     reals = np.asarray(Image.open(run / "reals.png"))
     assert reals.shape[0] == reals.shape[1] and np.array_equal(reals[:16, :16], first)
+
+
+def test_tensorboard_holds_a_bounded_preview_of_a_large_sheet_and_every_pixel_of_a_small_one(tmp_path):
+    rng = np.random.default_rng(0)
+    large = rng.integers(0, 256, (2 * PREVIEW_SIDE + 4, PREVIEW_SIDE + 2, 3), dtype=np.uint8)  # reduced 3x
+    small = rng.integers(0, 256, (96, 64, 3), dtype=np.uint8)
+    runlog = RunLog(RunDir(tmp_path), is_main=True)
+    runlog.image("large", large, 0)
+    runlog.image("small", small, 8)
+    runlog.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    read = {tag: np.asarray(Image.open(io.BytesIO(events.Images(tag)[0].encoded_image_string)))
+            for tag in ("large", "small")}
+    assert np.array_equal(read["small"], small)
+    h, w = -(-large.shape[0] // 3), -(-large.shape[1] // 3)
+    assert read["large"].shape == (h, w, 3) and max(h, w) <= PREVIEW_SIDE
+    # each pixel the mean of its 3x3 block of the sheet, within Pillow's fixed-point rounding (whole blocks; the edge
+    # averages what is left)
+    blocks = large[:(h - 1) * 3, :(w - 1) * 3].reshape(h - 1, 3, w - 1, 3, 3).mean((1, 3))
+    assert np.abs(read["large"][:h - 1, :w - 1] - blocks).max() < 1
 
 
 def test_ranks_hold_identical_weights(same_images, tmp_path):

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from stylegan.distributed import all_reduce_sum
@@ -31,6 +32,18 @@ TAGS = {
     "nonfinite_steps": "Faults/nonfinite_steps", "rollbacks": "Faults/rollbacks", "lod": "Progress/lod",
     "resolution": "Progress/resolution", "batch": "Progress/batch",
 }
+
+
+# TensorBoard's copy of a sheet of images is at most this many pixels a side; the PNG beside it keeps every pixel.
+# TensorBoard encodes its copy at PNG level 6 on one core: an 8x8 sheet at 1024x1024 is 8192 pixels a side, tens of
+# seconds of a snapshot (and of the start, for the reals) and ~140 MB of events each time.
+PREVIEW_SIDE = 2048
+
+
+def preview(image: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
+    """`image` (uint8 HWC) box-averaged by the smallest whole factor that brings its longer side to `side` or less."""
+    factor = -(-max(image.shape[:2]) // side)
+    return image if factor == 1 else np.asarray(Image.fromarray(image).reduce(factor))
 
 
 def tag_of(key: str) -> str | None:
@@ -163,9 +176,10 @@ class RunLog:
             self.writer.flush()
 
     def image(self, tag: str, image: np.ndarray, nimg: int) -> None:
+        """A sheet of images (uint8 HWC) in TensorBoard at the image count, as a `preview`."""
         if self.is_main:
             with self.events():
-                self.writer.add_image(tag, image, nimg, dataformats="HWC")
+                self.writer.add_image(tag, preview(image), nimg, dataformats="HWC")
                 self.writer.flush()
 
     @contextlib.contextmanager
