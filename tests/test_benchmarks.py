@@ -25,29 +25,29 @@ def test_speed_runs_give_both_trainers_the_same_networks_batch_and_gamma():
                                                 "gamma": 0.0002 * 64 * 64 / 32}
 
 
-def test_speed_harness_runs_ours_end_to_end(tmp_path):
-    """Textures made, preprocessed and trained through the harness's own steps (ours only: NVIDIA's trainer is not
-    here), so that a device call does not find a broken harness; its row holds the ticks' speed."""
+def run_harness(workdir: Path, *args: str) -> dict:
+    """speed_vs_official on ours alone with the tiny network at 16x16 and 8 textures; its one results row."""
     tiny = [f"--set={kv}" for kv in TINY_TRAIN if not kv.startswith("resolution=")]
-    result = subprocess.run([sys.executable, "-m", "benchmarks.speed_vs_official", "--workdir", str(tmp_path),
-                             "--res", "16", "--aug", "noaug", "--kimg", "16=1", "--images", "16=8", *tiny],
+    result = subprocess.run([sys.executable, "-m", "benchmarks.speed_vs_official", "--workdir", str(workdir),
+                             "--res", "16", "--aug", "noaug", "--images", "16=8", *args, *tiny],
                             cwd=REPO, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    [row] = json.loads((tmp_path / "results.json").read_text())
+    [row] = json.loads((workdir / "results.json").read_text())
+    return row
+
+
+def test_speed_harness_runs_ours_end_to_end(tmp_path):
+    """Textures made, preprocessed and trained through the harness's own steps (ours only: NVIDIA's trainer is not
+    here), so that a device call does not find a broken harness; its row holds the ticks' speed."""
+    row = run_harness(tmp_path, "--kimg", "16=1")
     assert (row["side"], row["rc"], row["ticks"]) == ("ours (cold)", 0, 1)
     assert row["sec_per_kimg"] > 0 and row["startup_s"] > 0
 
 
 def test_startup_only_stops_ours_at_its_first_tick(tmp_path):
     """--startup-only: the run gets SIGTERM at its first tick line, snapshots and exits 3 long before its kimg."""
-    tiny = [f"--set={kv}" for kv in TINY_TRAIN if not kv.startswith("resolution=")]
-    result = subprocess.run([sys.executable, "-m", "benchmarks.speed_vs_official", "--workdir", str(tmp_path),
-                             "--res", "16", "--aug", "noaug", "--kimg", "16=1000", "--images", "16=8", "--startup-only",
-                             *tiny], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    [row] = json.loads((tmp_path / "results.json").read_text())
+    row = run_harness(tmp_path, "--kimg", "16=1000", "--startup-only")
     assert (row["rc"], row["ticks"], row["sec_per_kimg"]) == (3, 0, None) and row["startup_s"] > 0
     log = (tmp_path / "logs" / "ours-16-noaug-1gpu-cold.log").read_text()
     assert "stopping on signal 15" in log and "snapshot written, exit 3" in log

@@ -34,9 +34,9 @@ TAGS = {
 }
 
 
-# TensorBoard's copy of a sheet of images is at most this many pixels a side; the PNG beside it keeps every pixel.
-# TensorBoard encodes its copy at PNG level 6 on one core: an 8x8 sheet at 1024x1024 is 8192 pixels a side, tens of
-# seconds of a snapshot (and of the start, for the reals) and ~140 MB of events each time.
+# TensorBoard's copy of a sheet of images is at most this many pixels a side; the PNG file beside it keeps every pixel.
+# TensorBoard encodes at PNG level 6 on one core: at 1024x1024 an 8x8 sheet (8192 pixels a side) cost the start and
+# every snapshot tens of seconds and ~140 MB of events (benchmarks/RESULTS.md, ours at 1024).
 PREVIEW_SIDE = 2048
 
 
