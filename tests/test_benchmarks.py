@@ -1,11 +1,13 @@
 """The benchmark harnesses: both trainers must be asked for the same run, and the harness runs end to end."""
 
+import gzip
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.profile_vs_official import summarize
 from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
 from tests.conftest import REPO, TINY_TRAIN
 
@@ -51,3 +53,43 @@ def test_startup_only_stops_ours_at_its_first_tick(tmp_path):
     assert (row["rc"], row["ticks"], row["sec_per_kimg"]) == (3, 0, None) and row["startup_s"] > 0
     log = (tmp_path / "logs" / "ours-16-noaug-1gpu-cold.log").read_text()
     assert "stopping on signal 15" in log and "snapshot written, exit 3" in log
+
+
+def test_profile_harness_profiles_ours_window_and_ends_the_run(tmp_path):
+    """Ours runs as users run it, with the profiling hook on its PYTHONPATH: steps 3-4 are traced (two Gmain
+    ranges in the trace), the trace is written whole and the run ends there, long before its kimg."""
+    tiny = [f"--set={kv}" for kv in TINY_TRAIN if not kv.startswith("resolution=")]
+    result = subprocess.run([sys.executable, "-m", "benchmarks.profile_vs_official", "--workdir", str(tmp_path),
+                             "--sides", "ours", "--res", "16", "--widths", "parity", "--batch-gpu", "2",
+                             "--images", "8", "--skip", "2", "--steps", "2", *tiny],
+                            cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "ours: exit 0, traced" in result.stdout
+    assert "profile: steps 3-4 of Gmain" in (tmp_path / "logs" / "ours.log").read_text()
+    with gzip.open(tmp_path / "trace-ours.json.gz", "rt") as f:
+        names = [e["name"] for e in json.load(f)["traceEvents"] if e.get("cat") == "user_annotation"]
+    assert names.count("Gmain") == 2 and names.count("Dmain") == 2
+    # the run's first snapshot (after its first step) and none after: it ended in the window, not at kimg 1
+    assert [p.name for p in (tmp_path / "r16" / "runs").rglob("network-snapshot-*")] == [
+        "network-snapshot-000000.002.pt"]
+    assert json.loads((tmp_path / "profile.json").read_text())["ours"]["steps"] == 2
+
+
+def test_profile_summary_counts_overlapping_kernels_once_and_maps_nvidias_ranges_to_phases():
+    def x(cat, name, ts, dur):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur}
+    trace = {"traceEvents": [
+        x("gpu_user_annotation", "Gmain_forward", 0, 100), x("gpu_user_annotation", "Gmain_backward", 100, 100),
+        x("gpu_user_annotation", "Gpl_forward", 300, 100), x("gpu_user_annotation", "pl_grads", 320, 50),
+        x("gpu_user_annotation", "data_fetch", 500, 10),
+        x("kernel", "sm90_xmma_fprop_implicit_gemm", 10, 80), x("kernel", "upfirdn2d_kernel_small", 50, 100),
+        x("gpu_memcpy", "Memcpy DtoD (Device -> Device)", 310, 40), x("kernel", "triton_poi_fused_mul_0", 600, 20),
+        x("cpu_op", "aten::conv2d", 0, 2000)]}
+    s = summarize(trace, steps=2)
+    assert s["gpu_busy_ms"] == (140 + 40 + 20) / 2000  # the overlapping kernels count once
+    assert s["phases_ms"] == {"Gmain": 140 / 2000, "Greg": 40 / 2000}  # pl_grads counts through Gpl_forward
+    assert s["kinds_ms"] == {"NVIDIA's CUDA ops (upfirdn2d, bias_act, filtered_lrelu)": 0.05,
+                             "Triton (torch.compile)": 0.01, "convolution and matmul (cuDNN, cuBLAS, CUTLASS)": 0.04,
+                             "copies and fills": 0.02}
+    assert s["window_ms"] == 1.0 and s["kernels"][0] == {"name": "upfirdn2d_kernel_small", "ms": 0.05, "calls": 0.5}
