@@ -87,9 +87,8 @@ def summarize(trace: dict, steps: int, top: int = 15) -> dict:
     gpu = [e for e in events if e.get("cat") in GPU_CATS]
     busy = union([(e["ts"], e["ts"] + e["dur"]) for e in gpu])
     ranges: dict[str, list] = defaultdict(list)
-    for e in events:
-        if e.get("cat") == "gpu_user_annotation" and (phase := phase_of(e["name"])):
-            ranges[phase].append((e["ts"], e["ts"] + e["dur"]))
+    for ts, end, phase in phase_spans(events):
+        ranges[phase].append((ts, end))
     by_kind: dict[str, float] = defaultdict(float)
     by_name: dict[str, list] = defaultdict(lambda: [0.0, 0])
     for e in gpu:
@@ -107,6 +106,21 @@ def summarize(trace: dict, steps: int, top: int = 15) -> dict:
         "kernels": [{"name": n, "ms": t / per_step, "calls": c / steps}
                     for n, (t, c) in sorted(by_name.items(), key=lambda kv: -kv[1][0])[:top]],
     }
+
+
+def phase_spans(events: list[dict]) -> list[tuple[float, float, str]]:
+    """Each phase's spans on the GPU's timeline: from its first range's start to its last range's end, one span per
+    run of consecutive ranges of the phase. NVIDIA's loss opens a range for each part of a phase, and the kernels
+    of a backward pass lie between them: the autograd engine launches them from its own thread, outside the
+    range that called it."""
+    spans: list[list] = []
+    for e in sorted((e for e in events if e.get("cat") == "gpu_user_annotation"), key=lambda e: e["ts"]):
+        if phase := phase_of(e["name"]):
+            if spans and spans[-1][2] == phase:
+                spans[-1][1] = max(spans[-1][1], e["ts"] + e["dur"])
+            else:
+                spans.append([e["ts"], e["ts"] + e["dur"], phase])
+    return [(a, b, p) for a, b, p in spans]
 
 
 def read_trace(path: Path) -> dict:

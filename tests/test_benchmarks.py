@@ -81,15 +81,18 @@ def test_profile_summary_counts_overlapping_kernels_once_and_maps_nvidias_ranges
         return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur}
     trace = {"traceEvents": [
         x("gpu_user_annotation", "Gmain_forward", 0, 100), x("gpu_user_annotation", "Gmain_backward", 100, 100),
+        x("kernel", "void at::native::vectorized_elementwise_kernel", 210, 20),  # backward: launched outside
+        x("gpu_user_annotation", "Gmain_opt", 240, 10),
         x("gpu_user_annotation", "Gpl_forward", 300, 100), x("gpu_user_annotation", "pl_grads", 320, 50),
         x("gpu_user_annotation", "data_fetch", 500, 10),
         x("kernel", "sm90_xmma_fprop_implicit_gemm", 10, 80), x("kernel", "upfirdn2d_kernel_small", 50, 100),
         x("gpu_memcpy", "Memcpy DtoD (Device -> Device)", 310, 40), x("kernel", "triton_poi_fused_mul_0", 600, 20),
         x("cpu_op", "aten::conv2d", 0, 2000)]}
     s = summarize(trace, steps=2)
-    assert s["gpu_busy_ms"] == (140 + 40 + 20) / 2000  # the overlapping kernels count once
-    assert s["phases_ms"] == {"Gmain": 140 / 2000, "Greg": 40 / 2000}  # pl_grads counts through Gpl_forward
+    assert s["gpu_busy_ms"] == (140 + 20 + 40 + 20) / 2000  # the overlapping kernels count once
+    # Gmain from its forward's start to its optimizer's end, the backward between; pl_grads counts through Gpl_forward
+    assert s["phases_ms"] == {"Gmain": 160 / 2000, "Greg": 40 / 2000}
     assert s["kinds_ms"] == {"NVIDIA's CUDA ops (upfirdn2d, bias_act, filtered_lrelu)": 0.05,
                              "Triton (torch.compile)": 0.01, "convolution and matmul (cuDNN, cuBLAS, CUTLASS)": 0.04,
-                             "copies and fills": 0.02}
+                             "copies and fills": 0.02, "other elementwise (ATen)": 0.01}
     assert s["window_ms"] == 1.0 and s["kernels"][0] == {"name": "upfirdn2d_kernel_small", "ms": 0.05, "calls": 0.5}
