@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import bisect
 import functools
 import tempfile
 import time
@@ -25,7 +24,7 @@ from torch._dynamo.utils import compile_times, counters
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.common import anchor_config, sync, synthetic_dataset, timed
+from benchmarks.common import anchor_config, overlap, sync, synthetic_dataset, timed, union
 from stylegan.distributed import init_distributed
 from stylegan.train.trainer import Trainer
 
@@ -105,24 +104,9 @@ def gpu_busy(events: list) -> tuple[float, dict[str, tuple[float, float]]]:
             kernels.append((e.time_range.start, e.time_range.end))
         elif e.name in ranges:
             ranges[e.name].append((e.time_range.start, e.time_range.end))
-    merged: list[list[float]] = []
-    for start, end in sorted(kernels):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    starts = [start for start, _ in merged]
-
-    def busy_in(lo: float, hi: float) -> float:
-        total, i = 0.0, max(bisect.bisect_right(starts, lo) - 1, 0)
-        while i < len(merged) and merged[i][0] < hi:
-            total += max(0.0, min(hi, merged[i][1]) - max(lo, merged[i][0]))
-            i += 1
-        return total
-
-    return (sum(end - start for start, end in merged),
-            {name: (sum(busy_in(lo, hi) for lo, hi in spans), sum(hi - lo for lo, hi in spans))
-             for name, spans in ranges.items()})
+    busy = union(kernels)
+    return (sum(end - start for start, end in busy),
+            {name: (overlap(busy, union(spans)), sum(hi - lo for lo, hi in spans)) for name, spans in ranges.items()})
 
 
 if __name__ == "__main__":

@@ -28,12 +28,13 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks.common import overlap, union
 from benchmarks.parity import REPO, cache_env, official_env, prepare
+from benchmarks.profile_train import PHASES
 from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
 
 HOOK = Path(__file__).resolve().parent / "profile_hook"
 MARKS = {"official": "data_fetch", "ours": "Gmain"}
-PHASES = ("Gmain", "Greg", "Dmain", "Dreg")
 # NVIDIA's loss and loop open these ranges in each phase (ranges nested in them, e.g. pl_grads, count through them)
 OFFICIAL_PHASE = (("Gmain_", "Gmain"), ("Gpl_", "Greg"), ("Greg_", "Greg"), ("Dgen_", "Dmain"), ("Dreal_", "Dmain"),
                   ("Dmain_", "Dmain"), ("Dr1_", "Dreg"), ("Dreg_", "Dreg"))
@@ -56,28 +57,6 @@ def phase_of(name: str) -> str | None:
 
 def kind_of(kernel: str) -> str:
     return next(kind for kind, pattern in KINDS if re.search(pattern, kernel))
-
-
-def union(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    merged: list[list[float]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return [(a, b) for a, b in merged]
-
-
-def overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
-    """Total length of the intersection of two sorted lists of disjoint spans."""
-    total, i, j = 0.0, 0, 0
-    while i < len(a) and j < len(b):
-        total += max(0.0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return total
 
 
 def summarize(trace: dict, steps: int, top: int = 15) -> dict:
