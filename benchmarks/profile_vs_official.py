@@ -13,8 +13,8 @@ every 16th), the trace goes to WORKDIR/trace-<side>.json.gz and the program ends
 
 The report (WORKDIR/profile.json, and tables on stdout) reads every trace in the workdir: per step, the window's wall
 time (under the profiler), the GPU's busy time (the union of kernels and copies), each phase's busy time (ours:
-the trainer's Gmain/Greg/Dmain/Dreg ranges; NVIDIA's: its loss's ranges, mapped to the same four), the busy time by
-kind of kernel, and the top kernels.
+the trainer's Gmain/Greg/Dmain/Dreg ranges; NVIDIA's: from the first of a phase's ranges in its loss to the last),
+the busy time by kind of kernel, and the top kernels.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from benchmarks.common import overlap, union
 from benchmarks.parity import REPO, cache_env, official_env, prepare
 from benchmarks.profile_train import PHASES
 from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
+from stylegan.fileio import write_text_atomic
 
 HOOK = Path(__file__).resolve().parent / "profile_hook"
 MARKS = {"official": "data_fetch", "ours": "Gmain"}
@@ -131,7 +132,7 @@ def profile_side(side: str, work: Path, official: Path | None, args: argparse.Na
 def report(work: Path, steps: int) -> dict:
     result = {side: summarize(read_trace(work / f"trace-{side}.json.gz"), steps)
               for side in MARKS if (work / f"trace-{side}.json.gz").is_file()}
-    (work / "profile.json").write_text(json.dumps(result, indent=1))
+    write_text_atomic(work / "profile.json", json.dumps(result, indent=1))
     sides = list(result)
     print(f"| ms per step | {' | '.join(sides)} |\n| --- |{' --- |' * len(sides)}")
     rows = [("window (wall, under the profiler)", "window_ms"), ("GPU busy", "gpu_busy_ms")]
