@@ -31,7 +31,7 @@ from pathlib import Path
 from benchmarks.common import overlap, union
 from benchmarks.parity import REPO, cache_env, official_env, prepare
 from benchmarks.profile_train import PHASES
-from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
+from benchmarks.speed_vs_official import WIDTHS, official_cmd, ours_cmd, run_settings
 from stylegan.fileio import write_text_atomic
 
 HOOK = Path(__file__).resolve().parent / "profile_hook"
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--official", help="a copy of NVlabs/stylegan3 (benchmarks.official_checkout)")
     parser.add_argument("--sides", nargs="+", choices=tuple(MARKS), default=list(MARKS))
     parser.add_argument("--res", type=int, default=512)
-    parser.add_argument("--widths", choices=("parity", "config-f"), default="config-f")
+    parser.add_argument("--widths", choices=tuple(WIDTHS), default="config-f")
     parser.add_argument("--batch-gpu", type=int, default=4)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--skip", type=int, default=32)

@@ -1,13 +1,12 @@
 """The benchmark harnesses: both trainers must be asked for the same run, and the harness runs end to end."""
 
-import gzip
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.profile_vs_official import summarize
+from benchmarks.profile_vs_official import read_trace, summarize
 from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
 from tests.conftest import REPO, TINY_TRAIN
 
@@ -27,14 +26,19 @@ def test_speed_runs_give_both_trainers_the_same_networks_batch_and_gamma():
                                                 "gamma": 0.0002 * 64 * 64 / 32}
 
 
-def run_harness(workdir: Path, *args: str) -> dict:
-    """speed_vs_official on ours alone with the tiny network at 16x16 and 8 textures; its one results row."""
+def run_benchmark(module: str, workdir: Path, *args: str) -> str:
+    """`python -m benchmarks.<module>` on ours alone at 16x16 with the tiny network; it must succeed. Its stdout."""
     tiny = [f"--set={kv}" for kv in TINY_TRAIN if not kv.startswith("resolution=")]
-    result = subprocess.run([sys.executable, "-m", "benchmarks.speed_vs_official", "--workdir", str(workdir),
-                             "--res", "16", "--aug", "noaug", "--images", "16=8", *args, *tiny],
-                            cwd=REPO, capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--workdir", str(workdir), "--res", "16",
+                             *args, *tiny], cwd=REPO, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def run_harness(workdir: Path, *args: str) -> dict:
+    """speed_vs_official on ours alone with the tiny network at 16x16 and 8 textures; its one results row."""
+    run_benchmark("speed_vs_official", workdir, "--aug", "noaug", "--images", "16=8", *args)
     [row] = json.loads((workdir / "results.json").read_text())
     return row
 
@@ -58,17 +62,12 @@ def test_startup_only_stops_ours_at_its_first_tick(tmp_path):
 def test_profile_harness_profiles_ours_window_and_ends_the_run(tmp_path):
     """Ours runs as users run it, with the profiling hook on its PYTHONPATH: steps 3-4 are traced (two Gmain
     ranges in the trace), the trace is written whole and the run ends there, long before its kimg."""
-    tiny = [f"--set={kv}" for kv in TINY_TRAIN if not kv.startswith("resolution=")]
-    result = subprocess.run([sys.executable, "-m", "benchmarks.profile_vs_official", "--workdir", str(tmp_path),
-                             "--sides", "ours", "--res", "16", "--widths", "parity", "--batch-gpu", "2",
-                             "--images", "8", "--skip", "2", "--steps", "2", *tiny],
-                            cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "ours: exit 0, traced" in result.stdout
+    stdout = run_benchmark("profile_vs_official", tmp_path, "--sides", "ours", "--widths", "parity", "--batch-gpu",
+                           "2", "--images", "8", "--skip", "2", "--steps", "2")
+    assert "ours: exit 0, traced" in stdout
     assert "profile: steps 3-4 of Gmain" in (tmp_path / "logs" / "ours.log").read_text()
-    with gzip.open(tmp_path / "trace-ours.json.gz", "rt") as f:
-        names = [e["name"] for e in json.load(f)["traceEvents"] if e.get("cat") == "user_annotation"]
+    names = [e["name"] for e in read_trace(tmp_path / "trace-ours.json.gz")["traceEvents"]
+             if e.get("cat") == "user_annotation"]
     assert names.count("Gmain") == 2 and names.count("Dmain") == 2
     # the run's first snapshot (after its first step) and none after: it ended in the window, not at kimg 1
     assert [p.name for p in (tmp_path / "r16" / "runs").rglob("network-snapshot-*")] == [
