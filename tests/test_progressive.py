@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,23 +106,33 @@ def test_a_run_grows_through_a_fade_and_a_requeue_inside_it_resumes_at_the_same_
 
 
 def test_two_ranks_grow_as_one_rank_with_the_same_rounds(tmp_path):
-    """StyleGAN (2018) growing under torchrun (2 gloo processes): the same lods, batches and losses tick by tick as
-    one process running the same rounds (every image of the set is one image, so each rank's reals are the same)."""
+    """StyleGAN (2018) growing under torchrun (2 gloo processes): the same lods and batches tick by tick as one
+    process running the same rounds, and the same losses wherever both start a tick from the same state: the first
+    tick, and the fade's first tick resumed from the one process's snapshot where the fade starts, whose first step
+    resets Adam's moments after a resume too (every image of the set is one image, so each rank's reals are the
+    same). Later ticks of the two runs are not compared: each tick multiplies a change
+    of float order in the gradients' sums (threads, kernels) about tenfold, 1e-7 to 1e-2 in four ticks."""
     src = tmp_path / "img"
     src.mkdir()
     image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     for i in range(16):
         Image.fromarray(image).save(src / f"{i}.png")
     data = preprocess_folder(src, tmp_path / "data", 16)
-    common = [f"data={data}", f"outdir={tmp_path}", *TINY_GROWING, "batch_gpu=4", "kimg=0.08"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same float summation order in every process
-    two = run_job("train", *common, "run_name=two", nproc=2, env=env)
-    run_job("train", *common, "run_name=one", env=env)
+    common = [f"data={data}", f"outdir={tmp_path}", *TINY_GROWING, "batch_gpu=4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = run_job("train", *common, "kimg=0.08", "run_name=two", nproc=2, env=env)
+    run_job("train", *common, "kimg=0.08", "run_name=one", env=env)
+    fade = RunDir(tmp_path / "fade")
+    fade.checkpoints.mkdir(parents=True)
+    shutil.copy(RunDir(tmp_path / "one").snapshot(48), fade.snapshot(48))
+    run_job("train", *common, "kimg=0.056", "run_name=fade", nproc=2, env=env)
     assert "2 process(es)" in two.stdout
     assert lods(tmp_path / "two") == lods(tmp_path / "one")
     rows = {name: [json.loads(x) for x in (tmp_path / name / "stats.jsonl").read_text().splitlines()]
-            for name in ("one", "two")}
+            for name in ("one", "two", "fade")}
     assert len(rows["one"]) == len(rows["two"]) >= 6 and any(0 < r["lod"] < 1 for r in rows["two"])  # a fade
-    for a, b in zip(rows["one"], rows["two"], strict=True):
+    in_fade = next(r for r in rows["one"] if r["kimg"] == rows["fade"][0]["kimg"])
+    assert 0 < rows["fade"][0]["lod"] == in_fade["lod"] < 1
+    for a, b in ((rows["one"][0], rows["two"][0]), (in_fade, rows["fade"][0])):
         for key in ("loss_G", "loss_D", "r1_penalty"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["kimg"], key)
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["kimg"], key)

@@ -142,6 +142,8 @@ class Trainer:
         self.faults = {"nonfinite_steps": 0, "rollbacks": 0, "consecutive_nonfinite": 0, "rollbacks_in_a_row": 0}
         self.stats = TickStats(self.device)
         self.phase_times = PhaseTimes(self.device)
+        # the batch and learning rates the optimizers and the split were made for; then the run's own stage
+        self.stage = Stage(0.0, cfg.resolution, cfg.batch, cfg.glr, cfg.dlr)
         if plan.snapshot is not None:
             self.load_full(plan.snapshot, plan.snapshot_state)
         else:
@@ -151,10 +153,8 @@ class Trainer:
             if module is not None:
                 broadcast_module(module)
 
-        # the batch and learning rates the optimizers and the split were made for; then the run's own stage
-        self.stage = Stage(0.0, cfg.resolution, cfg.batch, cfg.glr, cfg.dlr)
         self.reals = self.real_batches()
-        self.enter_stage(stage_at(cfg, self.progress["cur_nimg"], env.world), reset=False)
+        self.enter_stage(stage_at(cfg, self.progress["cur_nimg"], env.world), reset=plan.snapshot is not None)
         self.grid_z, self.grid_c = grid_latents(cfg.grid_size ** 2, self.G.z_dim, self.c_dim, cfg.seed + 123,
                                                 self.device)
         if env.is_main:
@@ -204,6 +204,8 @@ class Trainer:
         self.progress["resumes"] += 1
         self.faults.update({k: v for k, v in ckpt.get("faults", {}).items() if k != "consecutive_nonfinite"})
         restore_rng(ckpt["rng"])
+        if self.cfg.lod_initial_resolution:  # Adam's moments are those of the level the snapshot's last step trained
+            self.stage = dataclasses.replace(self.stage, lod=float(self.G.synthesis.lod))
         self.runlog.log(f"resumed from {path} at kimg {self.progress['cur_nimg'] / 1000:.3f}")
 
     def start_new_run(self, plan: StartPlan) -> None:
@@ -243,7 +245,7 @@ class Trainer:
     def enter_stage(self, stage: Stage, reset: bool = True) -> None:
         """Train at `stage` from the next step: the networks' lod, the learning rates, the batch split and loader
         when the batch changes, style mixing over the layers in use; Adam's moments reset when a fade starts or
-        ends (NVIDIA's reset_opt_for_new_lod; `reset` False: a resume, whose optimizer state is the stage's)."""
+        ends (NVIDIA's reset_opt_for_new_lod; `reset` False: a new run's first stage, which has no moments yet)."""
         old, self.stage = self.stage, stage
         if self.cfg.lod_initial_resolution:  # every step: a rollback restores an older snapshot's lod
             for net in (self.G.synthesis, self.G_ema.synthesis, self.D):
