@@ -137,9 +137,11 @@ def test_tensorboard_holds_a_bounded_preview_of_a_large_sheet_and_every_pixel_of
     large = rng.integers(0, 256, (2 * PREVIEW_SIDE + 4, PREVIEW_SIDE + 2, 3), dtype=np.uint8)  # reduced 3x
     small = rng.integers(0, 256, (96, 64, 3), dtype=np.uint8)
     runlog = RunLog(RunDir(tmp_path), is_main=True)
-    runlog.image("large", large, 0)
-    runlog.image("small", small, 8)
+    runlog.sheet("large", large, 0, tmp_path / "large.png")
+    runlog.sheet("small", small, 8, tmp_path / "small.png")
     runlog.close()
+    for name, sheet in (("large", large), ("small", small)):  # the files keep every pixel
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), sheet)
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     read = {tag: np.asarray(Image.open(io.BytesIO(events.Images(tag)[0].encoded_image_string)))
@@ -151,6 +153,21 @@ def test_tensorboard_holds_a_bounded_preview_of_a_large_sheet_and_every_pixel_of
     # averages what is left)
     blocks = large[:(h - 1) * 3, :(w - 1) * 3].reshape(h - 1, 3, w - 1, 3, 3).mean((1, 3))
     assert np.abs(read["large"][:h - 1, :w - 1] - blocks).max() < 1
+
+
+def test_a_sheet_that_cannot_be_written_is_named_by_the_next_sheet_or_the_close(tmp_path):
+    """Sheets are written by a thread of their own: its error comes back to the run, naming the file, at the next
+    sheet (which is then not written) or at the close."""
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    image = np.zeros((8, 8, 3), np.uint8)
+    runlog = RunLog(RunDir(tmp_path), is_main=True)
+    runlog.sheet("fakes", image, 0, tmp_path / "blocked" / "fakes.png")
+    with pytest.raises(OSError, match="blocked"):
+        runlog.sheet("fakes", image, 8, tmp_path / "fakes.png")
+    runlog.sheet("fakes", image, 16, tmp_path / "blocked" / "again.png")
+    with pytest.raises(OSError, match="blocked"):
+        runlog.close()
+    assert not (tmp_path / "fakes.png").exists()
 
 
 def test_ranks_hold_identical_weights(same_images, tmp_path):

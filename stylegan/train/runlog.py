@@ -9,6 +9,8 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +18,7 @@ from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
 from stylegan.distributed import all_reduce_sum
+from stylegan.imagefiles import save_png
 from stylegan.progress import format_time
 from stylegan.rundir import RunDir
 
@@ -128,6 +131,8 @@ class RunLog:
     def __init__(self, run: RunDir, is_main: bool):
         self.run, self.is_main = run, is_main
         self.writer = SummaryWriter(str(run.path)) if is_main else None
+        self.sheet_writer = ThreadPoolExecutor(1, "sheets") if is_main else None
+        self.sheet_written: Future | None = None
 
     def log(self, text: str) -> None:
         if self.is_main:
@@ -175,12 +180,25 @@ class RunLog:
                     self.writer.add_scalar(tag, value, row["nimg"])
             self.writer.flush()
 
-    def image(self, tag: str, image: np.ndarray, nimg: int) -> None:
-        """A sheet of images (uint8 HWC) in TensorBoard at the image count, as a `preview`."""
+    def sheet(self, tag: str, image: np.ndarray, nimg: int, path: Path) -> None:
+        """A sheet of images (uint8 HWC) as the PNG file `path` and in TensorBoard at the image count (a `preview`),
+        written by a thread of its own: at 1024x1024 a sheet takes seconds to encode (PNG and zlib let go of the
+        GIL), which the run's start and its snapshots need not wait for. One sheet at a time, so that at most two
+        are held; an error of the last one is raised here or by `close`."""
         if self.is_main:
-            with self.events():
-                self.writer.add_image(tag, preview(image), nimg, dataformats="HWC")
-                self.writer.flush()
+            self.wait_for_sheet()
+            self.sheet_written = self.sheet_writer.submit(self.write_sheet, tag, image, nimg, path)
+
+    def write_sheet(self, tag: str, image: np.ndarray, nimg: int, path: Path) -> None:
+        save_png(image, path)
+        with self.events():
+            self.writer.add_image(tag, preview(image), nimg, dataformats="HWC")
+            self.writer.flush()
+
+    def wait_for_sheet(self) -> None:
+        if self.sheet_written is not None:
+            written, self.sheet_written = self.sheet_written, None
+            written.result()
 
     @contextlib.contextmanager
     def events(self) -> Iterator[None]:
@@ -193,6 +211,10 @@ class RunLog:
 
     def close(self) -> None:
         if self.writer is not None:
+            try:
+                self.wait_for_sheet()
+            finally:
+                self.sheet_writer.shutdown()
             with self.events():
                 self.writer.close()
 

@@ -48,7 +48,7 @@ from stylegan.formats.checkpoint import (
 )
 from stylegan.formats.transfer import fine_tune
 from stylegan.generate import fakes_grid, grid_latents
-from stylegan.imagefiles import save_png, tile
+from stylegan.imagefiles import tile
 from stylegan.models import FAMILIES
 from stylegan.rundir import RunDir, RunOwner
 from stylegan.train.augment import AugmentPipe
@@ -184,8 +184,7 @@ class Trainer:
         elif self.env.is_main:
             save_checkpoint(self.rundir.snapshot(nimg), state)
             grid = fakes_grid(self.G_ema, self.grid_z, self.grid_c, self.cfg.grid_size, self.batch_gpu)
-            save_png(grid, self.rundir.fakes(nimg))
-            self.runlog.image("fakes", grid, nimg)
+            self.runlog.sheet("fakes", grid, nimg, self.rundir.fakes(nimg))
             self.runlog.log(f"snapshot {self.rundir.snapshot(nimg)}")
             for old in self.rundir.prune(self.cfg.keep_snapshots):
                 self.runlog.log(f"removed {old.name} (keep_snapshots={self.cfg.keep_snapshots})")
@@ -227,8 +226,7 @@ class Trainer:
         reals = first_images(self.cfg.data, self.cfg.grid_size ** 2, self.cfg.resolution) if self.env.is_main else []
         if reals:  # a sheet of reals beside the fakes, once, as NVIDIA's reals.png
             grid = tile(np.stack(reals), self.cfg.grid_size, self.cfg.grid_size)
-            save_png(grid, self.rundir.reals)
-            self.runlog.image("reals", grid, 0)
+            self.runlog.sheet("reals", grid, 0, self.rundir.reals)
 
     def real_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless batches of reals (and labels) on the device, batch_gpu at a time."""
