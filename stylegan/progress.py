@@ -3,10 +3,22 @@ count, rate and the time left."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
+
+
+def process_age() -> float | None:
+    """Seconds since this process started, by Linux's /proc: what came before any clock of its own (Python's start,
+    `import torch`, CUDA's libraries). None where /proc does not say."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()  # the command's name may hold spaces
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - int(fields[19]) / os.sysconf("SC_CLK_TCK")  # starttime
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def format_time(seconds: float) -> str:

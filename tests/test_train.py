@@ -87,8 +87,11 @@ def test_two_process_gloo_run_writes_everything_and_matches_one_process(same_ima
     run = tmp_path / "two"
     assert (run / "config.yaml").is_file() and "tick 0 kimg 0.0" in (run / "log.txt").read_text()
     startup = re.search(r"start-up: (\d+) s .* first step: (\d+) s networks, weights and data, (\d+) s first step "
-                        r"\(eager, nothing to compile\)", (run / "log.txt").read_text())  # CPU runs stay eager
+                        r"\(eager, nothing to compile\); (\d+) s before the trainer's start, from the process's start",
+                        (run / "log.txt").read_text())  # CPU runs stay eager
     assert startup and abs(int(startup[1]) - int(startup[2]) - int(startup[3])) <= 1
+    # the process's age by /proc (\d: not negative): its start and first step lie between torchrun's launch and tick 0
+    assert int(startup[4]) + int(startup[1]) <= stats(run)[0]["timestamp"] - launched + 1
     assert [n for n, _ in RunDir(run).snapshots()] == [8, 208, 400]  # tick 0 ends after the first step
     assert (run / "fakes000000.400.png").is_file()
     # Same losses step by step (one tick per step) and the same final weights: N ranks == 1 rank + accumulation.
@@ -130,6 +133,16 @@ def test_two_process_gloo_run_writes_everything_and_matches_one_process(same_ima
         first = np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB"))
     reals = np.asarray(Image.open(run / "reals.png"))
     assert reals.shape[0] == reals.shape[1] and np.array_equal(reals[:16, :16], first)
+
+
+def test_a_process_knows_how_long_ago_it_started():
+    """/proc's start time, which the trainer's start-up line reads: a process that slept 1.5 s before importing
+    anything of ours is at least that old, and no older than the parent saw it run."""
+    code = "import time; time.sleep(1.5); from stylegan.progress import process_age; print(process_age())"
+    launched = time.time()
+    age = float(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                               check=True).stdout)
+    assert 1.5 <= age <= time.time() - launched + 0.02  # /proc counts in clock ticks (10 ms)
 
 
 def test_tensorboard_holds_a_bounded_preview_of_a_large_sheet_and_every_pixel_of_a_small_one(tmp_path):

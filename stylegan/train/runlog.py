@@ -146,8 +146,9 @@ class RunLog:
         if self.is_main:
             print(f"WARNING: {text}", file=sys.stderr, flush=True)
 
-    def startup(self, setup_seconds: float, first_step_seconds: float, compiling: str) -> None:
-        """Where start-up went: building (networks, weights, data, process group) and the first step, which is
+    def startup(self, before: float | None, setup_seconds: float, first_step_seconds: float, compiling: str) -> None:
+        """Where start-up went: the process's age at the trainer's start (`before`: Python, imports, the start-up
+        plan, the process group; None: not known), building (networks, weights, data) and the first step, which is
         where torch.compile compiles or loads from its cache (`compiling`: compiled) and cuDNN picks its kernels."""
         why = {"compiled": "torch.compile on first use: minutes cold, far less from a filled cache "
                            f"({os.environ.get('TORCHINDUCTOR_CACHE_DIR')})",
@@ -156,7 +157,8 @@ class RunLog:
                "eager": "eager, nothing to compile"}[compiling]
         self.log(f"start-up: {setup_seconds + first_step_seconds:.0f} s from the trainer's start to the end of its "
                  f"first step: {setup_seconds:.0f} s networks, weights and data, {first_step_seconds:.0f} s first step "
-                 f"({why})")
+                 f"({why})" + (f"; {before:.0f} s before the trainer's start, from the process's start (Python, "
+                                "imports, the start-up plan, the process group)" if before is not None else ""))
 
     def tick(self, row: dict) -> None:
         """One line of progress, one stats.jsonl row, TensorBoard scalars at the row's image count (`nimg`: ticks

@@ -50,6 +50,7 @@ from stylegan.formats.transfer import fine_tune
 from stylegan.generate import fakes_grid, grid_latents
 from stylegan.imagefiles import tile
 from stylegan.models import FAMILIES
+from stylegan.progress import process_age
 from stylegan.rundir import RunDir, RunOwner
 from stylegan.train.augment import AugmentPipe
 from stylegan.train.config import TrainConfig, config_dict
@@ -113,6 +114,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, env: DistEnv, plan: StartPlan | None = None):
         """Build everything `plan` (by default the start-up plan of `cfg` for env's processes) decided."""
         self.started, self.env, self.device = time.time(), env, env.device
+        self.age_at_start = process_age()  # Python, imports, the plan and the process group before this
         plan = plan or plan_start(cfg, env.world)
         self.cfg, self.rundir, self.c_dim = plan.cfg, plan.rundir, plan.c_dim
         self.batch_gpu, self.rounds, self.frozen = plan.batch_gpu, plan.rounds, plan.frozen
@@ -447,7 +449,7 @@ class Trainer:
             self.report_tick(time.time() - start_time, time.time() - tick_start_time,
                              self.progress["cur_nimg"] - tick_start_nimg, maintenance)
             if first_tick:
-                self.runlog.startup(setup_seconds, time.time() - start_time, self.compiling())
+                self.runlog.startup(self.age_at_start, setup_seconds, time.time() - start_time, self.compiling())
             first_tick = False
             self.switch_when_compiled()
             if env.is_main and self.compiling() == "compiled":
