@@ -110,11 +110,7 @@ def main() -> None:
         start = time.perf_counter()
         done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
         job = time.perf_counter() - start
-    start = time.perf_counter()  # what the job's own start-up line leaves out: Python, its imports, CUDA's start
-    subprocess.run([sys.executable, "-c", f"import jobs.sample, torch; torch.zeros(1, device={str(device)!r})"],
-                   check=True)
-    print(f"the job: {time.perf_counter() - start:.1f} s to start Python, import it and start {device.type}")
-    for line in done.stdout.splitlines():
+    for line in done.stdout.splitlines():  # its start-up: Python and imports, loading (CUDA's start), compiling
         if line.startswith(("start-up", "sample")):
             print(f"the job: {line}")
     small, large = sorted(seconds)

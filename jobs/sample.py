@@ -24,6 +24,7 @@ from stylegan.errors import UserError
 from stylegan.fileio import output_dir, sha256_file
 from stylegan.formats.checkpoint import load_generator
 from stylegan.generate import compile_synthesis
+from stylegan.progress import process_age
 from stylegan.rundir import network_path
 from stylegan.sampling import (
     SampleOptions,
@@ -68,13 +69,14 @@ def main(args: argparse.Namespace) -> None:
                          fixed_batch=args.compile, png_level=args.png_level)
     outdir = output_dir(args.outdir, "--outdir")
     network = network_path(args.checkpoint, "--network")
-    started = time.perf_counter()
+    started, age = time.perf_counter(), process_age()
     if args.seeds and not grid and args.workers:
         start_writer_server()  # its imports overlap the network's loading and compiling
     G = load_generator(network, device)
     loaded = time.perf_counter()
     cache = compile_synthesis(G, opts.batch, opts.noise_mode) if args.compile else None
-    print(f"start-up: {loaded - started:.1f} s loading the network"
+    print("start-up: " + (f"{age:.1f} s Python and imports, " if age is not None else "")
+          + f"{loaded - started:.1f} s loading the network"
           + (f", {time.perf_counter() - loaded:.1f} s compiling (torch.compile; later jobs load what it compiled "
              f"from {cache})" if cache else ""), flush=True)
     if grid:
