@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import signal
 import subprocess
@@ -141,6 +142,23 @@ def test_training_reader_is_endless_shuffled_and_flips(one_task):
     flipped = [hashlib.sha256(img.flip(-1).numpy().tobytes()).hexdigest() for b in batches for img in b[0]]
     assert all(h in real or f in real for h, f in zip(hashes, flipped, strict=True))
     assert 0 < sum(h not in real for h in hashes) < len(hashes)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_batches_follow_from_the_seed(one_task, workers):
+    """The same seed, rank and workers give the same batches, flips included (NVIDIA's sampler is seeded too);
+    another seed, or another rank, gives others, and two workers do not repeat each other's stream."""
+    def keys(seed: int, rank: int = 0) -> list[str]:
+        loader = make_loader(training_pipeline(one_task, rank=rank, world=2, seed=seed, xflip=True, shuffle=50),
+                             batch_size=16, workers=workers, drop_last=True)
+        return [hashlib.sha256(img.numpy().tobytes()).hexdigest()
+                for imgs, _ in itertools.islice(loader, 6) for img in imgs]
+
+    first = keys(seed=3)
+    assert keys(seed=3) == first
+    assert keys(seed=4) != first and keys(seed=3, rank=1) != first
+    if workers:  # the loader takes batches from its workers in turn: batch 0 is worker 0's, batch 1 worker 1's
+        assert first[:16] != first[16:32]
 
 
 @pytest.fixture(scope="module")

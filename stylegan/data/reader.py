@@ -123,10 +123,11 @@ def _shard_urls(data_dir: Path, info: dict) -> list[str]:
 
 
 class _Decode:
-    """tar sample -> (uint8 CHW image, one-hot label), optional random x-flip. A class so workers can pickle it."""
+    """tar sample -> (uint8 CHW image, one-hot label), optional random x-flip, drawn from the worker's own generator
+    (`seed`: the run's). A class so workers can pickle it."""
 
-    def __init__(self, label_count: int, xflip: bool):
-        self.label_count, self.xflip = label_count, xflip
+    def __init__(self, label_count: int, xflip: bool, seed: _WorkerSeed | None = None):
+        self.label_count, self.xflip, self.seed, self.rng = label_count, xflip, seed, None
 
     def __call__(self, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
         try:
@@ -136,8 +137,11 @@ class _Decode:
         except Exception as e:  # PIL and json raise many types for damaged members
             raise ShardError(f"{sample.get('__url__', '?')}: sample {sample.get('__key__', '?')} is damaged "
                              f"({type(e).__name__}: {e}); restore the shard, or preprocess again") from None
-        if self.xflip and random.random() < 0.5:
-            img = img.flip(1)
+        if self.xflip:
+            if self.rng is None:  # made in the worker that decodes
+                self.rng = random.Random(self.seed() if self.seed else None)
+            if self.rng.random() < 0.5:
+                img = img.flip(1)
         img = img.permute(2, 0, 1)  # a view: the batch collation makes it contiguous
         label = torch.zeros(self.label_count)
         if self.label_count:
@@ -179,25 +183,39 @@ class _RankSplit:
 
 
 class _WorkerSeed:
-    def __init__(self, seed: int, rank: int):
-        self.seed, self.rank = seed, rank
+    """The seed of a rank's loader worker (its `stream`: one per use), called in the worker."""
+
+    def __init__(self, seed: int, rank: int, stream: int = 0):
+        self.seed, self.rank, self.stream = seed, rank, stream
 
     def __call__(self) -> int:
         info = torch.utils.data.get_worker_info()
-        return self.seed * 1_000_003 + self.rank * 1009 + (info.id if info else 0)
+        return self.seed * 1_000_003 + self.rank * 1009 + (info.id if info else 0) + self.stream * 7_919_011
+
+
+class _Shuffled:
+    """webdataset's buffer shuffle with the worker's own generator: its default one takes the process id and the
+    clock, and a run's batches would then not follow from its seed."""
+
+    def __init__(self, bufsize: int, seed: _WorkerSeed):
+        self.bufsize, self.seed = bufsize, seed
+
+    def __call__(self, src: Iterator) -> Iterator:
+        return wds.shuffle(self.bufsize, initial=min(self.bufsize, 100), rng=random.Random(self.seed()))(src)
 
 
 def training_pipeline(data_dir: str | Path, *, rank: int = 0, world: int = 1, seed: int = 0, xflip: bool = False,
                       shuffle: int = 1000, resolution: int | None = None) -> wds.DataPipeline:
-    """Endless stream: each rank and worker resamples shards with its own seed and shuffles samples in a buffer."""
+    """Endless stream: each rank and worker resamples shards, shuffles samples in a buffer and flips them with
+    generators of its own, seeded by `seed`: the same seed, ranks and workers give the same batches."""
     data_dir = Path(data_dir)
     info = load_dataset_info(data_dir, resolution)
     return wds.DataPipeline(
         wds.ResampledShards(_shard_urls(data_dir, info), worker_seed=_WorkerSeed(seed, rank), deterministic=True),
         wds.tarfile_to_samples(handler=_damaged_tar),
         _NotExcluded(info.get("exclude", [])),
-        wds.shuffle(shuffle, initial=min(shuffle, 100)),
-        wds.map(_Decode(info.get("label_count", 0), xflip)),
+        _Shuffled(shuffle, _WorkerSeed(seed, rank, stream=1)),
+        wds.map(_Decode(info.get("label_count", 0), xflip, _WorkerSeed(seed, rank, stream=2))),
     )
 
 

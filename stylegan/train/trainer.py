@@ -231,10 +231,11 @@ class Trainer:
             self.runlog.sheet("reals", grid, 0, self.rundir.reals)
 
     def real_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless batches of reals (and labels) on the device, batch_gpu at a time."""
-        cfg, env = self.cfg, self.env
+        """Endless batches of reals (and labels) on the device, batch_gpu at a time, in an order of their own for
+        each start, resume and change of batch (the seed adds the resumes and the image count)."""
+        cfg, env, seed = self.cfg, self.env, self.cfg.seed + self.progress["resumes"] + self.progress["cur_nimg"]
         return device_batches(make_loader(
-            training_pipeline(cfg.data, rank=env.rank, world=env.world, seed=cfg.seed + self.progress["resumes"],
+            training_pipeline(cfg.data, rank=env.rank, world=env.world, seed=seed,
                               xflip=cfg.mirror, resolution=cfg.resolution),
             batch_size=self.batch_gpu, workers=cfg.workers, pin_memory=self.device.type == "cuda", drop_last=True),
             self.device)
