@@ -42,7 +42,7 @@ class TrainConfig:
     cond: bool = False                  # condition on the dataset's labels
     mirror: bool = False                # random x-flips of the reals (NVIDIA's --mirror: opt-in, as theirs)
     workers: int = 2                    # data loader processes per rank
-    seed: int = 0
+    seed: int = 0                       # weights, batches, flips, augmentation: a CPU run repeats step for step
 
     # Networks (constructor arguments of Generator/Discriminator)
     family: str = "stylegan2"           # stylegan2 | stylegan1: NVIDIA's 2018 StyleGAN (configs/stylegan1-textures64)
