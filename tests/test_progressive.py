@@ -110,8 +110,8 @@ def test_two_ranks_grow_as_one_rank_with_the_same_rounds(tmp_path):
     process running the same rounds, and the same losses wherever both start a tick from the same state: the first
     tick, and the fade's first tick resumed from the one process's snapshot where the fade starts, whose first step
     resets Adam's moments after a resume too (every image of the set is one image, so each rank's reals are the
-    same). Later ticks of the two runs are not compared: each tick multiplies a change
-    of float order in the gradients' sums (threads, kernels) about tenfold, 1e-7 to 1e-2 in four ticks."""
+    same). Later ticks of the two runs are not compared: each tick multiplies a change of float order in the
+    gradients' sums (threads, kernels) about tenfold, 1e-7 to 1e-2 in four ticks."""
     src = tmp_path / "img"
     src.mkdir()
     image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
