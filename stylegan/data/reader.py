@@ -124,7 +124,7 @@ def _shard_urls(data_dir: Path, info: dict) -> list[str]:
 
 class _Decode:
     """tar sample -> (uint8 CHW image, one-hot label), optional random x-flip, drawn from the worker's own generator
-    (`seed`: the run's). A class so workers can pickle it."""
+    (`seed`: the run's, needed with `xflip`). A class so workers can pickle it."""
 
     def __init__(self, label_count: int, xflip: bool, seed: _WorkerSeed | None = None):
         self.label_count, self.xflip, self.seed, self.rng = label_count, xflip, seed, None
@@ -139,7 +139,7 @@ class _Decode:
                              f"({type(e).__name__}: {e}); restore the shard, or preprocess again") from None
         if self.xflip:
             if self.rng is None:  # made in the worker that decodes
-                self.rng = random.Random(self.seed() if self.seed else None)
+                self.rng = random.Random(self.seed())
             if self.rng.random() < 0.5:
                 img = img.flip(1)
         img = img.permute(2, 0, 1)  # a view: the batch collation makes it contiguous
