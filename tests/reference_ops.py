@@ -31,3 +31,17 @@ def conv_transpose_then_filter(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor
 def filter_then_strided_conv(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """The official down-sampling 3x3 conv (padding 1): FIR with pad 2, then a stride-2 conv."""
     return F.conv2d(upfirdn2d(x, f, padding=(2, 2, 2, 2)), w, stride=2)
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, f: torch.Tensor, up: int = 1,
+                     demodulate: bool = True) -> torch.Tensor:
+    """The paper's weight demodulation written out: each sample's weights scaled by its styles, divided by their own
+    norm, and convolved with that sample alone (3x3, padding 1)."""
+    out = []
+    for xi, si in zip(x, styles, strict=True):
+        w = weight * si.reshape(1, -1, 1, 1)
+        if demodulate:
+            w = w / (w.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
+        xi = xi.unsqueeze(0)
+        out.append(conv_transpose_then_filter(xi, w, f) if up == 2 else F.conv2d(xi, w, padding=1))
+    return torch.cat(out)

@@ -1,11 +1,13 @@
 """The fast fixed-filter resampling ops equal the general upfirdn2d reference, values and gradients, with either
-filter implementation (pooling on GPUs, a depthwise convolution on CPUs)."""
+filter implementation (pooling on GPUs, a depthwise convolution on CPUs); the modulated convolution equals the
+paper's per-sample weights, to the second derivative."""
 
 import pytest
 import torch
 
 from stylegan.models import ops
 from stylegan.models.ops import conv2d_resample, fir_downsample2x, fir_filter, fir_upsample2x, setup_filter
+from tests import reference_ops
 from tests.reference_ops import conv_transpose_then_filter, filter_then_strided_conv, upfirdn2d
 
 F64 = torch.float64
@@ -51,3 +53,24 @@ def test_double_backward_matches_reference(f):
             results.append((g.detach(), gg))
         assert torch.allclose(results[0][0], results[1][0]), name
         assert torch.allclose(results[0][1], results[1][1]), name
+
+
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_modulated_conv_equals_per_sample_weights(f, up, fused, demodulate):
+    """Values, and the path-length penalty's two derivatives (through the styles, then to weight and styles): the
+    demodulation's norms are taken without forming per-sample weights, so check them against the formed ones."""
+    x = torch.randn(3, 5, 8, 8, dtype=F64)
+    weight = torch.randn(4, 5, 3, 3, dtype=F64, requires_grad=True)
+    styles = torch.randn(3, 5, dtype=F64, requires_grad=True)
+    y = torch.randn(3, 4, 8 * up, 8 * up, dtype=F64)
+    results = []
+    for conv in (lambda: ops.modulated_conv2d(x, weight, styles, up=up, padding=1, demodulate=demodulate, fused=fused),
+                 lambda: reference_ops.modulated_conv2d(x, weight, styles, f, up=up, demodulate=demodulate)):
+        out = conv()
+        (g,) = torch.autograd.grad((out * y).sum(), styles, create_graph=True)
+        second = torch.autograd.grad(g.square().sum(), [weight, styles], materialize_grads=True)
+        results.append([out.detach(), g.detach(), *second])
+    for ours, reference in zip(*results, strict=True):
+        assert torch.allclose(ours, reference, rtol=1e-10, atol=1e-12)

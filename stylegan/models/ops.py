@@ -152,14 +152,12 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
                            / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    w = None
     dcoefs = None
-    if demodulate or fused:
-        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
-    if demodulate and fused:
-        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+        # The per-sample weights' norms, sum over i, k of (styles[n, i] * weight[o, i, k])^2, as one matrix product:
+        # the [batch, out, in, kh, kw] tensor never exists. Eagerly the path-length penalty's double backward kept
+        # several of them per layer.
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).T + 1e-8).rsqrt()
 
     if not fused:
         x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
@@ -170,6 +168,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             x = x + noise.to(x.dtype)
         return x
 
+    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
+    if demodulate:
+        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
     x = conv2d_resample(x, w.to(x.dtype), up=up, padding=padding, groups=batch)
