@@ -74,3 +74,44 @@ def test_modulated_conv_equals_per_sample_weights(f, up, fused, demodulate):
         results.append([out.detach(), g.detach(), *second])
     for ours, reference in zip(*results, strict=True):
         assert torch.allclose(ours, reference, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("clamp", [None, 0.7])
+@pytest.mark.parametrize("image", [False, True])
+def test_bias_lrelu_equals_plain_ops_to_the_third_derivative(image, clamp):
+    """bias_act's lrelu keeps only its output for the backward; its values and derivatives are the plain ops',
+    through two layers as R1 takes them: the gradient in the input, the penalty's gradient in the weights, and that
+    one's gradient again."""
+    x = torch.randn((3, 4, 5, 5) if image else (3, 4), dtype=F64, requires_grad=True)
+    ws = [torch.randn((4, 4, 3, 3) if image else (4, 4), dtype=F64, requires_grad=True) for _ in range(2)]
+    bs = [torch.randn(4, dtype=F64, requires_grad=True) for _ in range(2)]
+
+    def plain(h, b):
+        h = torch.nn.functional.leaky_relu(h + b.reshape([1, -1] + [1] * (h.ndim - 2)), 0.2) * 1.5
+        return h if clamp is None else h.clamp(-clamp, clamp)
+
+    results = []
+    for act in (lambda h, b: ops.bias_act(h, b, "lrelu", gain=1.5, clamp=clamp), plain):
+        out = x
+        for w, b in zip(ws, bs, strict=True):
+            out = act(torch.nn.functional.conv2d(out, w, padding=1) if image else out @ w, b)
+        (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        first = torch.autograd.grad(gx.square().sum(), [*ws, *bs], create_graph=True)
+        (second,) = torch.autograd.grad(first[1].square().sum() + first[3].sum(), ws[1])
+        results.append([out, gx, *first, second])
+    for ours, reference in zip(*results, strict=True):
+        assert torch.allclose(ours, reference, rtol=1e-12, atol=1e-12)
+    if clamp is not None:
+        assert (results[0][0].abs() == clamp).any() and (results[0][0].abs() < clamp).any()  # both sides seen
+
+
+def test_bias_lrelu_keeps_only_its_output():
+    """What the backward keeps: the output, which the next layer keeps anyway (the plain ops keep two more)."""
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = ops.bias_act(x, b, "lrelu", gain=1.5, clamp=0.7)
+    assert len(saved) == 1 and saved[0].data_ptr() == out.data_ptr()
+    out.sum().backward()
+    assert x.grad is not None and b.grad.shape == b.shape

@@ -27,17 +27,68 @@ def setup_filter(taps: list[float]) -> torch.Tensor:
 def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float = 1.0,
              clamp: float | None = None) -> torch.Tensor:
     """Add a per-channel bias, apply 'linear' or 'lrelu', scale by gain, clamp to [-clamp, clamp]."""
+    if act not in ("linear", "lrelu"):
+        raise ValueError(f"unknown activation {act!r}")
     if b is not None:
-        x = x + b.reshape([1, -1] + [1] * (x.ndim - 2)).to(x.dtype)
+        b = b.reshape([1, -1] + [1] * (x.ndim - 2)).to(x.dtype)
+    clamp = clamp if clamp is not None and clamp >= 0 else None
+    if act == "lrelu" and b is not None and not torch.compiler.is_compiling():
+        return _BiasLrelu.apply(x, b, gain, clamp)
+    # Compiled graphs get the plain ops: Inductor fuses them and picks what to keep for the backward itself.
+    if b is not None:
+        x = x + b
     if act == "lrelu":
         x = F.leaky_relu(x, LRELU_SLOPE)
-    elif act != "linear":
-        raise ValueError(f"unknown activation {act!r}")
     if gain != 1:
         x = x * gain
-    if clamp is not None and clamp >= 0:
-        x = x.clamp(-clamp, clamp)
-    return x
+    return x if clamp is None else x.clamp(-clamp, clamp)
+
+
+def _lrelu_derivative(grad: torch.Tensor, y: torch.Tensor, gain: float, clamp: float | None) -> torch.Tensor:
+    """`grad` times the derivative of clamp(leaky_relu(x) * gain) at the x whose output is y: y > 0 where x > 0,
+    and the clamp passed what lies inside it."""
+    grad = torch.where(y > 0, grad, grad * LRELU_SLOPE) * gain
+    return grad if clamp is None else torch.where(y.abs() < clamp, grad, 0)
+
+
+class _BiasLrelu(torch.autograd.Function):
+    """clamp(leaky_relu(x + b) * gain), keeping only its output for the backward, as NVIDIA's bias_act does:
+    eagerly the composite kept the sum and the scaled values beside it, per layer, and the regularisers' double
+    backward kept more. The derivative depends on the output alone, so no order of differentiation needs x."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, b: torch.Tensor, gain: float, clamp: float | None) -> torch.Tensor:
+        y = F.leaky_relu_(x + b, LRELU_SLOPE).mul_(gain)
+        if clamp is not None:
+            y.clamp_(-clamp, clamp)
+        ctx.save_for_backward(y)
+        ctx.gain, ctx.clamp = gain, clamp
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (y,) = ctx.saved_tensors
+        grad_x = _LreluDerivative.apply(grad, y, ctx.gain, ctx.clamp)
+        grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_b = grad_x.sum([d for d in range(grad_x.ndim) if d != 1], keepdim=True)
+        return grad_x, grad_b, None, None
+
+
+class _LreluDerivative(torch.autograd.Function):
+    """grad -> grad * dy/dx, read from y: a diagonal linear map, so its backward is itself, to any order (and its
+    derivative in y is zero wherever it exists)."""
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, y: torch.Tensor, gain: float, clamp: float | None) -> torch.Tensor:
+        ctx.save_for_backward(y)
+        ctx.gain, ctx.clamp = gain, clamp
+        return _lrelu_derivative(grad, y, gain, clamp)
+
+    @staticmethod
+    def backward(ctx, grad2: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (y,) = ctx.saved_tensors
+        return _LreluDerivative.apply(grad2, y, ctx.gain, ctx.clamp), None, None, None
 
 
 def _fir_depthwise(x: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
