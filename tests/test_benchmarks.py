@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from benchmarks.phase_memory import phase_peak
 from benchmarks.profile_vs_official import read_trace, summarize
 from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
 from tests.conftest import REPO, TINY_TRAIN
@@ -95,3 +98,20 @@ def test_profile_summary_counts_overlapping_kernels_once_and_maps_nvidias_ranges
                              "Triton (torch.compile)": 0.01, "convolution and matmul (cuDNN, cuBLAS, CUTLASS)": 0.04,
                              "copies and fills": 0.02, "other elementwise (ATen)": 0.01}
     assert s["window_ms"] == 1.0 and s["kernels"][0] == {"name": "upfirdn2d_kernel_small", "ms": 0.05, "calls": 0.5}
+
+
+def test_phase_peak_counts_what_a_call_allocates_at_its_peak_and_names_the_ops():
+    before = torch.ones(1 << 20)  # alive before the call: neither counted nor, freed inside it, subtracted
+
+    def call():
+        nonlocal before
+        a = torch.ones(1 << 18)  # 1 MiB
+        before = None
+        b = torch.full([1 << 19], 2.0)  # 2 MiB: the peak is a + b
+        del a
+        return b.sum() + torch.zeros(1 << 17).sum()  # 0.5 MiB after a is freed: below the peak
+
+    peak, groups = phase_peak(call, torch.device("cpu"))
+    assert peak == 3 << 20
+    assert sum(size for size, _ in groups.values()) == peak
+    assert {name.split(" [")[0].split(" > ")[0] for name in groups} == {"aten::ones", "aten::full"}

@@ -1,0 +1,114 @@
+"""Memory and time of each training phase run eagerly, one phase at a time: what a phase allocates above what was
+alive before it (its peak), and the ops whose outputs make that peak.
+
+    python -m benchmarks.phase_memory [--res 64] [--batch 4] [--calls 3] [--ops 12] [key=value ...]
+config-f's networks (channel_base 32768, 8 mapping layers) and ADA's 'bgc' at p = 0.2, as the per-kimg runs at 512
+and 1024; compile=false, so the regularisers' eager graphs and the main phases' eager ones are measured alike. On a
+GPU the peak is `torch.cuda.max_memory_allocated` (reset before each call); on a CPU it is replayed from
+torch.profiler's allocation events, which also name the op each allocation came from (`--ops`: the largest groups
+alive at the peak). Seconds are the median of `--calls` unprofiled calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch._C._profiler import _EventType
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.common import sync, synthetic_dataset
+from stylegan.distributed import init_distributed
+from stylegan.train.config import load_config
+from stylegan.train.trainer import Trainer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--res", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--ops", type=int, default=0, help="list this many op groups alive at each phase's peak")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = synthetic_dataset(Path(tmp), args.res, 16)
+        cfg = load_config(None, [f"data={data}", f"resolution={args.res}", f"batch={args.batch}", f"outdir={tmp}",
+                                 "channel_base=32768", "map_layers=8", "aug=fixed", "aug_p=0.2", "mirror=true",
+                                 "workers=0", "compile=false", *args.overrides])
+        env = init_distributed()
+        trainer = Trainer(cfg, env)
+        reals = [next(trainer.reals) for _ in range(trainer.rounds)]
+        for phase in trainer.phases:
+            seconds = []
+            for _ in range(args.calls):
+                start = time.perf_counter()
+                trainer.accumulate_gradients(phase, reals)
+                sync(env.device)
+                seconds.append(time.perf_counter() - start)
+            peak, groups = phase_peak(functools.partial(trainer.accumulate_gradients, phase, reals), env.device)
+            print(f"RESULT {phase.name} {args.res} batch {args.batch}: {statistics.median(seconds):.3f} s a call, "
+                  f"peak {peak / 2**20:.0f} MiB above the phase's start; {args.overrides}", flush=True)
+            for op, (size, count) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:args.ops]:
+                print(f"    {size / 2**20:8.1f} MiB {count:4d} x {op}")
+            for p in phase.params:
+                p.grad = None
+        trainer.close()
+
+
+def phase_peak(call, device: torch.device) -> tuple[int, dict[str, list[int]]]:
+    """The bytes `call` allocates above what was alive at its start, at their peak, and (CPU) the op groups alive
+    then: {"parent > op [MiB each]": [bytes, count]}."""
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        call()
+        sync(device)
+        return torch.cuda.max_memory_allocated(device) - before, {}
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    allocations = []  # (ns, address, bytes: < 0 frees, the op it ran under)
+
+    def walk(node, op: str) -> None:
+        if node.tag == _EventType.Allocation:
+            allocations.append((node.start_time_ns, node.extra_fields.ptr, node.extra_fields.alloc_size, op))
+        if node.tag == _EventType.TorchOp:
+            op = " > ".join([*op.split(" > ")[-1:], node.name]) if op else node.name
+        for child in node.children:
+            walk(child, op)
+
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        walk(root, "")
+    allocations.sort(key=lambda a: a[0])
+    live, current, peak, peak_at = {}, 0, 0, -1
+    for i, (_, ptr, size, op) in enumerate(allocations):
+        if size > 0:
+            live[ptr] = (size, op)
+            current += size
+        elif ptr in live:  # frees of what was alive before the call do not count
+            current -= live.pop(ptr)[0]
+        if current > peak:
+            peak, peak_at = current, i
+    live = {}
+    for _, ptr, size, op in allocations[:peak_at + 1]:
+        if size > 0:
+            live[ptr] = (size, op)
+        else:
+            live.pop(ptr, None)
+    groups = defaultdict(lambda: [0, 0])
+    for size, op in live.values():
+        group = groups[f"{op} [{size / 2**20:.1f}]"]
+        group[0] += size
+        group[1] += 1
+    return peak, dict(groups)
+
+
+if __name__ == "__main__":
+    main()
