@@ -44,13 +44,6 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain:
     return x if clamp is None else x.clamp(-clamp, clamp)
 
 
-def _lrelu_derivative(grad: torch.Tensor, y: torch.Tensor, gain: float, clamp: float | None) -> torch.Tensor:
-    """`grad` times the derivative of clamp(leaky_relu(x) * gain) at the x whose output is y: y > 0 where x > 0,
-    and the clamp passed what lies inside it."""
-    grad = torch.where(y > 0, grad, grad * LRELU_SLOPE) * gain
-    return grad if clamp is None else torch.where(y.abs() < clamp, grad, 0)
-
-
 class _BiasLrelu(torch.autograd.Function):
     """clamp(leaky_relu(x + b) * gain), keeping only its output for the backward, as NVIDIA's bias_act does:
     eagerly the composite kept the sum and the scaled values beside it, per layer, and the regularisers' double
@@ -76,14 +69,15 @@ class _BiasLrelu(torch.autograd.Function):
 
 
 class _LreluDerivative(torch.autograd.Function):
-    """grad -> grad * dy/dx, read from y: a diagonal linear map, so its backward is itself, to any order (and its
-    derivative in y is zero wherever it exists)."""
+    """grad -> grad * dy/dx, read from y (y > 0 where x > 0; the clamp passed what lies inside it): a diagonal
+    linear map, so its backward is itself, to any order (and its derivative in y is zero wherever it exists)."""
 
     @staticmethod
     def forward(ctx, grad: torch.Tensor, y: torch.Tensor, gain: float, clamp: float | None) -> torch.Tensor:
         ctx.save_for_backward(y)
         ctx.gain, ctx.clamp = gain, clamp
-        return _lrelu_derivative(grad, y, gain, clamp)
+        grad = torch.where(y > 0, grad, grad * LRELU_SLOPE) * gain
+        return grad if clamp is None else torch.where(y.abs() < clamp, grad, 0)
 
     @staticmethod
     def backward(ctx, grad2: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
