@@ -24,6 +24,7 @@ from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import sync, synthetic_dataset
+from benchmarks.speed_vs_official import AUG_P, WIDTHS
 from stylegan.distributed import init_distributed
 from stylegan.train.config import load_config
 from stylegan.train.trainer import Trainer
@@ -39,9 +40,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_dataset(Path(tmp), args.res, 16)
+        widths = WIDTHS["config-f"]
         cfg = load_config(None, [f"data={data}", f"resolution={args.res}", f"batch={args.batch}", f"outdir={tmp}",
-                                 "channel_base=32768", "map_layers=8", "aug=fixed", "aug_p=0.2", "mirror=true",
-                                 "workers=0", "compile=false", *args.overrides])
+                                 f"channel_base={widths['cbase']}", f"map_layers={widths['map']}", "aug=fixed",
+                                 f"aug_p={AUG_P}", "mirror=true", "workers=0", "compile=false", *args.overrides])
         env = init_distributed()
         trainer = Trainer(cfg, env)
         reals = [next(trainer.reals) for _ in range(trainer.rounds)]
