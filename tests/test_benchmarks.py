@@ -8,9 +8,11 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.augment_speed import double_backward, time_resolution
 from benchmarks.phase_memory import phase_peak
 from benchmarks.profile_vs_official import read_trace, summarize
 from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
+from stylegan.train.augment import AugmentPipe
 from tests.conftest import REPO, TINY_TRAIN
 
 
@@ -115,3 +117,12 @@ def test_phase_peak_counts_what_a_call_allocates_at_its_peak_and_names_the_ops()
     assert peak == 3 << 20
     assert sum(size for size, _ in groups.values()) == peak
     assert {name.split(" [")[0].split(" > ")[0] for name in groups} == {"aten::ones", "aten::full"}
+
+
+def test_augment_timing_runs_each_pass_and_the_r1_shape_reaches_the_images():
+    pipe = AugmentPipe("bgc", 1.0)  # every transform on every image
+    times = time_resolution(pipe, 16, 2, 1, False, torch.device("cpu"))
+    assert list(times) == ["forward", "forward+backward", "double backward"] and min(times.values()) > 0
+    img = torch.randn(2, 3, 16, 16, requires_grad=True)
+    double_backward(pipe, img, torch.randn_like(img))
+    assert img.grad.isfinite().all() and img.grad.abs().sum() > 0
