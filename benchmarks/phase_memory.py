@@ -15,7 +15,6 @@ import argparse
 import functools
 import statistics
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.common import sync, synthetic_dataset
+from benchmarks.common import sync, synthetic_dataset, timed
 from benchmarks.speed_vs_official import AUG_P, WIDTHS
 from stylegan.distributed import init_distributed
 from stylegan.train.config import load_config
@@ -48,14 +47,10 @@ def main() -> None:
         trainer = Trainer(cfg, env)
         reals = [next(trainer.reals) for _ in range(trainer.rounds)]
         for phase in trainer.phases:
-            seconds = []
-            for _ in range(args.calls):
-                start = time.perf_counter()
-                trainer.accumulate_gradients(phase, reals)
-                sync(env.device)
-                seconds.append(time.perf_counter() - start)
-            peak, groups = phase_peak(functools.partial(trainer.accumulate_gradients, phase, reals), env.device)
-            print(f"RESULT {phase.name} {args.res} batch {args.batch}: {statistics.median(seconds):.3f} s a call, "
+            call = functools.partial(trainer.accumulate_gradients, phase, reals)
+            seconds = statistics.median(timed(call, env.device) for _ in range(args.calls))
+            peak, groups = phase_peak(call, env.device)
+            print(f"RESULT {phase.name} {args.res} batch {args.batch}: {seconds:.3f} s a call, "
                   f"peak {peak / 2**20:.0f} MiB above the phase's start; {args.overrides}", flush=True)
             for op, (size, count) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:args.ops]:
                 print(f"    {size / 2**20:8.1f} MiB {count:4d} x {op}")
