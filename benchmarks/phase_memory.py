@@ -1,12 +1,15 @@
 """Memory and time of each training phase run eagerly, one phase at a time: what a phase allocates above what was
 alive before it (its peak), and the ops whose outputs make that peak.
 
-    python -m benchmarks.phase_memory [--res 64] [--batch 4] [--calls 3] [--ops 12] [key=value ...]
+    python -m benchmarks.phase_memory [--res 64] [--batch 4] [--calls 3] [--ops 12] [--cudnn-benchmark off] \
+        [key=value ...]
 config-f's networks (channel_base 32768, 8 mapping layers) and ADA's 'bgc' at p = 0.2, as the per-kimg runs at 512
 and 1024; compile=false, so the regularisers' eager graphs and the main phases' eager ones are measured alike. On a
 GPU the peak is `torch.cuda.max_memory_allocated` (reset before each call); on a CPU it is replayed from
 torch.profiler's allocation events, which also name the op each allocation came from (`--ops`: the largest groups
-alive at the peak). Seconds are the median of `--calls` unprofiled calls.
+alive at the peak). Seconds: the first call of each phase (a run's first step pays these one-time costs: cuDNN's
+search for each convolution's kernel with `--cudnn-benchmark on`, the trainer's setting, and the first use of each
+kernel), then the median of `--calls` unprofiled calls.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--ops", type=int, default=0, help="list this many op groups alive at each phase's peak")
+    parser.add_argument("--cudnn-benchmark", choices=["on", "off"], default="on",
+                        help="off: cuDNN picks kernels by its heuristics instead of timing them at their first call")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,13 +50,16 @@ def main() -> None:
                                  f"aug_p={AUG_P}", "mirror=true", "workers=0", "compile=false", *args.overrides])
         env = init_distributed()
         trainer = Trainer(cfg, env)
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
         reals = [next(trainer.reals) for _ in range(trainer.rounds)]
         for phase in trainer.phases:
             call = functools.partial(trainer.accumulate_gradients, phase, reals)
+            first = timed(call, env.device)
             seconds = statistics.median(timed(call, env.device) for _ in range(args.calls))
             peak, groups = phase_peak(call, env.device)
-            print(f"RESULT {phase.name} {args.res} batch {args.batch}: {seconds:.3f} s a call, "
-                  f"peak {peak / 2**20:.0f} MiB above the phase's start; {args.overrides}", flush=True)
+            print(f"RESULT {phase.name} {args.res} batch {args.batch}: first call {first:.2f} s, then {seconds:.3f} s "
+                  f"a call, peak {peak / 2**20:.0f} MiB above the phase's start; cudnn benchmark "
+                  f"{args.cudnn_benchmark}; {args.overrides}", flush=True)
             for op, (size, count) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:args.ops]:
                 print(f"    {size / 2**20:8.1f} MiB {count:4d} x {op}")
             for p in phase.params:
