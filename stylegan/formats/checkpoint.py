@@ -184,8 +184,6 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> nn.M
     return build_generator(ckpt, "G_ema", path).eval().requires_grad_(False).to(device)
 
 
-
-
 def load_training_snapshot(path: Path, family: str, G_kwargs: dict, D_kwargs: dict) -> dict:
     """A snapshot this run can resume from: same network family and architecture, every part of the training state,
     finite networks. Anything else is a UserError that says how to get past it (move the file away: the run then

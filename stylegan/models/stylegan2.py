@@ -35,7 +35,6 @@ def block_dtype(use_fp16: bool, device: torch.device) -> torch.dtype:
     return torch.float16 if use_fp16 and device.type == "cuda" else torch.float32
 
 
-
 # ----------------------------------------------------------------------------------------------------------------
 # Equalized-learning-rate layers: weights stored at unit variance, scaled by 1/sqrt(fan_in) at run time.
 
