@@ -1,11 +1,14 @@
 """Our networks against NVIDIA's official outputs (tests/fixtures), and the features around them."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from stylegan.imagefiles import to_uint8
 from stylegan.models.stylegan2 import Discriminator, Generator
-from tests.conftest import tiny_generator_kwargs
+from tests.conftest import REPO, tiny_generator_kwargs
 
 TOL = 1e-4
 
@@ -121,3 +124,18 @@ def test_generator_architectures_train_step(arch):
     assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
     img.square().mean().backward()
     assert all(p.grad is not None for n, p in G.named_parameters() if "noise_strength" not in n)
+
+
+def test_networks_built_on_the_meta_device_leave_torch_dynamo_unimported():
+    """A network file's shapes are checked on networks built on the meta device (stylegan.formats.checkpoint). Out-of-
+    place arithmetic there imports torch._dynamo, about a second of every loading job's start on a CPU, so the
+    networks' constructors of both families do none."""
+    code = ("import sys, torch\n"
+            "from stylegan.models import stylegan1, stylegan2\n"
+            "with torch.device('meta'):\n"
+            "    for family in (stylegan1, stylegan2):\n"
+            "        family.Generator(z_dim=32, c_dim=0, w_dim=32, img_resolution=16, img_channels=3)\n"
+            "        family.Discriminator(c_dim=0, img_resolution=16, img_channels=3)\n"
+            "print('torch._dynamo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

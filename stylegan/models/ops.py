@@ -19,9 +19,10 @@ LRELU_GAIN = math.sqrt(2.0)
 def setup_filter(taps: list[float]) -> torch.Tensor:
     """Outer product of 1-D taps, normalised to sum 1: the official [4,4] `resample_filter` buffer. The networks
     keep it for state-dict compatibility; the fir_* functions below compute this filter for [1,3,3,1]."""
-    f = torch.as_tensor(taps, dtype=torch.float32)
-    f = torch.outer(f, f)
-    return f / f.sum()
+    total = sum(taps) ** 2
+    # In Python, not torch ops: out-of-place arithmetic on the meta device, where a file's networks are built to check
+    # their shapes, imports torch._dynamo for its meta kernels (about a second of every loading job's start on a CPU).
+    return torch.tensor([[a * b / total for b in taps] for a in taps], dtype=torch.float32)
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float = 1.0,

@@ -66,7 +66,8 @@ def lerp_clip(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor
 class Dense(nn.Module):
     def __init__(self, in_features: int, out_features: int, gain: float = LRELU_GAIN, lrmul: float = 1.0):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lrmul)
+        # in place: see ops.setup_filter on arithmetic on the meta device
+        self.weight = nn.Parameter(torch.randn(out_features, in_features).div_(lrmul))
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.weight_gain, self.lrmul = gain / math.sqrt(in_features) * lrmul, lrmul
 
