@@ -67,8 +67,10 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, seed: int = 0) -> float
     for _ in range(REPEATS):
         dirs = torch.randn(a.shape[1], DIRECTIONS, generator=gen)
         dirs /= dirs.norm(dim=0, keepdim=True)
-        pa = torch.sort(a[:n].float() @ dirs, dim=0).values
-        pb = torch.sort(b[:n].float() @ dirs, dim=0).values
+        # each direction's projections made contiguous first: sorting down the columns of the [n, directions]
+        # product took twice as long on a CPU (the same sorted values)
+        pa = torch.sort((a[:n].float() @ dirs).T.contiguous(), dim=1).values
+        pb = torch.sort((b[:n].float() @ dirs).T.contiguous(), dim=1).values
         total += float((pa - pb).abs().double().mean())
     return total / REPEATS
 
