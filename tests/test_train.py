@@ -290,6 +290,19 @@ def test_the_helpers_compile_the_graphs_the_run_takes_over(same_images, tmp_path
     assert sum("_functorch._grad_increment_nesting" in graph for graph in graphs) == 1  # Greg's, torch.func.grad
 
 
+def test_adas_statistic_averages_the_real_signs_of_every_d_phase_as_nvidias(same_images, tmp_path):
+    """NVIDIA's ADA heuristic averages Loss/signs/real, which its loss reports wherever D scores the reals: in Dmain
+    and in the lazy R1 phase alike. Four steps with R1 every 4th: Dmain 4 times and Dreg once, each over every round."""
+    cfg = load_config(None, [f"data={same_images}", f"outdir={tmp_path}", *TINY, *ADA, "batch=8", "batch_gpu=4",
+                             "workers=0", "compile=false", "ada_interval=100"])
+    trainer = Trainer(cfg, DistEnv(0, 1, 0, torch.device("cpu")), plan_start(cfg, 1))
+    for _ in range(4):
+        trainer.step()
+    trainer.close()
+    signs, count = trainer.ada_signs.tolist()
+    assert trainer.rounds == 2 and count == (4 + 1) * 2 and abs(signs) <= count
+
+
 def test_a_killed_compile_helper_leaves_the_run_training_eagerly(same_images, tmp_path):
     """A helper that dies (here SIGKILL, as the OOM killer sends) costs the run its compiled phases, not its life:
     one warning, and the run goes on eagerly. The helpers run at a lower CPU priority than the run, whose eager

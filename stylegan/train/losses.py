@@ -139,10 +139,13 @@ class StyleGAN2Loss:
             stats.update(score_fake=fake_logits.detach().mean(), sign_fake=fake_logits.detach().sign().mean())
         real = real.detach().requires_grad_(r1)
         real_logits = (self.D_aug if r1 else self.D_main)(real, real_c)
+        # every D phase scores the reals, and NVIDIA's ADA heuristic averages the signs of all of them (its
+        # Loss/signs/real is reported by the lazy R1 phase too)
+        scores = real_logits.detach()
+        stats.update(score_real=scores.mean(), real_sign=scores.sign().mean())
         if main:
             loss = loss + F.softplus(-real_logits).mean()
-            scores = real_logits.detach()
-            stats.update(loss_D=loss, score_real=scores.mean(), real_sign=scores.sign().mean())
+            stats["loss_D"] = loss
         if r1:
             (grads,) = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real], create_graph=True)
             penalty = grads.square().sum([1, 2, 3]).mean() * (self.cfg.r1_gamma / 2)

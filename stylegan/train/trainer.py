@@ -356,7 +356,7 @@ class Trainer:
             (loss * (phase.interval / self.rounds)).backward()
             self.graphs.own_gradients(phase.params, rnd)
             self.stats.add(values)
-            if "real_sign" in values:  # Dmain, Dboth
+            if "real_sign" in values:  # the D phases
                 self.ada_signs += torch.stack([values["real_sign"], torch.ones_like(values["real_sign"])])
             for end, t in zip(ends, running, strict=True):
                 end.append(t.clone())
