@@ -26,7 +26,7 @@ def anchor_config(data: Path, res: int, outdir: str | Path, *overrides: str, bat
 
 
 def synthetic_dataset(root: Path, resolution: int, count: int, png_level: int = ImageOptions.png_level,
-                      textures: bool = False) -> Path:
+                      textures: bool = False, shard_size: int = 500) -> Path:
     """`count` smooth random images (or the demo's procedural textures) preprocessed into shards at `resolution`
     (what a real dataset costs to read)."""
     if (root / "data" / "dataset.json").is_file():
@@ -41,7 +41,7 @@ def synthetic_dataset(root: Path, resolution: int, count: int, png_level: int = 
             small = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
             image = small.resize((resolution, resolution), Image.BICUBIC)
         image.save(src / f"{i:05d}.png", compress_level=0)
-    cfg = PreprocessConfig([src], root / "data", ImageOptions(resolution, png_level=png_level), shard_size=500,
+    cfg = PreprocessConfig([src], root / "data", ImageOptions(resolution, png_level=png_level), shard_size=shard_size,
                            workers=min(8, available_cpus()))
     run_task(cfg)
     finalize(root / "data", required=True)

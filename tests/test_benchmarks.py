@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.augment_speed import double_backward, time_resolution
+from benchmarks.common import synthetic_dataset
+from benchmarks.draw_coverage import nvidia_draws, our_draws, spread
 from benchmarks.phase_memory import phase_peak
 from benchmarks.profile_vs_official import read_trace, summarize
 from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
@@ -126,3 +128,13 @@ def test_augment_timing_runs_each_pass_and_the_r1_shape_reaches_the_images():
     img = torch.randn(2, 3, 16, 16, requires_grad=True)
     double_backward(pipe, img, torch.randn_like(img))
     assert img.grad.isfinite().all() and img.grad.abs().sum() > 0
+
+
+def test_draw_coverage_counts_every_image_of_the_trainers_stream_and_nvidias_order(tmp_path):
+    """40 images in 4 shards, 400 draws: the trainer's stream holds them all, each known by its pixels; NVIDIA's
+    order, without its swaps, is one permutation after another, so each image exactly 10 times."""
+    data = synthetic_dataset(tmp_path, 16, 40, shard_size=10)
+    ours = our_draws(data, 400, 0, seed=0)
+    assert len(ours) == 400 and len(set(ours)) == 40
+    exact = "mean 10.00, std 0.00, least 10, most 10, never 0"
+    assert spread(nvidia_draws(40, 400, seed=0, window_size=0), 40) == exact
