@@ -299,8 +299,7 @@ def test_adas_statistic_averages_the_real_signs_of_every_d_phase_as_nvidias(same
     for _ in range(4):
         trainer.step()
     trainer.close()
-    signs, count = trainer.ada_signs.tolist()
-    assert trainer.rounds == 2 and count == (4 + 1) * 2 and abs(signs) <= count
+    assert trainer.rounds == 2 and trainer.ada_signs[1] == (4 + 1) * 2
 
 
 def test_a_killed_compile_helper_leaves_the_run_training_eagerly(same_images, tmp_path):
