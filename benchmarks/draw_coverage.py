@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,8 @@ def nvidia_draws(count: int, draws: int, seed: int, window_size: float = 0.5) ->
 
 def spread(draws: list, count: int) -> str:
     """Mean, standard deviation, least and most draws per image, and how many images were never drawn."""
-    _, counts = np.unique(np.array(draws, dtype=object), return_counts=True)
-    counts = np.concatenate([counts, np.zeros(count - len(counts), dtype=int)])
+    drawn = list(Counter(draws).values())
+    counts = np.array(drawn + [0] * (count - len(drawn)))
     return (f"mean {counts.mean():.2f}, std {counts.std():.2f}, least {counts.min()}, most {counts.max()}, never "
             f"{int(np.sum(counts == 0))}")
 
