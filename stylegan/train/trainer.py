@@ -130,6 +130,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank (rank 0's are broadcast anyway)
+        # NVIDIA's trainer draws its DataLoader's base seed from this generator before it builds its networks: the
+        # same draw here makes seed s build the networks NVIDIA's seed s builds on one GPU, so runs pair by seed.
+        torch.empty((), dtype=torch.int64).random_()
         Generator, Discriminator = FAMILIES[cfg.family]
         self.G = Generator(**self.G_kwargs).train().requires_grad_(False).to(self.device)
         self.D = Discriminator(**self.D_kwargs).train().requires_grad_(False).to(self.device)
