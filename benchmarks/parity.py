@@ -334,9 +334,20 @@ def verdict(values: dict[str, float | None], metric: str) -> str:
         seeds = {n: v for n, v in ours.items() if re.fullmatch(r"ours-s\d+", n)}  # on the mixed folder
         parts = [f"mean: {within(float(np.mean(list(seeds.values()))))}", f"each: {within(max(seeds.values()))}"] \
             if seeds else []
-        return "; ".join(parts + [f"{n}: {within(v)}" for n, v in ours.items() if n not in seeds])
+        return "; ".join(parts + [f"{n}: {within(v)}" for n, v in ours.items() if n not in seeds] + paired(values))
     gap = max(abs(o / float(np.mean(official)) - 1) for o in ours.values())
     return f"within 10% ({gap:.1%})" if gap <= 0.1 else f"off by {gap:.1%}"
+
+
+def paired(values: dict[str, float | None]) -> list[str]:
+    """Ours minus NVIDIA's over the seeds both sides ran, with its standard error: a seed gives both trainers the same
+    initial networks on one GPU, so each pair differs only in how the two trainers learn from them."""
+    diffs = [v - values[f"official-{n[5:]}"] for n, v in values.items()
+             if re.fullmatch(r"ours-s\d+", n) and v is not None and values.get(f"official-{n[5:]}") is not None]
+    if not diffs:
+        return []
+    error = f"standard error {np.std(diffs, ddof=1) / np.sqrt(len(diffs)):.1f}, " if len(diffs) > 1 else ""
+    return [f"paired by seed: {np.mean(diffs):+.1f} ({error}{len(diffs)} seed{'s' * (len(diffs) > 1)})"]
 
 
 def first_tick(work: Path, name: str) -> float | None:

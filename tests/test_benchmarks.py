@@ -11,6 +11,7 @@ import torch
 from benchmarks.augment_speed import double_backward, time_resolution
 from benchmarks.common import synthetic_dataset
 from benchmarks.draw_coverage import nvidia_draws, our_draws, spread
+from benchmarks.parity import verdict
 from benchmarks.phase_memory import phase_peak
 from benchmarks.profile_vs_official import read_trace, summarize
 from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
@@ -138,3 +139,14 @@ def test_draw_coverage_counts_every_image_of_the_trainers_stream_and_nvidias_ord
     assert len(ours) == 400 and len(set(ours)) == 40
     exact = "mean 10.00, std 0.00, least 10, most 10, never 0"
     assert spread(nvidia_draws(40, 400, seed=0, window_size=0), 40) == exact
+
+
+def test_parity_verdict_pairs_the_runs_of_one_seed_and_gives_the_mean_difference_with_its_standard_error():
+    values = {"ours-s0": 120.0, "official-s0": 110.0, "ours-s1": 100.0, "official-s1": 104.0, "ours-s2": 90.0,
+              "official-s3": 95.0, "ours-by-kind-s0": 130.0}
+    said = verdict(values, "swd")
+    # seeds 0 and 1 pair up (+10 and -4); seeds 2 and 3 have one side each
+    assert "paired by seed: +3.0 (standard error 7.0, 2 seeds)" in said
+    assert said.startswith("mean: within or better; each: worse by 10.0; ours-by-kind-s0: worse by 20.0")
+    assert "paired" not in verdict({"ours-s0": 1.0, "official-s1": 2.0}, "swd")
+    assert verdict({"ours-s0": 1.0, "official-s0": 3.0}, "swd").endswith("paired by seed: -2.0 (1 seed)")
