@@ -14,7 +14,7 @@ from benchmarks.augment_fidelity import BG, PERCENTILES, bilinear_1x, fidelity, 
 from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.train.augment import AugmentPipe, apply_geometric, rotate2d, translate2d
 from stylegan.train.losses import LossConfig, StyleGAN2Loss, augmented
-from stylegan.train.resample import downsample_matrix, grid_sample, pad_upsample_matrix
+from stylegan.train.resample import downsample2x, downsample_matrix, grid_sample, pad_upsample_matrix, upsample2x
 from tests.conftest import FIXTURES, tiny_discriminator_kwargs, tiny_generator_kwargs
 
 # Nodes whose backward PyTorch's CUDA kernels lack: R1 through them passes on the CPU and fails on every GPU
@@ -150,3 +150,33 @@ def test_compiled_graphs_sample_with_the_plain_op_and_match_eager():
     (g_compiled,) = torch.autograd.grad((compiled * weights).sum(), img)
     (g_eager,) = torch.autograd.grad((eager * weights).sum(), img)
     assert torch.allclose(g_compiled, g_eager, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 6, 10)])
+def test_compiled_graphs_filter_with_slices_and_match_the_eager_matrices(shape):
+    """Inside a compiled graph the 2x filters are sums of shifted slices (their dense matrices cost 4x more on the
+    GPU at 1024x1024, benchmarks/RESULTS.md); eagerly they are the matrices. Both are the same linear map."""
+    torch.manual_seed(5)
+    img = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    h, w = shape[-2:]
+    targets = []
+
+    def record(gm: torch.fx.GraphModule, example_inputs: list) -> torch.fx.GraphModule:
+        targets.extend(str(node.target) for node in gm.graph.nodes)
+        return gm
+
+    def filtered(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        up = upsample2x(x, h - 1, w - 1)
+        return up, downsample2x(up * up, 3)  # squared: the down-sampling sees a signal the up-sampling did not make
+
+    compiled = torch.compile(filtered, backend=record, fullgraph=True)(img)
+    assert targets and not any("conv" in t or "eye" in t for t in targets)  # no matrix is built
+    eager = filtered(img)
+    assert compiled[0].shape == eager[0].shape == (*shape[:2], 2 * (3 * h - 2), 2 * (3 * w - 2))
+    assert compiled[1].shape == eager[1].shape == (*shape[:2], 3 * h - 8, 3 * w - 8)
+    weights = [torch.randn_like(e) for e in eager]
+    for c, e, wt in zip(compiled, eager, weights, strict=True):
+        assert (c - e).abs().max() < 1e-12
+        (g_compiled,) = torch.autograd.grad((c * wt).sum(), img, retain_graph=True)
+        (g_eager,) = torch.autograd.grad((e * wt).sum(), img, retain_graph=True)
+        assert (g_compiled - g_eager).abs().max() < 1e-12

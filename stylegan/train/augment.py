@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylegan.train.resample import FILTER_PAD, PHASE_SHIFT, downsample_matrix, grid_sample, pad_upsample_matrix
+from stylegan.train.resample import FILTER_PAD, PHASE_SHIFT, downsample2x, grid_sample, upsample2x
 
 # Which transforms each pipeline enables (the official names).
 PIPES = {
@@ -79,13 +79,11 @@ def apply_geometric(img: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     Works in pixels centred on the image: reflect-pad the input as far as reflection goes (size - 1 pixels: what
     the official pipeline pads at most, and enough for any transform, so no host sync measures the reach and every
     call has the same shapes), 2x up-sample, sample an output FILTER_PAD pixels larger than the image at 2x, 2x
-    down-sample and crop. Padding and filtering along each axis are one matrix each (`stylegan.train.resample`).
+    down-sample and crop (`stylegan.train.resample`).
     """
     n, c, h, w = img.shape
     pad = FILTER_PAD
-    up_h = pad_upsample_matrix(h, h - 1, img)
-    up_w = up_h if w == h else pad_upsample_matrix(w, w - 1, img)
-    upsampled = up_h.mT @ img @ up_w
+    upsampled = upsample2x(img, h - 1, w - 1)
     g_px = _diag(w / 2, h / 2, g) @ g @ _diag(2 / w, 2 / h, g)
     out_h, out_w = 2 * (h + 2 * pad), 2 * (w + 2 * pad)
     # Transform about the point NVIDIA's pipeline places on the 2x grid (PHASE_SHIFT), on both sides of it.
@@ -94,9 +92,7 @@ def apply_geometric(img: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     unshift[0, 2] = unshift[1, 2] = -PHASE_SHIFT
     theta = _diag(1 / (1.5 * w - 1), 1 / (1.5 * h - 1), g) @ unshift @ g_px @ shift @ _diag(w / 2 + pad, h / 2 + pad, g)
     grid = F.affine_grid(theta[:, :2, :].to(img.dtype), [n, c, out_h, out_w], align_corners=False)
-    down_h = downsample_matrix(out_h, img)[:, pad:pad + h]
-    down_w = down_h if w == h else downsample_matrix(out_w, img)[:, pad:pad + w]
-    return down_h.mT @ grid_sample(upsampled, grid) @ down_w
+    return downsample2x(grid_sample(upsampled, grid), pad)
 
 
 class AugmentPipe(nn.Module):

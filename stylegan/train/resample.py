@@ -7,8 +7,11 @@ backward is its adjoint and the adjoint's backward is the sampling again, on any
 
 The 2x up- and down-sampling use the sym6 wavelet's low-pass filter, as the official augmentation does: up then
 down is an exact identity (the filter is orthogonal), so only the geometric transform itself changes the image.
-They are linear maps along each axis, so each is one small matrix per axis (reflect padding folded in) and an image
-is filtered by two matrix products: fixed shapes, no cuDNN grouped convolutions, differentiable to any order.
+They are linear maps along each axis. Eagerly each is one small matrix per axis (reflect padding folded in) and an
+image is filtered by two matrix products: fixed shapes, no cuDNN grouped convolutions, differentiable to any order,
+and few kernel launches (R1's eager double backward runs them). Inside a compiled graph they are sums of shifted
+slices instead, the filter's 12 taps: Inductor fuses those into a few passes over the image, which at 1024x1024 cost
+a quarter of what the dense matrices' products do, whose work grows with the image's side.
 """
 
 from __future__ import annotations
@@ -72,6 +75,53 @@ def grid_sample(img: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         # autograd function makes AOTAutograd bypass its cache (6 s of every warm start) and steps slower.
         return torch.grid_sampler_2d(img, grid, 0, 0, False)
     return _Sample.apply(img, grid)
+
+
+# The low-pass normalised to unit gain, as Python numbers: constants inside a compiled graph.
+_TAPS = tuple(v / sum(SYM6) for v in SYM6)
+
+
+def upsample2x(img: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    """Reflect-pad `img` [n, c, h, w] by pad_h rows and pad_w columns on both sides, then 2x up-sample it:
+    [n, c, 2 * (h + 2 * pad_h), 2 * (w + 2 * pad_w)], as `pad_upsample_matrix` along each axis."""
+    n, c, h, w = img.shape
+    if torch.compiler.is_compiling():
+        padded = F.pad(img, [pad_w, pad_w, pad_h, pad_h], mode="reflect")
+        return _upsample_last(_upsample_last(padded).mT).mT
+    up_h = pad_upsample_matrix(h, pad_h, img)
+    up_w = up_h if (w, pad_w) == (h, pad_h) else pad_upsample_matrix(w, pad_w, img)
+    return up_h.mT @ img @ up_w
+
+
+def downsample2x(img: torch.Tensor, crop: int) -> torch.Tensor:
+    """2x down-sample `img` [n, c, h, w] and drop `crop` output samples at each end of both axes:
+    [n, c, h // 2 - 2 * crop, w // 2 - 2 * crop], as `downsample_matrix` along each axis, cropped."""
+    n, c, h, w = img.shape
+    if torch.compiler.is_compiling():
+        return _downsample_last(_downsample_last(img, crop).mT, crop).mT
+    down_h = downsample_matrix(h, img)[:, crop:h // 2 - crop]
+    down_w = down_h if w == h else downsample_matrix(w, img)[:, crop:w // 2 - crop]
+    return down_h.mT @ img @ down_w
+
+
+def _upsample_last(x: torch.Tensor) -> torch.Tensor:
+    """2x up-sampling of the last axis as `pad_upsample_matrix` without padding: output 2m + parity sums the taps t of
+    the other parity times input m + (5 + parity - t) / 2 (the transposed convolution's phases), zeros beyond the
+    ends."""
+    size, reach = x.shape[-1], len(SYM6) // 4  # the phases read at most 3 samples beyond either end
+    zeroed = F.pad(x, [reach, reach])
+    phases = [sum(2 * _TAPS[t] * zeroed[..., reach + (_TAP_PAD + parity - t) // 2:][..., :size]
+                  for t in range(1 - parity, len(SYM6), 2)) for parity in (0, 1)]
+    return torch.stack(phases, dim=-1).flatten(-2)
+
+
+def _downsample_last(x: torch.Tensor, crop: int) -> torch.Tensor:
+    """2x down-sampling of the last axis as `downsample_matrix`, outputs crop .. size // 2 - crop - 1: output m sums
+    tap t times input 2m - 5 + t (the strided convolution), zeros beyond the ends."""
+    size = x.shape[-1]
+    count = size // 2 - 2 * crop
+    zeroed = F.pad(x, [_TAP_PAD, _TAP_PAD])
+    return sum(_TAPS[t] * zeroed[..., 2 * crop + t:][..., :2 * count - 1:2] for t in range(len(SYM6)))
 
 
 def _taps(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
