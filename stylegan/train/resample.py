@@ -10,8 +10,8 @@ down is an exact identity (the filter is orthogonal), so only the geometric tran
 They are linear maps along each axis. Eagerly each is one small matrix per axis (reflect padding folded in) and an
 image is filtered by two matrix products: fixed shapes, no cuDNN grouped convolutions, differentiable to any order,
 and few kernel launches (R1's eager double backward runs them). Inside a compiled graph they are sums of shifted
-slices instead, the filter's 12 taps: Inductor fuses those into a few passes over the image, which at 1024x1024 cost
-a quarter of what the dense matrices' products do, whose work grows with the image's side.
+slices instead, the filter's 12 taps: Inductor fuses those into a few passes over the image, while the dense
+matrices' products do work that grows with the image's side (benchmarks/RESULTS.md times both).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ _TAPS = tuple(v / sum(SYM6) for v in SYM6)
 def upsample2x(img: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     """Reflect-pad `img` [n, c, h, w] by pad_h rows and pad_w columns on both sides, then 2x up-sample it:
     [n, c, 2 * (h + 2 * pad_h), 2 * (w + 2 * pad_w)], as `pad_upsample_matrix` along each axis."""
-    n, c, h, w = img.shape
+    h, w = img.shape[-2:]
     if torch.compiler.is_compiling():
         padded = F.pad(img, [pad_w, pad_w, pad_h, pad_h], mode="reflect")
         return _upsample_last(_upsample_last(padded).mT).mT
@@ -96,7 +96,7 @@ def upsample2x(img: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
 def downsample2x(img: torch.Tensor, crop: int) -> torch.Tensor:
     """2x down-sample `img` [n, c, h, w] and drop `crop` output samples at each end of both axes:
     [n, c, h // 2 - 2 * crop, w // 2 - 2 * crop], as `downsample_matrix` along each axis, cropped."""
-    n, c, h, w = img.shape
+    h, w = img.shape[-2:]
     if torch.compiler.is_compiling():
         return _downsample_last(_downsample_last(img, crop).mT, crop).mT
     down_h = downsample_matrix(h, img)[:, crop:h // 2 - crop]
