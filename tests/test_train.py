@@ -33,7 +33,7 @@ from stylegan.train.progressive import stage_at
 from stylegan.train.runlog import PREVIEW_SIDE, RunLog
 from stylegan.train.startup import plan_start
 from stylegan.train.trainer import Trainer, fill_compile_cache
-from tests.conftest import REPO, TINY_TRAIN, Fixture, run_job
+from tests.conftest import FIXTURES, REPO, TINY_TRAIN, Fixture, run_job
 from tests.image_folder import preprocess_folder, random_dataset
 
 TINY = [*TINY_TRAIN, "r1_interval=4", "pl_interval=2", "mirror=false"]
@@ -288,6 +288,23 @@ def test_the_helpers_compile_the_graphs_the_run_takes_over(same_images, tmp_path
     trainer.close()
     assert float(trainer.augment.p) > 0 and len(helpers) == len(graphs) >= 5 and sorted(helpers) == sorted(graphs)
     assert sum("_functorch._grad_increment_nesting" in graph for graph in graphs) == 1  # Greg's, torch.func.grad
+
+
+def test_a_seed_starts_from_the_networks_nvidias_trainer_starts_from_with_it(same_images, tmp_path):
+    """NVIDIA's trainer draws its DataLoader's seed from torch's generator between seeding and building its networks;
+    ours draws it too, so that runs of the two trainers pair up by seed (benchmarks/parity.py). The fixture holds
+    NVIDIA's seed-0 networks at the tiny config's shapes, built in its training loop's order (tests/fixtures)."""
+    ref = np.load(FIXTURES / "stylegan2_official_init16.npz")
+    cfg = load_config(None, [f"data={same_images}", f"outdir={tmp_path}", *TINY, "seed=0", "workers=0",
+                             "compile=false"])
+    trainer = Trainer(cfg, DistEnv(0, 1, 0, torch.device("cpu")), plan_start(cfg, 1))
+    trainer.close()
+    for prefix, net in (("G.", trainer.G), ("D.", trainer.D)):
+        ours = net.state_dict()
+        theirs = {k[len(prefix):]: torch.from_numpy(ref[k]) for k in ref.files if k.startswith(prefix)}
+        assert set(theirs) == set(ours)
+        assert all(torch.equal(ours[k], v) for k, v in theirs.items()), [k for k, v in theirs.items()
+                                                                          if not torch.equal(ours[k], v)]
 
 
 def test_adas_statistic_averages_the_real_signs_of_every_d_phase_as_nvidias(same_images, tmp_path):
