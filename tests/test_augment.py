@@ -154,8 +154,8 @@ def test_compiled_graphs_sample_with_the_plain_op_and_match_eager():
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 6, 10)])
 def test_compiled_graphs_filter_with_slices_and_match_the_eager_matrices(shape):
-    """Inside a compiled graph the 2x filters are sums of shifted slices (their dense matrices cost 4x more on the
-    GPU at 1024x1024, benchmarks/RESULTS.md); eagerly they are the matrices. Both are the same linear map."""
+    """Inside a compiled graph the 2x filters are sums of shifted slices (cheaper on the GPU than the dense matrices
+    at large sizes: benchmarks/RESULTS.md); eagerly they are the matrices. Both are the same linear map."""
     torch.manual_seed(5)
     img = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     h, w = shape[-2:]

@@ -303,8 +303,8 @@ def test_a_seed_starts_from_the_networks_nvidias_trainer_starts_from_with_it(sam
         ours = net.state_dict()
         theirs = {k[len(prefix):]: torch.from_numpy(ref[k]) for k in ref.files if k.startswith(prefix)}
         assert set(theirs) == set(ours)
-        assert all(torch.equal(ours[k], v) for k, v in theirs.items()), [k for k, v in theirs.items()
-                                                                          if not torch.equal(ours[k], v)]
+        differ = [k for k, v in theirs.items() if not torch.equal(ours[k], v)]
+        assert not differ, differ
 
 
 def test_adas_statistic_averages_the_real_signs_of_every_d_phase_as_nvidias(same_images, tmp_path):
