@@ -125,7 +125,9 @@ def _downsample_last(x: torch.Tensor, crop: int) -> torch.Tensor:
 
 
 def _taps(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.tensor(_TAPS, dtype=dtype).to(device, non_blocking=True).reshape(1, 1, -1)  # no wait for the GPU
+    # normalised in `dtype`, not from _TAPS: float32 taps from float64 ones differ by an ulp, and that moves training
+    f = torch.tensor(SYM6, dtype=dtype).to(device, non_blocking=True)  # no wait for the GPU's queue
+    return (f / f.sum()).reshape(1, 1, -1)
 
 
 def pad_upsample_matrix(size: int, pad: int, like: torch.Tensor) -> torch.Tensor:
