@@ -14,7 +14,8 @@ every 16th), the trace goes to WORKDIR/trace-<side>.json.gz and the program ends
 The report (WORKDIR/profile.json, and tables on stdout) reads every trace in the workdir: per step, the window's wall
 time (under the profiler), the GPU's busy time (the union of kernels and copies), each phase's busy time (ours:
 the trainer's Gmain/Greg/Dmain/Dreg ranges; NVIDIA's: from the first of a phase's ranges in its loss to the last),
-the busy time by kind of kernel, and the top kernels.
+the busy time by kind of kernel, and the top kernels; on a GPU also the GB allocated at the window's start and each
+phase's peak allocated (from the hook's WORKDIR/trace-<side>.memory.json).
 """
 
 from __future__ import annotations
@@ -103,6 +104,19 @@ def phase_spans(events: list[dict]) -> list[tuple[float, float, str]]:
     return [(a, b, p) for a, b, p in spans]
 
 
+def phase_memory(memory: dict) -> dict:
+    """GB allocated at the window's start and each phase's peak allocated, from the hook's ranges in the order the
+    program entered them: a range that names no phase (NVIDIA's nested ranges, its data fetch and EMA) counts in the
+    phase entered before it."""
+    peaks: dict[str, int] = {}
+    phase = None
+    for name, peak in memory["ranges"]:
+        phase = phase_of(name) or phase
+        if phase is not None:
+            peaks[phase] = max(peaks.get(phase, 0), peak)
+    return {"start_gb": memory["start"] / 2**30, "peak_gb": {p: peaks[p] / 2**30 for p in PHASES if p in peaks}}
+
+
 def read_trace(path: Path) -> dict:
     with gzip.open(path, "rt") as f:
         return json.load(f)
@@ -132,6 +146,9 @@ def profile_side(side: str, work: Path, official: Path | None, args: argparse.Na
 def report(work: Path, steps: int) -> dict:
     result = {side: summarize(read_trace(work / f"trace-{side}.json.gz"), steps)
               for side in MARKS if (work / f"trace-{side}.json.gz").is_file()}
+    for side in result:
+        if (ranges := work / f"trace-{side}.memory.json").is_file():
+            result[side]["memory"] = phase_memory(json.loads(ranges.read_text()))
     write_text_atomic(work / "profile.json", json.dumps(result, indent=1))
     sides = list(result)
     print(f"| ms per step | {' | '.join(sides)} |\n| --- |{' --- |' * len(sides)}")
@@ -141,6 +158,12 @@ def report(work: Path, steps: int) -> dict:
     for group in ("phases_ms", "kinds_ms"):
         for name in dict.fromkeys(n for s in sides for n in result[s][group]):
             print(f"| {name} | {' | '.join(f'{result[s][group].get(name, 0):.1f}' for s in sides)} |")
+    if any("memory" in result[s] for s in sides):
+        memory = {s: result[s].get("memory", {"start_gb": 0.0, "peak_gb": {}}) for s in sides}
+        gb = [("GB allocated at the window's start", {s: m["start_gb"] for s, m in memory.items()})]
+        gb += [(f"GB peak allocated in {p}", {s: m["peak_gb"].get(p, 0) for s, m in memory.items()}) for p in PHASES]
+        for label, values in gb:
+            print(f"| {label} | {' | '.join(f'{values[s]:.2f}' for s in sides)} |")
     for s in sides:
         print(f"\n{s}: top kernels, ms per step (calls per step)")
         for k in result[s]["kernels"]:
