@@ -1,11 +1,12 @@
-"""Memory and time of each training phase run eagerly, one phase at a time: what a phase allocates above what was
+"""Memory and time of each training phase, one phase at a time: what a phase allocates above what was
 alive before it (its peak), and the ops whose outputs make that peak.
 
     python -m benchmarks.phase_memory [--res 64] [--batch 4] [--calls 3] [--ops 12] [--cudnn-benchmark off] \
-        [key=value ...]
+        [--compiled] [key=value ...]
 config-f's networks (channel_base 32768, 8 mapping layers) and ADA's 'bgc' at p = 0.2, as the per-kimg runs at 512
-and 1024; compile=false, so the regularisers' eager graphs and the main phases' eager ones are measured alike. On a
-GPU the peak is `torch.cuda.max_memory_allocated` (reset before each call); on a CPU it is replayed from
+and 1024; compile=false, so the regularisers' eager graphs and the main phases' eager ones are measured alike
+(`--compiled`: Gmain and Dmain compiled, as a run compiled from its first step has them; their first call
+compiles). On a GPU the peak is `torch.cuda.max_memory_allocated` (reset before each call); on a CPU it is replayed from
 torch.profiler's allocation events, which also name the op each allocation came from (`--ops`: the largest groups
 alive at the peak). Seconds: the first call of each phase (a run's first step pays these one-time costs: cuDNN's
 search for each convolution's kernel with `--cudnn-benchmark on`, the trainer's setting, and the first use of each
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=0, help="list this many op groups alive at each phase's peak")
     parser.add_argument("--cudnn-benchmark", choices=["on", "off"], default="on",
                         help="off: cuDNN picks kernels by its heuristics instead of timing them at their first call")
+    parser.add_argument("--compiled", action="store_true", help="the main phases compiled, as training runs them")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,6 +52,8 @@ def main() -> None:
                                  f"aug_p={AUG_P}", "mirror=true", "workers=0", "compile=false", *args.overrides])
         env = init_distributed()
         trainer = Trainer(cfg, env)
+        if args.compiled:
+            trainer.use_compiled()
         torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
         reals = [next(trainer.reals) for _ in range(trainer.rounds)]
         for phase in trainer.phases:
