@@ -104,7 +104,7 @@ def phase_spans(events: list[dict]) -> list[tuple[float, float, str]]:
     return [(a, b, p) for a, b, p in spans]
 
 
-def phase_memory(memory: dict) -> dict:
+def memory_by_phase(memory: dict) -> dict:
     """GB allocated at the window's start and each phase's peak allocated, from the hook's ranges in the order the
     program entered them: a range that names no phase (NVIDIA's nested ranges, its data fetch and EMA) counts in the
     phase entered before it."""
@@ -148,7 +148,7 @@ def report(work: Path, steps: int) -> dict:
               for side in MARKS if (work / f"trace-{side}.json.gz").is_file()}
     for side in result:
         if (ranges := work / f"trace-{side}.memory.json").is_file():
-            result[side]["memory"] = phase_memory(json.loads(ranges.read_text()))
+            result[side]["memory"] = memory_by_phase(json.loads(ranges.read_text()))
     write_text_atomic(work / "profile.json", json.dumps(result, indent=1))
     sides = list(result)
     print(f"| ms per step | {' | '.join(sides)} |\n| --- |{' --- |' * len(sides)}")
@@ -159,11 +159,11 @@ def report(work: Path, steps: int) -> dict:
         for name in dict.fromkeys(n for s in sides for n in result[s][group]):
             print(f"| {name} | {' | '.join(f'{result[s][group].get(name, 0):.1f}' for s in sides)} |")
     if any("memory" in result[s] for s in sides):
-        memory = {s: result[s].get("memory", {"start_gb": 0.0, "peak_gb": {}}) for s in sides}
+        memory = {s: result[s].get("memory", {"start_gb": None, "peak_gb": {}}) for s in sides}
         gb = [("GB allocated at the window's start", {s: m["start_gb"] for s, m in memory.items()})]
-        gb += [(f"GB peak allocated in {p}", {s: m["peak_gb"].get(p, 0) for s, m in memory.items()}) for p in PHASES]
-        for label, values in gb:
-            print(f"| {label} | {' | '.join(f'{values[s]:.2f}' for s in sides)} |")
+        gb += [(f"GB peak allocated in {p}", {s: m["peak_gb"].get(p) for s, m in memory.items()}) for p in PHASES]
+        for label, values in gb:  # '-': not measured (a CPU run) or the phase not in the window
+            print(f"| {label} | {' | '.join('-' if values[s] is None else f'{values[s]:.2f}' for s in sides)} |")
     for s in sides:
         print(f"\n{s}: top kernels, ms per step (calls per step)")
         for k in result[s]["kernels"]:

@@ -13,7 +13,7 @@ from benchmarks.common import synthetic_dataset
 from benchmarks.draw_coverage import nvidia_draws, our_draws, spread
 from benchmarks.parity import verdict
 from benchmarks.phase_memory import phase_peak
-from benchmarks.profile_vs_official import phase_memory, read_trace, summarize
+from benchmarks.profile_vs_official import memory_by_phase, read_trace, summarize
 from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
 from stylegan.train.augment import AugmentPipe
 from tests.conftest import REPO, TINY_TRAIN
@@ -105,13 +105,13 @@ def test_profile_summary_counts_overlapping_kernels_once_and_maps_nvidias_ranges
     assert s["window_ms"] == 1.0 and s["kernels"][0] == {"name": "upfirdn2d_kernel_small", "ms": 0.05, "calls": 0.5}
 
 
-def test_phase_memory_counts_ranges_that_name_no_phase_in_the_phase_before_them():
+def test_memory_by_phase_counts_ranges_that_name_no_phase_in_the_phase_before_them():
     gib = 2**30
     ranges = [["data_fetch", 1 * gib], ["Gmain_forward", 5 * gib], ["split_ws", 6 * gib], ["Gmain_backward", 7 * gib],
               ["Gmain_opt", 4 * gib], ["Dgen_forward", 3 * gib], ["data_fetch", 9 * gib], ["Gmain_forward", 2 * gib],
               ["Dr1_forward", 8 * gib], ["r1_grads", 10 * gib]]
     # the window's first data fetch precedes any phase; the second one's peak counts in Dmain, r1_grads' in Dreg
-    assert phase_memory({"start": gib // 2, "ranges": ranges}) == {
+    assert memory_by_phase({"start": gib // 2, "ranges": ranges}) == {
         "start_gb": 0.5, "peak_gb": {"Gmain": 7.0, "Dmain": 9.0, "Dreg": 10.0}}
 
 
