@@ -2,12 +2,12 @@
 alive before it (its peak), and the ops whose outputs make that peak.
 
     python -m benchmarks.phase_memory [--res 64] [--batch 4] [--calls 3] [--ops 12] [--cudnn-benchmark off] \
-        [--compiled [--memory-budget 0.5]] [key=value ...]
+        [--compiled] [key=value ...]
 config-f's networks (channel_base 32768, 8 mapping layers) and ADA's 'bgc' at p = 0.2, as the per-kimg runs at 512
 and 1024; compile=false, so the regularisers' eager graphs and the main phases' eager ones are measured alike
 (`--compiled`: Gmain and Dmain compiled, as a run compiled from its first step has them; their first call compiles;
-`--memory-budget B` < 1 has the compiler's partitioner recompute in the backward what it would keep, so that at most
-about B of the activations stay saved: torch._functorch.config.activation_memory_budget). On a GPU the peak is
+with `compile_memory_budget=B` < 1 the compiler's partitioner recomputes in the backward what it would keep, so that
+at most about B of the activations stay saved). On a GPU the peak is
 `torch.cuda.max_memory_allocated` (reset before each call); on a CPU it is replayed from torch.profiler's allocation
 events, which also name the op each allocation came from (`--ops`: the largest groups alive at the peak). Seconds:
 the first call of each phase (a run's first step pays these one-time costs: cuDNN's search for each convolution's
@@ -25,7 +25,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch._functorch.config
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 
@@ -45,11 +44,8 @@ def main() -> None:
     parser.add_argument("--cudnn-benchmark", choices=["on", "off"], default="on",
                         help="off: cuDNN picks kernels by its heuristics instead of timing them at their first call")
     parser.add_argument("--compiled", action="store_true", help="the main phases compiled, as training runs them")
-    parser.add_argument("--memory-budget", type=float, default=1.0,
-                        help="the compiled phases keep at most about this share of their activations (1: all)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    torch._functorch.config.activation_memory_budget = args.memory_budget
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_dataset(Path(tmp), args.res, 16)
         widths = WIDTHS["config-f"]

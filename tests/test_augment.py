@@ -40,7 +40,7 @@ def test_r1_through_every_augmentation_uses_only_ops_cuda_can_differentiate_twic
     pipe = AugmentPipe("bgc", p=1.0)  # every transform fires for every image
     loss_fn = StyleGAN2Loss(G, D, pipe, LossConfig(r1_gamma=1.0))
     D.requires_grad_(True)
-    r1, _ = loss_fn("Dreg", torch.randn(4, 3, 16, 16), torch.zeros(4, 0), None, None)
+    ((r1, _),) = loss_fn("Dreg", torch.randn(4, 3, 16, 16), torch.zeros(4, 0), None, None)
     nodes = graph_nodes(r1)
     assert "_SampleAdjointBackward" in nodes, "the R1 graph does not go through our resampling op"
     assert not [n for n in nodes if n.startswith(NO_CUDA_DOUBLE_BACKWARD)], nodes

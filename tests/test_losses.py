@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch._functorch.config
 
 from stylegan.models import stylegan1
 from stylegan.models.stylegan2 import Discriminator, Generator
@@ -32,7 +33,7 @@ def test_path_length_penalty_differentiates_through_this_batchs_share_of_the_mea
     loss_fn = StyleGAN2Loss(G, D, None, cfg)
     loss_fn.pl_mean.fill_(0.5)
     torch.manual_seed(1)
-    loss, _ = loss_fn("Greg", None, None, z, c)
+    ((loss, _),) = loss_fn("Greg", None, None, z, c)
     ours = grad(loss)
 
     def reference(detach: bool) -> list[torch.Tensor]:
@@ -71,7 +72,7 @@ def test_the_compiled_path_length_phase_computes_the_eager_gradients():
             loss_fn.G_main, loss_fn.D_main, loss_fn.G_reg = compiled_networks(G, D, None, loss_fn.path_lengths, cfg)
             assert loss_fn.G_reg is not loss_fn.path_lengths
         torch.manual_seed(1)
-        loss, _ = loss_fn("Greg", None, None, z, c)
+        ((loss, _),) = loss_fn("Greg", None, None, z, c)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         return loss.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
@@ -97,7 +98,7 @@ def test_r1_in_every_d_step_is_one_step_of_both_d_losses_as_stylegan_2018():
 
     def grad(phase: str) -> list[torch.Tensor]:
         torch.manual_seed(1)
-        loss, _ = loss_fn(phase, real, c, z, c)
+        loss = sum(term for term, _ in loss_fn(phase, real, c, z, c))
         return torch.autograd.grad(loss, params, allow_unused=True)
 
     both, main, reg = grad("Dboth"), grad("Dmain"), grad("Dreg")
@@ -114,3 +115,65 @@ def test_r1_in_every_d_step_is_one_step_of_both_d_losses_as_stylegan_2018():
     lazy = build_phases(TrainConfig(data="x", r1_gamma=1.0, r1_interval=16), G, D, frozen=[])
     assert [p.name for p in lazy] == ["Gmain", "Greg", "Dmain", "Dreg"]
     assert math.isclose(lazy[-1].opt.param_groups[0]["lr"], 0.0025 * 16 / 17)
+
+
+def test_dmain_backpropagates_its_fakes_before_the_reals_forward_with_the_one_backward_gradients():
+    """NVIDIA's Dgen, then Dreal: the trainer backpropagates the fakes' term before it asks for the reals' (a
+    generator), so that the fakes' activations are freed before the reals' forward pass (Dmain's peak at 1024x1024
+    held both: benchmarks/RESULTS.md). The gradients are those of one backward through the summed loss, bit for
+    bit, and so are the statistics."""
+    torch.manual_seed(0)
+    G, D = Generator(**tiny_generator_kwargs()), Discriminator(**tiny_discriminator_kwargs())
+    loss_fn = StyleGAN2Loss(G, D, None, LossConfig())
+    real, z, c = torch.randn(4, 3, 16, 16), torch.randn(4, 16), torch.zeros(4, 0)
+    params = list(D.parameters())
+    had_gradients = []
+    D.register_forward_pre_hook(lambda *_: had_gradients.append(any(p.grad is not None for p in params)))
+
+    def run(split: bool) -> tuple[list[torch.Tensor], list[float], dict[str, float]]:
+        for p in params:
+            p.grad = None
+        torch.manual_seed(1)
+        losses, stats = [], {}
+        for loss, values in loss_fn("Dmain", real, c, z, c):
+            if split:
+                loss.backward()
+            losses.append(loss)
+            stats |= {k: float(v.detach()) for k, v in values.items()}
+        if not split:
+            sum(losses).backward()
+        return [p.grad.clone() for p in params], [float(loss.detach()) for loss in losses], stats
+
+    split_grads, split_losses, split_stats = run(split=True)
+    assert had_gradients == [False, True]  # the reals' forward came after the fakes' backward
+    joint_grads, joint_losses, joint_stats = run(split=False)
+    assert had_gradients[2:] == [False, False]
+    assert all(torch.equal(a, b) for a, b in zip(split_grads, joint_grads, strict=True))
+    assert split_losses == joint_losses and split_stats == joint_stats
+    assert set(split_stats) == {"score_fake", "sign_fake", "score_real", "real_sign", "loss_D"}
+    assert math.isclose(split_stats["loss_D"], sum(split_losses), rel_tol=1e-6)  # loss_D reports both terms
+
+
+def test_a_compile_memory_budget_below_one_saves_less_for_the_backward_with_the_same_gradients(monkeypatch):
+    """compile_memory_budget reaches the partitioner of the compiled phases' graphs: the compiled G keeps fewer bytes
+    for its backward and recomputes the rest, and its gradients are the kept graph's. aot_eager, whose partitioner is
+    Inductor's."""
+    monkeypatch.setattr(torch._functorch.config, "activation_memory_budget", 1.0)  # restored after the test
+    torch.manual_seed(0)
+    G, D = Generator(**tiny_generator_kwargs()), Discriminator(**tiny_discriminator_kwargs())
+    ws = torch.randn(4, G.num_ws, 16, requires_grad=True)
+
+    def saved_bytes_and_gradient(budget: float) -> tuple[int, torch.Tensor]:
+        torch._dynamo.reset()  # dynamo's guards do not look at the partitioner's settings
+        cfg = TrainConfig(data="x", compile_backend="aot_eager", compile_memory_budget=budget)
+        G_main, _, _ = compiled_networks(G, D, None, None, cfg)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.nbytes) or t, lambda t: t):
+            img = G_main.synthesis(ws)
+        (grad,) = torch.autograd.grad(img.square().sum(), ws)
+        return sum(saved), grad
+
+    (kept, kept_grad), (budgeted, budgeted_grad) = saved_bytes_and_gradient(1.0), saved_bytes_and_gradient(0.1)
+    assert budgeted < 0.8 * kept, (budgeted, kept)
+    assert torch.allclose(budgeted_grad, kept_grad, rtol=1e-5, atol=1e-6 * float(kept_grad.abs().max()))
+    torch._dynamo.reset()

@@ -377,8 +377,8 @@ def test_a_run_whose_graphs_the_compile_cache_holds_compiles_at_its_first_step(s
 
 
 def test_a_compile_record_is_named_by_what_the_graphs_depend_on(same_images, tmp_path, monkeypatch):
-    """Settings that change the compiled graphs (widths, batch per GPU, labels, augmentation, compile mode) name
-    another record; those that choose the data, seed, length or folders do not."""
+    """Settings that change the compiled graphs (widths, batch per GPU, labels, augmentation, compile mode, memory
+    budget) name another record; those that choose the data, seed, length or folders do not."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
     cfg = load_config(None, [f"data={same_images}", f"outdir={tmp_path}", *TINY, "batch=8"])
 
@@ -391,7 +391,7 @@ def test_a_compile_record_is_named_by_what_the_graphs_depend_on(same_images, tmp
     assert record(same) == record(cfg)
     others = [record(dataclasses.replace(cfg, **change)) for change in (
         {"channel_base": 512}, {"map_layers": 4}, {"aug": "ada"}, {"compile_mode": "reduce-overhead"},
-        {"resolution": 32}, {"mbstd_group": 4}, {"family": "stylegan1"})]
+        {"compile_memory_budget": 0.5}, {"resolution": 32}, {"mbstd_group": 4}, {"family": "stylegan1"})]
     others += [record(cfg, batch_gpu=4), record(cfg, c_dim=3)]
     assert len({record(cfg), *others}) == len(others) + 1
 
@@ -516,6 +516,7 @@ def test_a_missing_resume_file_names_the_key_and_the_way_out(tmp_path, same_imag
     (["data=x", "aug=sometimes"], "aug 'sometimes'"),
     (["data=x", "compile_mode=max"], "compile_mode 'max' must be default or reduce-overhead"),
     (["data=x", "compile_helper_nice=-5"], "compile_helper_nice -5 must be a nice increment from 0 to 19"),
+    (["data=x", "compile_memory_budget=0"], "compile_memory_budget 0.0 must be in (0, 1]"),
 ])
 def test_bad_config_fails_cleanly(overrides, match):
     with pytest.raises(UserError, match=match.replace("(", r"\(").replace(")", r"\)")):

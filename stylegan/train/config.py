@@ -119,6 +119,9 @@ class TrainConfig:
                                         # memory on an H200; off until parity shows it learns the same (#40)
     compile_backend: str = "inductor"   # torch.compile's backend; aot_eager traces and differentiates without
                                         # generating kernels, on any device (compile problems, the CPU tests)
+    compile_memory_budget: float = 1.0  # < 1: the compiled phases save at most about this share of their
+                                        # activations for the backward and recompute the rest (the partitioner's
+                                        # activation_memory_budget): less memory for more GPU work (RESULTS.md)
 
     # Fault handling
     nan_rollback: int = 5               # this many non-finite steps in a row: roll back to the last snapshot
@@ -149,6 +152,9 @@ class TrainConfig:
             raise UserError(f"config: compile_start {self.compile_start!r} must be background or first-step")
         if self.compile_backend not in ("inductor", "aot_eager"):
             raise UserError(f"config: compile_backend {self.compile_backend!r} must be inductor or aot_eager")
+        if not 0 < self.compile_memory_budget <= 1:
+            raise UserError(f"config: compile_memory_budget {self.compile_memory_budget} must be in (0, 1]: the share "
+                            "of the compiled phases' activations kept for the backward (1: all)")
         if not 0 <= self.compile_helper_nice <= 19:
             raise UserError(f"config: compile_helper_nice {self.compile_helper_nice} must be a nice increment from 0 "
                             "to 19")

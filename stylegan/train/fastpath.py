@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch._functorch.config
 from torch import nn
 
 from stylegan.distributed import DistEnv, all_reduce_max, all_reduce_sum
@@ -56,6 +57,9 @@ def compiled_networks(G: Generator, D: Discriminator, augment: AugmentPipe | Non
     """torch.compile'd G and augmented D for the Gmain and Dmain phases (the same parameters; the augmentation
     compiles into D's graph), and `G_reg` (the loss's path lengths) compiled with `compile_greg`. Inductor keeps
     its graphs and kernels in the compile cache (`use_compile_cache`)."""
+    # The partitioner reads the budget when a graph compiles (its first call), so it is set for the process; it is
+    # part of the compile cache's keys.
+    torch._functorch.config.activation_memory_budget = cfg.compile_memory_budget
     options = {"backend": cfg.compile_backend}
     if cfg.compile_backend == "inductor":
         use_compile_cache()

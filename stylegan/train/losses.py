@@ -2,14 +2,16 @@
 (path-length regularisation), Dmain (logistic loss on fakes and reals), Dreg (lazy R1 on reals) and Dboth (the two
 D losses in one step, when R1 is not lazy). StyleGAN (2018)'s FFHQ losses are Gmain and Dboth.
 
-Each phase returns the loss to backpropagate for one minibatch round and its statistics by name; the trainer
-multiplies lazily applied regularisers by their interval (the official `gain`). Numbers match stylegan2-ada-pytorch.
+Each phase yields the losses to backpropagate for one minibatch round, each with its statistics by name; the trainer
+backpropagates each before it asks for the next, so that the D phases' fakes are differentiated, and their
+activations freed, before the reals' forward pass (as NVIDIA's Dgen, then Dreal). It multiplies lazily applied
+regularisers by their interval (the official `gain`). Numbers match stylegan2-ada-pytorch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +21,7 @@ from stylegan.models.stylegan2 import Discriminator, Generator
 from stylegan.train.augment import AugmentPipe
 
 Stats = dict[str, torch.Tensor]
+Terms = Iterator[tuple[torch.Tensor, Stats]]
 
 
 @dataclass
@@ -80,16 +83,17 @@ class StyleGAN2Loss:
         return {"Greg": [self.pl_mean], "Dmain": [self.G.mapping.w_avg], "Dboth": [self.G.mapping.w_avg]}.get(phase, [])
 
     def __call__(self, phase: str, real: torch.Tensor, real_c: torch.Tensor, z: torch.Tensor, c: torch.Tensor
-                 ) -> tuple[torch.Tensor, Stats]:
+                 ) -> Terms:
+        """The phase's loss terms, one at a time: backpropagate each before asking for the next."""
         return getattr(self, phase)(real, real_c, z, c)
 
-    def Gmain(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
+    def Gmain(self, real, real_c, z, c) -> Terms:
         img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing, mixing_layers=self.mixing_layers)
         logits = self.D_main(img, c)
         loss = F.softplus(-logits).mean()
-        return loss, {"loss_G": loss, "score_fake": logits.detach().mean()}
+        yield loss, {"loss_G": loss, "score_fake": logits.detach().mean()}
 
-    def Greg(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
+    def Greg(self, real, real_c, z, c) -> Terms:
         """Path length: |J_w^T y| for random image-space y should stay near its running mean (pl_mean)."""
         n = max(z.shape[0] // self.cfg.pl_batch_shrink, 1)
         lengths = self.G_reg(z[:n], c[:n])
@@ -98,7 +102,7 @@ class StyleGAN2Loss:
         new_mean = self.pl_mean.lerp(lengths.mean(), self.cfg.pl_decay)
         self.pl_mean.copy_(new_mean.detach())
         loss = (lengths - new_mean).square().mean() * self.cfg.pl_weight
-        return loss, {"pl_penalty": loss}
+        yield loss, {"pl_penalty": loss}
 
     def path_lengths(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """|J_w^T y| of each sample, y random in image space (scaled by 1/sqrt(pixels)), differentiable again.
@@ -117,26 +121,27 @@ class StyleGAN2Loss:
             (grads,) = torch.autograd.grad(outputs=[projected(ws)], inputs=[ws], create_graph=True)
         return grads.square().sum(2).mean(1).sqrt()
 
-    def Dmain(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
+    def Dmain(self, real, real_c, z, c) -> Terms:
         return self.D_loss(real, real_c, z, c, main=True, r1=False)
 
-    def Dreg(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
+    def Dreg(self, real, real_c, z, c) -> Terms:
         return self.D_loss(real, real_c, z, c, main=False, r1=True)
 
-    def Dboth(self, real, real_c, z, c) -> tuple[torch.Tensor, Stats]:
+    def Dboth(self, real, real_c, z, c) -> Terms:
         """Dmain + R1 in one step (r1_interval 1), as StyleGAN (2018)'s D_logistic_simplegp: one pass on the reals."""
         return self.D_loss(real, real_c, z, c, main=True, r1=True)
 
-    def D_loss(self, real, real_c, z, c, main: bool, r1: bool) -> tuple[torch.Tensor, Stats]:
-        """`main`: the logistic loss on fakes and reals; `r1`: gamma/2 * |grad_x D(augment(x))|^2 on the reals (the
-        eager D: it is differentiated twice)."""
-        loss, stats = torch.zeros([], device=real.device), {}
+    def D_loss(self, real, real_c, z, c, main: bool, r1: bool) -> Terms:
+        """`main`: the logistic loss on fakes, then on reals; `r1`: gamma/2 * |grad_x D(augment(x))|^2 on the reals
+        (the eager D: it is differentiated twice)."""
         if main:
             with torch.no_grad():
                 img, _ = run_G(self.G_main, z, c, self.cfg.style_mixing, True, self.mixing_layers)
             fake_logits = self.D_main(img, c)
-            loss = loss + F.softplus(fake_logits).mean()
-            stats.update(score_fake=fake_logits.detach().mean(), sign_fake=fake_logits.detach().sign().mean())
+            fake_loss = F.softplus(fake_logits).mean()
+            scores = fake_logits.detach()
+            yield fake_loss, {"score_fake": scores.mean(), "sign_fake": scores.sign().mean()}
+        loss, stats = torch.zeros([], device=real.device), {}
         real = real.detach().requires_grad_(r1)
         real_logits = (self.D_aug if r1 else self.D_main)(real, real_c)
         # every D phase scores the reals, and NVIDIA's ADA heuristic averages the signs of all of them (its
@@ -144,11 +149,11 @@ class StyleGAN2Loss:
         scores = real_logits.detach()
         stats.update(score_real=scores.mean(), real_sign=scores.sign().mean())
         if main:
-            loss = loss + F.softplus(-real_logits).mean()
-            stats["loss_D"] = loss
+            loss = F.softplus(-real_logits).mean()
+            stats["loss_D"] = fake_loss.detach() + loss
         if r1:
             (grads,) = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real], create_graph=True)
             penalty = grads.square().sum([1, 2, 3]).mean() * (self.cfg.r1_gamma / 2)
             loss = loss + penalty
             stats["r1_penalty"] = penalty
-        return loss, stats
+        yield loss, stats

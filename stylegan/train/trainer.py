@@ -67,7 +67,7 @@ from stylegan.train.fastpath import (
     lazy_adam,
     lazy_ratio,
 )
-from stylegan.train.losses import StyleGAN2Loss
+from stylegan.train.losses import StyleGAN2Loss, Terms
 from stylegan.train.progressive import Stage, reals_at_lod, stage_at
 from stylegan.train.runlog import PhaseTimes, RunLog, TickStats, memory_figures
 from stylegan.train.startup import StartPlan, plan_start
@@ -355,12 +355,12 @@ class Trainer:
             for t, s in zip(running, start, strict=True):
                 t.copy_(s)
             self.graphs.begin()
-            loss, values = self.round_loss(phase, rnd, real, real_c)
-            (loss * (phase.interval / self.rounds)).backward()
+            for loss, values in self.round_losses(phase, rnd, real, real_c):
+                (loss * (phase.interval / self.rounds)).backward()
+                self.stats.add(values)
+                if "real_sign" in values:  # the D phases
+                    self.ada_signs += torch.stack([values["real_sign"], torch.ones_like(values["real_sign"])])
             self.graphs.own_gradients(phase.params, rnd)
-            self.stats.add(values)
-            if "real_sign" in values:  # the D phases
-                self.ada_signs += torch.stack([values["real_sign"], torch.ones_like(values["real_sign"])])
             for end, t in zip(ends, running, strict=True):
                 end.append(t.clone())
         for p in phase.params:
@@ -370,15 +370,16 @@ class Trainer:
         for t, end in zip(running, ends, strict=True):
             t.copy_(all_reduce_sum(torch.stack(end).mean(0)) / self.env.world)
 
-    def round_loss(self, phase: Phase, rnd: int, real: torch.Tensor, real_c: torch.Tensor) -> tuple:
-        """The phase's loss on one round's reals, every random draw from the round's own seed."""
+    def round_losses(self, phase: Phase, rnd: int, real: torch.Tensor, real_c: torch.Tensor) -> Terms:
+        """The phase's loss terms on one round's reals (each backpropagated before the next is asked for), every
+        random draw from the round's own seed."""
         torch.manual_seed(self.round_seed(phase, rnd))
         z = torch.randn(self.batch_gpu, self.G.z_dim, device=self.device)
         gen_c = real_c[torch.randperm(len(real_c), device=self.device)]
-        loss, values = self.loss(phase.name, real, real_c, z, gen_c)
-        if phase.name == "Gmain" and self.progress["batch_idx"] in self.cfg.inject_nan_steps:  # the tests' fault
-            loss = loss * float("nan")
-        return loss, values
+        for loss, values in self.loss(phase.name, real, real_c, z, gen_c):
+            if phase.name == "Gmain" and self.progress["batch_idx"] in self.cfg.inject_nan_steps:  # the tests' fault
+                loss = loss * float("nan")
+            yield loss, values
 
     def round_seed(self, phase: Phase, rnd: int) -> int:
         global_round = self.env.rank * self.rounds + rnd
