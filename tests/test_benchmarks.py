@@ -14,6 +14,7 @@ from benchmarks.draw_coverage import nvidia_draws, our_draws, spread
 from benchmarks.parity import verdict
 from benchmarks.phase_memory import phase_peak
 from benchmarks.profile_vs_official import memory_by_phase, read_trace, summarize
+from benchmarks.saved_for_backward import SavedStorages
 from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
 from stylegan.train.augment import AugmentPipe
 from tests.conftest import REPO, TINY_TRAIN
@@ -131,6 +132,30 @@ def test_phase_peak_counts_what_a_call_allocates_at_its_peak_and_names_the_ops()
     assert sum(size for size, _ in groups.values()) == peak
     assert {name.split(" [")[0].split(" > ")[0] for name in groups} == {"aten::ones", "aten::full"}
 
+
+def test_saved_storages_count_each_storage_once_by_dtype_and_by_shape():
+    x = torch.randn(8, 8, requires_grad=True)
+    h = torch.randn(4, 4, dtype=torch.float16, requires_grad=True)
+    saved = SavedStorages()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        # x, twice, and two views of it: one storage; exp saves its output (a second); h * h saves h
+        loss = (x * x).sum() + (x[:4] * x[4:]).sum() + (x + 1).exp().sum() + (h * h).float().sum()
+    assert saved.total() == 256 + 256 + 32
+    assert saved.by_dtype() == [("float32", (512, 2)), ("float16", (32, 1))]
+    assert saved.largest(1) == [(("float32", (8, 8)), 2)]
+    loss.backward()
+
+
+def test_the_saved_bytes_benchmark_runs_every_phase_eager_and_compiled():
+    """On the meta device, with the fp16 blocks: Dmain as two terms of which the trainer holds one at a time."""
+    for compiled in ([], ["--compiled"]):
+        out = subprocess.run([sys.executable, "-m", "benchmarks.saved_for_backward", "--res", "16", "--batch", "2",
+                              "--largest", "2", *compiled, "channel_base=512", "channel_max=32", "map_layers=1",
+                              "z_dim=32", "w_dim=32"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        results = [line for line in out.splitlines() if line.startswith("RESULT")]
+        assert [line.split()[1] for line in results] == ["Gmain", "Greg", "Dmain", "Dreg"], out
+        assert "float16" in results[0] and results[2].count(" / ") == 1, out
+        assert out.count("    ") >= 8, out  # the largest shapes of each phase
 
 def test_augment_timing_runs_each_pass_and_the_r1_shape_reaches_the_images():
     pipe = AugmentPipe("bgc", 1.0)  # every transform on every image

@@ -118,9 +118,6 @@ def _fir_boxes(x: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
     """The same filter as three 2x2 box filters ([1,3,3,1] = [1,1] * [1,1] * [1,1]), the last one at `stride`.
     Zero-padding the input by p <= 3 equals padding the input of each of the first p box filters by one (the padded
     input's outer outputs are zeros), which needs no padded copy."""
-    if torch.compiler.is_compiling():  # Inductor writes its own kernels for padding, pooling and their gradients
-        x = _pool_boxes(F.pad(x, [pad] * 4), (0, 0))
-        return F.avg_pool2d(x, 2, stride)
     if pad > 3:
         x, pad = F.pad(x, [pad - 3] * 4), 3
     pads = tuple(int(i < pad) for i in range(3))
@@ -129,9 +126,27 @@ def _fir_boxes(x: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
     return F.avg_pool2d(_Boxes.apply(x, pads[:2]), 2, stride, padding=pads[2])
 
 
+def _fir_slices(x: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
+    """The same filter as four shifted slices of the zero-padded input per axis, [1, 3, 3, 1] / 8. Compiled, the
+    slices, sums and padding fuse into one kernel each way, and a slice's gradient needs only its shape: the graph
+    keeps nothing of the filter's for its backward, where pooling's gradient needs each box filter's input."""
+    x = F.pad(x, [pad] * 4)
+    return _taps_last(_taps_last(x, stride).mT, stride).mT
+
+
+def _taps_last(x: torch.Tensor, stride: int) -> torch.Tensor:
+    span = x.shape[-1] - 3  # the outputs at stride 1
+    a, b, c, d = (x[..., k:k + span:stride] for k in range(4))
+    return (a + d + 3 * (b + c)) / 8
+
+
 def _fir(x: torch.Tensor, stride: int, pad: int) -> torch.Tensor:
-    # GPUs: pooling kernels are fast, memory-bound and twice differentiable, unlike a depthwise convolution in half
-    # precision. CPUs (float32): the depthwise convolution is 10x faster than pooling with stride 1.
+    # Compiled graphs: shifted slices (Inductor fuses them; compiled pooling kept every box filter's input for its
+    # gradient, 4.7 of the compiled Gmain's 11.3 GiB at 1024x1024: benchmarks/RESULTS.md). Eager GPUs: pooling
+    # kernels are fast, memory-bound and twice differentiable, unlike a depthwise convolution in half precision.
+    # Eager CPUs (float32): the depthwise convolution is 10x faster than pooling with stride 1.
+    if torch.compiler.is_compiling():
+        return _fir_slices(x, stride, pad)
     return _fir_depthwise(x, stride, pad) if x.device.type == "cpu" else _fir_boxes(x, stride, pad)
 
 

@@ -1,0 +1,113 @@
+"""What each training phase keeps for its backward pass, at a GPU's resolution and precision, in seconds on any CPU.
+
+    python -m benchmarks.saved_for_backward [--res 1024] [--batch 4] [--phases Gmain Dmain] [--compiled]
+        [--largest 12] [key=value ...]
+The phases run on the meta device (shapes, no arithmetic) with the half-precision blocks a GPU runs
+(`num_fp16_res`), config-f's networks and ADA's 'bgc' at p = 0.2 as `benchmarks.phase_memory`; `--compiled` runs
+Gmain and Dmain through Inductor's decompositions and partitioner, without generating kernels
+(`aot_eager_decomp_partition`), with the run's `compile_memory_budget`. Counted: the distinct storages the phase's
+autograd graph saves (torch.autograd.graph.saved_tensors_hooks), by dtype and by loss term (the trainer
+backpropagates each term before the next, so it holds one term's at a time), and the `--largest` shapes. A compiled
+phase's peak on the GPU lies about this much above its start (benchmarks/RESULTS.md); what the backward allocates
+while it runs (gradients, cuDNN's workspaces) is not counted, so an eager double backward (R1, path length) peaks
+well above it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections import Counter
+from itertools import pairwise
+
+import torch
+
+from benchmarks.speed_vs_official import AUG_P, WIDTHS
+from stylegan.models import FAMILIES, stylegan2
+from stylegan.train.augment import AugmentPipe
+from stylegan.train.config import load_config
+from stylegan.train.fastpath import compiled_networks
+from stylegan.train.losses import StyleGAN2Loss
+
+GPU_LIKE = torch.device("meta")
+
+
+def half_on_meta(use_fp16: bool, device: torch.device) -> torch.dtype:
+    """stylegan2.block_dtype with the meta device standing for CUDA: the blocks a GPU runs in float16 do here."""
+    return torch.float16 if use_fp16 and device.type in ("cuda", "meta") else torch.float32
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--res", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--phases", nargs="+", default=["Gmain", "Greg", "Dmain", "Dreg"])
+    parser.add_argument("--compiled", action="store_true", help="Gmain and Dmain compiled, as training runs them")
+    parser.add_argument("--largest", type=int, default=0, help="list this many of the largest saved shapes")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    widths = WIDTHS["config-f"]
+    cfg = load_config(None, ["data=none", f"resolution={args.res}", f"batch={args.batch}", "aug=fixed",
+                             f"aug_p={AUG_P}", f"channel_base={widths['cbase']}", f"map_layers={widths['map']}",
+                             *args.overrides])
+    stylegan2.block_dtype = half_on_meta
+    Generator, Discriminator = FAMILIES[cfg.family]
+    G = Generator(**cfg.generator_kwargs(0)).to(GPU_LIKE).requires_grad_(False)
+    D = Discriminator(**cfg.discriminator_kwargs(0)).to(GPU_LIKE).requires_grad_(False)
+    augment = AugmentPipe(cfg.augpipe, cfg.aug_p).to(GPU_LIKE) if cfg.aug != "noaug" else None
+    loss = StyleGAN2Loss(G, D, augment, cfg.loss_config())
+    if args.compiled:
+        inductor_without_kernels = dataclasses.replace(cfg, compile_backend="aot_eager_decomp_partition")
+        loss.G_main, loss.D_main, loss.G_reg = compiled_networks(G, D, augment, loss.path_lengths,
+                                                                 inductor_without_kernels)
+    real = torch.empty(args.batch, 3, args.res, args.res, device=GPU_LIKE)
+    c = torch.empty(args.batch, 0, device=GPU_LIKE)
+    z = torch.empty(args.batch, G.z_dim, device=GPU_LIKE)
+    for phase in args.phases:
+        trained = G if phase.startswith("G") else D
+        trained.requires_grad_(True)
+        saved = SavedStorages()
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+            totals = [saved.total() for _ in loss(phase, real, c, z, c)]  # after each term (all graphs stay alive)
+        trained.requires_grad_(False)
+        by_dtype = ", ".join(f"{dtype} {size / 2**30:.2f} in {count}" for dtype, (size, count) in saved.by_dtype())
+        terms = " / ".join(f"{(after - before) / 2**30:.2f}" for before, after in pairwise([0, *totals]))
+        print(f"RESULT {phase} {args.res} batch {args.batch} {'compiled' if args.compiled else 'eager'}: saved "
+              f"{saved.total() / 2**30:.2f} GiB ({by_dtype}); by term {terms} GiB; {args.overrides}",
+              flush=True)
+        for (dtype, shape), count in saved.largest(args.largest):
+            print(f"    {count:4d} x {dtype} {list(shape)}")
+
+
+class SavedStorages:
+    """The storages an autograd graph saves, each counted once (views of one tensor share it)."""
+
+    def __init__(self):
+        self.storages: dict[int, tuple[int, str, tuple[int, ...]]] = {}
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        self.storages.setdefault(storage._cdata, (storage.nbytes(), str(t.dtype).removeprefix("torch."),
+                                                  tuple(t.shape)))
+        return t
+
+    def total(self) -> int:
+        return sum(size for size, _, _ in self.storages.values())
+
+    def by_dtype(self) -> list[tuple[str, tuple[int, int]]]:
+        sums = Counter(), Counter()
+        for size, dtype, _ in self.storages.values():
+            sums[0][dtype] += size
+            sums[1][dtype] += 1
+        return [(dtype, (size, sums[1][dtype])) for dtype, size in sums[0].most_common()]
+
+    def largest(self, n: int) -> list[tuple[tuple[str, tuple[int, ...]], int]]:
+        """The `n` (dtype, shape) groups that hold the most bytes, with their counts."""
+        sizes, counts = Counter(), Counter()
+        for size, dtype, shape in self.storages.values():
+            sizes[dtype, shape] += size
+            counts[dtype, shape] += 1
+        return [(group, counts[group]) for group, _ in sizes.most_common(n)]
+
+if __name__ == "__main__":
+    main()
