@@ -2,7 +2,8 @@
 
 Numerics follow NVIDIA's official StyleGAN2 (stylegan2-ada-pytorch): the [1,3,3,1] FIR filter normalised to sum 1,
 up-sampling with gain 4, the official padding, and the same bias/activation/gain/clamp order. Nothing here
-compiles a CUDA extension: the FIR filter runs as pooling/interpolation kernels (see fir_filter).
+compiles a CUDA extension: the FIR filter runs as pooling and interpolation kernels, shifted slices in compiled
+graphs and a depthwise convolution on CPUs (see `_fir`).
 """
 
 from __future__ import annotations
