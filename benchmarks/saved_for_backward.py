@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import weakref
 from collections import Counter
 from itertools import pairwise
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from benchmarks.speed_vs_official import AUG_P, WIDTHS
 from stylegan.models import FAMILIES, stylegan2
 from stylegan.train.augment import AugmentPipe
 from stylegan.train.config import load_config
-from stylegan.train.fastpath import compiled_networks
+from stylegan.train.fastpath import compiled_networks, compiled_phases
 from stylegan.train.losses import StyleGAN2Loss
 
 GPU_LIKE = torch.device("meta")
@@ -41,7 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--res", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--phases", nargs="+", default=["Gmain", "Greg", "Dmain", "Dreg"])
+    parser.add_argument("--phases", nargs="+", default=["Gmain", "Greg", "Dmain", "Dreg"],
+                        choices=("Gmain", "Greg", "Dmain", "Dreg", "Dboth"))
     parser.add_argument("--compiled", action="store_true", help="Gmain and Dmain compiled, as training runs them")
     parser.add_argument("--largest", type=int, default=0, help="list this many of the largest saved shapes")
     parser.add_argument("overrides", nargs="*")
@@ -63,17 +68,26 @@ def main() -> None:
     real = torch.empty(args.batch, 3, args.res, args.res, device=GPU_LIKE)
     c = torch.empty(args.batch, 0, device=GPU_LIKE)
     z = torch.empty(args.batch, G.z_dim, device=GPU_LIKE)
+    compiled = compiled_phases(cfg) if args.compiled else ()
     for phase in args.phases:
         trained = G if phase.startswith("G") else D
         trained.requires_grad_(True)
         saved = SavedStorages()
         with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
             totals = [saved.total() for _ in loss(phase, real, c, z, c)]  # after each term (all graphs stay alive)
+        peak = ""
+        if phase not in compiled:  # a dispatch mode would run the compiled graphs eagerly
+            with LiveBytes() as live:
+                for term, _ in loss(phase, real, c, z, c):
+                    term.backward()
+            peak = f"; peak {live.peak / 2**30:.2f} GiB with the backward (at {live.peak_op})"
         trained.requires_grad_(False)
+        for p in trained.parameters():
+            p.grad = None
         by_dtype = ", ".join(f"{dtype} {size / 2**30:.2f} in {count}" for dtype, (size, count) in saved.by_dtype())
         terms = " / ".join(f"{(after - before) / 2**30:.2f}" for before, after in pairwise([0, *totals]))
-        print(f"RESULT {phase} {args.res} batch {args.batch} {'compiled' if args.compiled else 'eager'}: saved "
-              f"{saved.total() / 2**30:.2f} GiB ({by_dtype}); by term {terms} GiB; {args.overrides}",
+        print(f"RESULT {phase} {args.res} batch {args.batch} {'compiled' if phase in compiled else 'eager'}: saved "
+              f"{saved.total() / 2**30:.2f} GiB ({by_dtype}); by term {terms} GiB{peak}; {args.overrides}",
               flush=True)
         for (dtype, shape), count in saved.largest(args.largest):
             print(f"    {count:4d} x {dtype} {list(shape)}")
@@ -108,6 +122,39 @@ class SavedStorages:
             sizes[dtype, shape] += size
             counts[dtype, shape] += 1
         return [(group, counts[group]) for group, _ in sizes.most_common(n)]
+
+
+class LiveBytes(TorchDispatchMode):
+    """The bytes of the tensors that ops create inside it and that are still alive, and their most: what a phase
+    allocates above its start, its backward included (the caching allocator's rounding and cuDNN's workspaces
+    aside). Views and in-place results share an input's storage and add nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.alive: dict[int, weakref.ref] = {}
+        self.bytes = self.peak = 0
+        self.peak_op = ""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            if storage._cdata in inputs or storage._cdata in self.alive:
+                continue
+            self.alive[storage._cdata] = weakref.ref(storage, functools.partial(self.freed, storage._cdata,
+                                                                                storage.nbytes()))
+            self.bytes += storage.nbytes()
+            if self.bytes > self.peak:
+                self.peak, self.peak_op = self.bytes, str(func)
+        return out
+
+    def freed(self, key: int, size: int, _: weakref.ref) -> None:
+        del self.alive[key]
+        self.bytes -= size
+
 
 if __name__ == "__main__":
     main()

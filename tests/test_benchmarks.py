@@ -14,7 +14,7 @@ from benchmarks.draw_coverage import nvidia_draws, our_draws, spread
 from benchmarks.parity import verdict
 from benchmarks.phase_memory import phase_peak
 from benchmarks.profile_vs_official import memory_by_phase, read_trace, summarize
-from benchmarks.saved_for_backward import SavedStorages
+from benchmarks.saved_for_backward import LiveBytes, SavedStorages
 from benchmarks.speed_vs_official import official_cmd, ours_cmd, run_settings
 from stylegan.train.augment import AugmentPipe
 from tests.conftest import REPO, TINY_TRAIN
@@ -146,6 +146,20 @@ def test_saved_storages_count_each_storage_once_by_dtype_and_by_shape():
     loss.backward()
 
 
+def test_live_bytes_follow_what_ops_create_and_free_and_not_views_or_older_tensors():
+    x = torch.randn(256)  # made before: not counted, nor are its in-place results
+    with LiveBytes() as live:
+        a = x * 2
+        b = a.view(16, 16)
+        c = b + 1
+        assert live.bytes == 2048
+        del a, b, c
+        d = x + 1
+        x.mul_(2)
+    assert (live.peak, live.bytes) == (2048, 1024) and live.peak_op.startswith("aten.add")
+    del d
+    assert live.bytes == 0
+
 def test_the_saved_bytes_benchmark_runs_every_phase_eager_and_compiled():
     """On the meta device, with the fp16 blocks: Dmain as two terms of which the trainer holds one at a time."""
     for compiled in ([], ["--compiled"]):
@@ -155,6 +169,7 @@ def test_the_saved_bytes_benchmark_runs_every_phase_eager_and_compiled():
         results = [line for line in out.splitlines() if line.startswith("RESULT")]
         assert [line.split()[1] for line in results] == ["Gmain", "Greg", "Dmain", "Dreg"], out
         assert "float16" in results[0] and results[2].count(" / ") == 1, out
+        assert all(("peak" in line) != (compiled and line.split()[1] in ("Gmain", "Dmain")) for line in results), out
         assert out.count("    ") >= 8, out  # the largest shapes of each phase
 
 def test_augment_timing_runs_each_pass_and_the_r1_shape_reaches_the_images():

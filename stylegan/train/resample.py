@@ -56,8 +56,9 @@ class _SampleAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad: torch.Tensor, grid: torch.Tensor, img_shape: torch.Size) -> torch.Tensor:
         ctx.save_for_backward(grid)
-        # The kernel takes the input only for its shape when the grid's gradient is not asked for.
-        blank = grad.new_zeros(img_shape)
+        # The kernel reads the input only for the grid's gradient, which is not asked for: a zero broadcast to the
+        # image's shape stands for it without allocating it (at 1024x1024 the 2x image is 1.7 GiB, R1's peak).
+        blank = grad.new_zeros(()).expand(img_shape)
         grad_img, _ = torch.ops.aten.grid_sampler_2d_backward(grad, blank, grid, 0, 0, False, [True, False])
         return grad_img
 
