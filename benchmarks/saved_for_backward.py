@@ -1,16 +1,18 @@
-"""What each training phase keeps for its backward pass, at a GPU's resolution and precision, in seconds on any CPU.
+"""What each training phase keeps for its backward pass, and the eager phases' peaks, at a GPU's resolution and
+precision, in seconds on any CPU.
 
-    python -m benchmarks.saved_for_backward [--res 1024] [--batch 4] [--phases Gmain Dmain] [--compiled]
-        [--largest 12] [key=value ...]
+    python -m benchmarks.saved_for_backward [--res 1024] [--batch 4] [--compiled] [--largest 12] [key=value ...]
+        [--phases Gmain Dmain]
 The phases run on the meta device (shapes, no arithmetic) with the half-precision blocks a GPU runs
 (`num_fp16_res`), config-f's networks and ADA's 'bgc' at p = 0.2 as `benchmarks.phase_memory`; `--compiled` runs
 Gmain and Dmain through Inductor's decompositions and partitioner, without generating kernels
 (`aot_eager_decomp_partition`), with the run's `compile_memory_budget`. Counted: the distinct storages the phase's
 autograd graph saves (torch.autograd.graph.saved_tensors_hooks), by dtype and by loss term (the trainer
-backpropagates each term before the next, so it holds one term's at a time), and the `--largest` shapes. A compiled
-phase's peak on the GPU lies about this much above its start (benchmarks/RESULTS.md); what the backward allocates
-while it runs (gradients, cuDNN's workspaces) is not counted, so an eager double backward (R1, path length) peaks
-well above it.
+backpropagates each term before the next, so it holds one term's at a time), and the `--largest` shapes; for the
+phases that run eagerly, also the peak of the live bytes that ops create, the backward included (`LiveBytes`; under a
+dispatch mode a compiled graph would run eagerly). On the GPU a compiled phase peaks about its saved bytes above its
+start, and an eager one about its peak (benchmarks/RESULTS.md); cuDNN's workspaces and the caching allocator's
+rounding are not counted.
 """
 
 from __future__ import annotations
