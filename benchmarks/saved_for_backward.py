@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from itertools import pairwise
 
 import torch
@@ -33,7 +34,7 @@ from stylegan.models import FAMILIES, stylegan2
 from stylegan.train.augment import AugmentPipe
 from stylegan.train.config import load_config
 from stylegan.train.fastpath import compiled_networks, compiled_phases
-from stylegan.train.losses import StyleGAN2Loss
+from stylegan.train.losses import StyleGAN2Loss, Terms
 
 GPU_LIKE = torch.device("meta")
 
@@ -74,14 +75,11 @@ def main() -> None:
     for phase in args.phases:
         trained = G if phase.startswith("G") else D
         trained.requires_grad_(True)
-        saved = SavedStorages()
-        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-            totals = [saved.total() for _ in loss(phase, real, c, z, c)]  # after each term (all graphs stay alive)
+        run = functools.partial(loss, phase, real, c, z, c)
+        saved, totals = saved_by_term(run)
         peak = ""
         if phase not in compiled:  # a dispatch mode would run the compiled graphs eagerly
-            with LiveBytes() as live:
-                for term, _ in loss(phase, real, c, z, c):
-                    term.backward()
+            live = live_with_backward(run)
             peak = f"; peak {live.peak / 2**30:.2f} GiB with the backward (at {live.peak_op})"
         trained.requires_grad_(False)
         for p in trained.parameters():
@@ -93,6 +91,22 @@ def main() -> None:
               flush=True)
         for (dtype, shape), count in saved.largest(args.largest):
             print(f"    {count:4d} x {dtype} {list(shape)}")
+
+
+def saved_by_term(run: Callable[[], Terms]) -> tuple[SavedStorages, list[int]]:
+    """What the phase's graphs save, and the total after each of its terms (all the graphs stay alive)."""
+    saved = SavedStorages()
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        totals = [saved.total() for _ in run()]
+    return saved, totals
+
+
+def live_with_backward(run: Callable[[], Terms]) -> LiveBytes:
+    """The live bytes of the phase as the trainer runs it: each term backpropagated before the next."""
+    with LiveBytes() as live:
+        for term, _ in run():
+            term.backward()
+    return live
 
 
 class SavedStorages:
