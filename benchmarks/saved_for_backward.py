@@ -125,20 +125,22 @@ class SavedStorages:
         return sum(size for size, _, _ in self.storages.values())
 
     def by_dtype(self) -> list[tuple[str, tuple[int, int]]]:
-        sums = Counter(), Counter()
-        for size, dtype, _ in self.storages.values():
-            sums[0][dtype] += size
-            sums[1][dtype] += 1
-        return [(dtype, (size, sums[1][dtype])) for dtype, size in sums[0].most_common()]
+        """Each dtype's bytes and count of storages, the most bytes first."""
+        sizes, counts = self.grouped(lambda dtype, shape: dtype)
+        return [(dtype, (size, counts[dtype])) for dtype, size in sizes.most_common()]
 
     def largest(self, n: int) -> list[tuple[tuple[str, tuple[int, ...]], int]]:
         """The `n` (dtype, shape) groups that hold the most bytes, with their counts."""
-        sizes, counts = Counter(), Counter()
-        for size, dtype, shape in self.storages.values():
-            sizes[dtype, shape] += size
-            counts[dtype, shape] += 1
+        sizes, counts = self.grouped(lambda dtype, shape: (dtype, shape))
         return [(group, counts[group]) for group, _ in sizes.most_common(n)]
 
+    def grouped(self, key: Callable[[str, tuple[int, ...]], object]) -> tuple[Counter, Counter]:
+        """Bytes and storage counts summed by `key(dtype, shape)`."""
+        sizes, counts = Counter(), Counter()
+        for size, dtype, shape in self.storages.values():
+            sizes[key(dtype, shape)] += size
+            counts[key(dtype, shape)] += 1
+        return sizes, counts
 
 class LiveBytes(TorchDispatchMode):
     """The bytes of the tensors that ops create inside it and that are still alive, and their most: what a phase
