@@ -2,7 +2,7 @@
 
 R1 differentiates D's output twice with respect to the reals, and the reals pass through the augmentation's
 geometric resampling. PyTorch's CUDA `grid_sample` has no double backward (its CPU kernel has one, so CPU-only tests
-never notice), so the bilinear sampling here is an autograd function of our own: it is linear in the image, so its
+never notice), so the bilinear sampling here is a pair of custom ops of our own: it is linear in the image, so its
 backward is its adjoint and the adjoint's backward is the sampling again, on any device, to any order.
 
 The 2x up- and down-sampling use the sym6 wavelet's low-pass filter, as the official augmentation does: up then
@@ -34,48 +34,58 @@ _TAP_PAD = len(SYM6) // 2 - 1  # conv padding that centres the 12-tap filter bet
 PHASE_SHIFT = 0.25
 
 
-class _Sample(torch.autograd.Function):
-    """Bilinear sampling of `img` at `grid` (normalised, align_corners=False, zeros outside). The grid is a
-    constant: augmentation parameters are random draws, never trained."""
-
-    @staticmethod
-    def forward(ctx, img: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(grid)
-        ctx.img_shape = img.shape
-        return torch.grid_sampler_2d(img, grid, 0, 0, False)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (grid,) = ctx.saved_tensors
-        return _SampleAdjoint.apply(grad, grid, ctx.img_shape), None
+# Bilinear sampling (align_corners=False, zeros outside) and its adjoint, each the other's derivative (above). The grid
+# is a constant (augmentation parameters are random draws, never trained), and neither op keeps the image: the adjoint
+# needs only the grid and the image's size. Custom ops act the same eagerly and in compiled graphs, where the plain
+# `grid_sampler_2d` would keep its input (the 2x image: 1.7 GiB at 1024x1024) for a backward that reads only the grid,
+# and where an autograd function would make AOTAutograd bypass its cache.
+@torch.library.custom_op("stylegan::grid_sample", mutates_args=())
+def _sample(img: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    return torch.grid_sampler_2d(img, grid, 0, 0, False)
 
 
-class _SampleAdjoint(torch.autograd.Function):
-    """The transpose of _Sample: scatters `grad` back onto an image of `img_shape`."""
+@torch.library.custom_op("stylegan::grid_sample_adjoint", mutates_args=())
+def _sample_adjoint(grad: torch.Tensor, grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The transpose of _sample: scatters `grad` back onto an image of height x width."""
+    # The kernel reads its input only for the grid's gradient, which is not asked for: a zero broadcast to the
+    # image's shape stands for it without allocating it.
+    blank = grad.new_zeros(()).expand(*grad.shape[:2], height, width)
+    return torch.ops.aten.grid_sampler_2d_backward(grad, blank, grid, 0, 0, False, [True, False])[0]
 
-    @staticmethod
-    def forward(ctx, grad: torch.Tensor, grid: torch.Tensor, img_shape: torch.Size) -> torch.Tensor:
-        ctx.save_for_backward(grid)
-        # The kernel reads the input only for the grid's gradient, which is not asked for: a zero broadcast to the
-        # image's shape stands for it without allocating it (at 1024x1024 the 2x image is 1.7 GiB, R1's peak).
-        blank = grad.new_zeros(()).expand(img_shape)
-        grad_img, _ = torch.ops.aten.grid_sampler_2d_backward(grad, blank, grid, 0, 0, False, [True, False])
-        return grad_img
 
-    @staticmethod
-    def backward(ctx, grad2: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (grid,) = ctx.saved_tensors
-        return _Sample.apply(grad2, grid), None, None
+@_sample.register_fake
+def _(img: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    return img.new_empty(*img.shape[:2], *grid.shape[1:3])
+
+
+@_sample_adjoint.register_fake
+def _(grad: torch.Tensor, grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    return grad.new_empty(*grad.shape[:2], height, width)
+
+
+def _keep_grid_and_size(ctx, inputs: tuple, output: torch.Tensor) -> None:
+    ctx.save_for_backward(inputs[1])
+    ctx.size = tuple(inputs[0].shape[-2:])  # the sampled image's, for the adjoint (the adjoint's backward needs none)
+
+
+def _sample_backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    (grid,) = ctx.saved_tensors
+    return _sample_adjoint(grad, grid, *ctx.size), None
+
+
+def _sample_adjoint_backward(ctx, grad2: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+    (grid,) = ctx.saved_tensors
+    return _sample(grad2, grid), None, None, None
+
+
+_sample.register_autograd(_sample_backward, setup_context=_keep_grid_and_size)
+_sample_adjoint.register_autograd(_sample_adjoint_backward, setup_context=_keep_grid_and_size)
 
 
 def grid_sample(img: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """`F.grid_sample(img, grid, 'bilinear', 'zeros', align_corners=False)`, differentiable in `img` to any
     order on CPU and CUDA alike."""
-    if torch.compiler.is_compiling():
-        # Compiled graphs are differentiated once (R1 runs eagerly), and the plain op keeps them cacheable: the
-        # autograd function makes AOTAutograd bypass its cache (6 s of every warm start) and steps slower.
-        return torch.grid_sampler_2d(img, grid, 0, 0, False)
-    return _Sample.apply(img, grid)
+    return _sample(img, grid)
 
 
 # The low-pass normalised to unit gain, as Python numbers: constants inside a compiled graph.
