@@ -138,9 +138,11 @@ class SavedStorages:
         """Bytes and storage counts summed by `key(dtype, shape)`."""
         sizes, counts = Counter(), Counter()
         for size, dtype, shape in self.storages.values():
-            sizes[key(dtype, shape)] += size
-            counts[key(dtype, shape)] += 1
+            group = key(dtype, shape)
+            sizes[group] += size
+            counts[group] += 1
         return sizes, counts
+
 
 class LiveBytes(TorchDispatchMode):
     """The bytes of the tensors that ops create inside it and that are still alive, and their most: what a phase
